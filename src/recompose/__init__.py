@@ -1,0 +1,41 @@
+"""recompose: compose trained diffusion models as densities and sample them correctly.
+
+Quick map: models (:class:`DiffusionModel`, :class:`GaussianMixture`), the algebra
+(``a * b``, ``a ** w``, ``a / b``, :func:`mixture`, :func:`cfg`, :func:`guide`), and one
+sampler entry point :func:`sample` (reverse diffusion, ULA, U-HMC, MALA, HMC).
+"""
+
+from . import mcmc
+from .compose import Mixture, Power, Product, cfg, guide, mixture, power, product
+from .diffusion import SampleInfo, SampleResult
+from .errors import CapabilityError, CompositionError
+from .models import DiffusionModel, GaussianMixture, gmm_product
+from .sampling import SAMPLERS, sample
+from .schedules import CosineSchedule, LinearSchedule, Schedule, get_schedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DiffusionModel",
+    "GaussianMixture",
+    "gmm_product",
+    "Product",
+    "Power",
+    "Mixture",
+    "product",
+    "power",
+    "mixture",
+    "cfg",
+    "guide",
+    "sample",
+    "SAMPLERS",
+    "SampleResult",
+    "SampleInfo",
+    "Schedule",
+    "CosineSchedule",
+    "LinearSchedule",
+    "get_schedule",
+    "CapabilityError",
+    "CompositionError",
+    "mcmc",
+]

@@ -1,0 +1,83 @@
+"""Shape-agnostic helpers: broadcasting, reductions, time handling, autograd energy -> score.
+
+All broadcasting in the library goes through :func:`append_dims` and every reduction over the
+event dimensions through :func:`batch_sum`, so one code path serves ``(B, 2)`` points and
+``(B, C, H, W)`` images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "append_dims",
+    "batch_sum",
+    "as_time",
+    "per_chain",
+    "energy_and_score_autograd",
+    "check_finite",
+]
+
+
+def append_dims(v: Tensor, ndim: int) -> Tensor:
+    """Append trailing singleton dims to ``v`` (shape ``(B,)`` or ``()``) until it has ``ndim``."""
+    if v.ndim > ndim:
+        raise ValueError(f"cannot broadcast a tensor of rank {v.ndim} to rank {ndim}")
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def batch_sum(x: Tensor) -> Tensor:
+    """Sum over every dimension but the first: ``(B, *D) -> (B,)``."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def as_time(t: float | Tensor, batch: int, like: Tensor) -> Tensor:
+    """Return ``t`` as a ``(B,)`` tensor on ``like``'s device and dtype.
+
+    Accepts a Python number, a 0-d tensor or a ``(B,)`` tensor.
+    """
+    t = torch.as_tensor(t, device=like.device, dtype=like.dtype)
+    if t.ndim == 0:
+        return t.expand(batch)
+    if t.shape != (batch,):
+        raise ValueError(f"t must be a scalar or have shape ({batch},), got {tuple(t.shape)}")
+    return t
+
+
+def energy_and_score_autograd(
+    energy_fn: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Evaluate ``E(x)`` and ``s(x) = -∇ₓ E(x)`` with one forward and one backward pass.
+
+    Runs under ``torch.enable_grad()`` so it works inside ``torch.no_grad()`` sampling loops.
+    Returns detached tensors unless ``create_graph`` (training differentiates through ∇ₓE).
+    """
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        energy = energy_fn(xg)
+        if energy.shape != (x.shape[0],):
+            raise ValueError(f"energy must have shape ({x.shape[0]},), got {tuple(energy.shape)}")
+        (grad,) = torch.autograd.grad(energy.sum(), xg, create_graph=create_graph)
+    if create_graph:
+        return energy, -grad
+    return energy.detach(), -grad.detach()
+
+
+def check_finite(x: Tensor, what: str) -> None:
+    """Raise ``FloatingPointError`` naming ``what`` and the number of bad rows if ``x`` has NaN/inf."""
+    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+    if bool(bad.any()):
+        raise FloatingPointError(f"{what}: {int(bad.sum())} of {x.shape[0]} chains are not finite")
+
+
+def per_chain(value: float | Tensor, x: Tensor) -> Tensor:
+    """A scalar or ``(B,)`` value as a ``(B, 1, …)`` tensor broadcastable against ``x``."""
+    v = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    if v.ndim == 0:
+        v = v.expand(x.shape[0])
+    if v.shape != (x.shape[0],):
+        raise ValueError(f"expected a scalar or shape ({x.shape[0]},), got {tuple(v.shape)}")
+    return append_dims(v, x.ndim)
