@@ -2,13 +2,13 @@ r"""The composition algebra: products, powers and mixtures of time-indexed densi
 
 Three primitives, closed under the model contract (a composite is a :class:`DiffusionModel`):
 
-==================  ==============================  ======================================  ==========
-construct           energy                          score                                   energies?
-==================  ==============================  ======================================  ==========
-``Product(m₁…mₙ)``  ``Σ Eᵢ``                        ``Σ sᵢ``                                no
-``Power(m, w)``     ``w·E``                         ``w·s``                                 no
-``Mixture(m, w)``   ``−logsumexp(log wᵢ − Eᵢ)``     ``Σ softmaxᵢ(log wᵢ − Eᵢ)·sᵢ``          **yes**
-==================  ==============================  ======================================  ==========
+==================  ===========================  ================================  =========
+construct           energy                       score                             energies?
+==================  ===========================  ================================  =========
+``Product(m₁…mₙ)``  ``Σ Eᵢ``                     ``Σ sᵢ``                          no
+``Power(m, w)``     ``w·E``                      ``w·s``                           no
+``Mixture(m, w)``   ``−logsumexp(log wᵢ − Eᵢ)``  ``Σ softmaxᵢ(log wᵢ − Eᵢ)·sᵢ``    **yes**
+==================  ===========================  ================================  =========
 
 Everything else is sugar: negation ``a / b**α = Product(a, Power(b, −α))``; classifier-free
 guidance ``cfg(cond, uncond, w) = uncond · (cond/uncond)^w``; classifier guidance

@@ -67,7 +67,7 @@ def energy_and_score_autograd(
 
 
 def check_finite(x: Tensor, what: str) -> None:
-    """Raise ``FloatingPointError`` naming ``what`` and the number of bad rows if ``x`` has NaN/inf."""
+    """Raise ``FloatingPointError`` (naming ``what`` and the bad rows) if ``x`` has NaN/inf."""
     bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
     if bool(bad.any()):
         raise FloatingPointError(f"{what}: {int(bad.sum())} of {x.shape[0]} chains are not finite")

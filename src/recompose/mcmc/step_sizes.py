@@ -55,7 +55,9 @@ class AcceptanceAdapter:
     State is a 0-d tensor on the chains' device so adapting never synchronises with the host.
     """
 
-    def __init__(self, target: float, gain: float = 0.5, device: torch.device | None = None):
+    def __init__(
+        self, target: float, gain: float = 0.5, device: torch.device | None = None
+    ) -> None:
         if not 0.0 < target < 1.0:
             raise ValueError(f"target acceptance must lie in (0, 1), got {target}")
         self.target = target

@@ -1,0 +1,72 @@
+"""Build models from configs and load model files (no code execution, no pickle).
+
+``recompose.pretrained(name, parameterization)`` loads one of the shipped 2D models;
+:func:`load_model` loads any model file written by :mod:`recompose.io` or the trainer.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from ..io import CheckpointError, read_model_file
+from ..schedules import get_schedule
+from .base import DiffusionModel
+from .networks import build_network
+from .parameterization import EnergyModel, ScoreModel
+
+__all__ = ["build_model", "load_model", "pretrained", "PRETRAINED"]
+
+PRETRAINED = ("ring", "bar", "left_bar", "right_bar", "large_box", "small_box")
+
+
+def build_model(config: dict) -> DiffusionModel:
+    """An (untrained) model from a config: ``network``, ``parameterization``, ``schedule``…"""
+    net = build_network(config["network"])
+    schedule = get_schedule(config["schedule"])
+    shape = tuple(config["event_shape"])
+    name = config.get("name")
+    if config["parameterization"] == "energy":
+        return EnergyModel(net, schedule, shape, form=config.get("energy_form", "ae"), name=name)
+    if config["parameterization"] == "score":
+        return ScoreModel(net, schedule, shape, name=name)
+    raise CheckpointError(f"unknown parameterization {config['parameterization']!r}")
+
+
+def load_model(path: Path | str, name: str | None = None) -> DiffusionModel:
+    """Load a model file (or checkpoint folder) in eval mode; one-line errors on bad files."""
+    tensors, config = read_model_file(path)
+    try:
+        model = build_model(config)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: its config does not describe a known model ({err})") \
+            from None
+    missing, unexpected = [], []
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    bad_shape = [k for k in own if k in tensors and own[k].shape != tensors[k].shape]
+    if missing or unexpected or bad_shape:
+        what = (missing and f"missing {missing[0]}") or (unexpected and f"unexpected "
+                f"{unexpected[0]}") or f"shape of {bad_shape[0]}"
+        raise CheckpointError(f"{path}: weights do not match the {config['network'].get('arch')}"
+                              f" architecture in its config ({what})")
+    model.load_state_dict(tensors)
+    if name is not None:
+        model.name = name
+    return model.eval().requires_grad_(False)
+
+
+def pretrained(name: str, parameterization: str = "energy") -> DiffusionModel:
+    """One of the shipped 2D models: ``ring``, ``bar``, ``left_bar``, ``right_bar``,
+    ``large_box``, ``small_box``; ``parameterization`` is ``"score"`` or ``"energy"``."""
+    if name not in PRETRAINED:
+        raise KeyError(f"unknown pretrained model {name!r}; choose one of {', '.join(PRETRAINED)}")
+    if parameterization not in ("score", "energy"):
+        raise ValueError("parameterization must be 'score' or 'energy'")
+    ref = resources.files("recompose") / "pretrained" / f"{name}-{parameterization}.safetensors"
+    with resources.as_file(ref) as path:
+        if not path.exists():
+            raise CheckpointError(f"shipped model file {path.name} is missing from the install; "
+                                  "reinstall recompose or retrain with `recompose train`")
+        return load_model(path, name=name)

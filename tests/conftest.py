@@ -1,0 +1,43 @@
+import math
+
+import pytest
+import torch
+
+import recompose as rc
+from recompose.models.base import DiffusionModel
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+class ScoreOnly(DiffusionModel):
+    """Wraps a model and hides its energy (a stand-in for a score-parameterised network)."""
+
+    has_energy = False
+
+    def __init__(self, inner, name="score_only"):
+        super().__init__()
+        self.inner, self.schedule, self.event_shape, self.name = (
+            inner, inner.schedule, inner.event_shape, name)
+
+    def score(self, x, t):
+        return self.inner.score(x, t)
+
+
+def ring_gmm(k=8, radius=0.5, std=0.03):
+    means = [[radius * math.cos(2 * math.pi * i / k), radius * math.sin(2 * math.pi * i / k)]
+             for i in range(k)]
+    return rc.GaussianMixture(means, std, name="ring")
+
+
+def skewed_gmm():
+    """A non-Gaussian 2D mixture with full, unequal covariances and unequal weights."""
+    covs = torch.tensor([[[0.30, 0.12], [0.12, 0.10]],
+                         [[0.05, -0.02], [-0.02, 0.20]],
+                         [[0.15, 0.0], [0.0, 0.15]]], dtype=torch.float64)
+    return rc.GaussianMixture([[-1.0, 0.0], [1.0, 0.5], [0.0, -1.2]], covs=covs,
+                              weights=[0.5, 0.3, 0.2], name="skewed")
+
+
+@pytest.fixture
+def generator():
+    return torch.Generator().manual_seed(1234)
