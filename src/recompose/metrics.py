@@ -2,14 +2,16 @@ r"""Sample-quality metrics against a target (shapes: samples ``(N, *D)``, flatte
 
 * :func:`energy_distance` (Székely & Rizzo 2013), the V-statistic
   ``D² = 2 E‖X − Y‖ − E‖X − X'‖ − E‖Y − Y'‖`` (≥ 0, zero iff equal laws); returns ``D²``.
-* :func:`wasserstein2` — exact empirical 2-Wasserstein distance between two equal-size point
-  sets by linear assignment on squared distances (scipy's ``linear_sum_assignment``),
+* :func:`wasserstein2` — exact empirical 2-Wasserstein distance between two point sets by
+  linear assignment on squared distances (scipy's ``linear_sum_assignment``),
   ``W2 = sqrt(mean ‖x_i − y_π(i)‖²)``. Cost ``O(N³)``: keep ``N ≤ ~3000``.
 * :func:`mean_log_prob` — mean exact log-density of the samples under a target with a
   ``log_prob`` method.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -34,10 +36,20 @@ def energy_distance(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> float:
 
 
 def wasserstein2(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> float:
-    """Exact empirical W2 between equal-size point sets."""
+    """Exact W2 between the uniform empirical measures on ``x`` (n points) and ``y`` (m).
+
+    When ``n ≠ m`` each set is repeated up to ``lcm(n, m)`` points (≤ 6000): the optimal
+    transport between uniform measures then has an optimal plan that is an assignment
+    (Birkhoff), so this is exact, e.g. 1,000 samples against 2,000 target points.
+    """
     x, y = _flat(x), _flat(y)
-    if x.shape != y.shape:
-        raise ValueError(f"W2 needs equal-size sets, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError("W2 needs point sets of the same dimension")
+    n = math.lcm(x.shape[0], y.shape[0])
+    if n > 6000:
+        raise ValueError(f"W2 by assignment needs lcm(n, m) ≤ 6000, got {n}")
+    x = x.repeat_interleave(n // x.shape[0], 0)
+    y = y.repeat_interleave(n // y.shape[0], 0)
     cost = (torch.cdist(x, y) ** 2).numpy()
     rows, cols = linear_sum_assignment(cost)
     return float(np.sqrt(cost[rows, cols].mean()))

@@ -1,42 +1,118 @@
-"""The ``recompose`` command line (click). Subcommands live in this package."""
+"""The ``recompose`` command line.
+
+Exit codes: 0 success; 2 usage error (bad option, expression, model name, or a composition
+the models cannot support); 1 runtime failure (divergence, unreadable checkpoint, I/O).
+Errors print one line (``--debug`` shows the traceback). Outputs are written atomically, so
+Ctrl-C never leaves half-written files.
+"""
 
 from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import click
 
 from .. import __version__
 
+EXPERIMENTS = {
+    "toy2d": "R3 2D table: product / mixture / negation × samplers × score/energy (≈ 18 min)",
+    "analytic-product": "issue-2 table: samplers on an exact product of two GMMs (≈ 1 min)",
+}
+
+
+class Failure(click.ClickException):
+    """A runtime failure: one line on stderr, exit code 1."""
+
+    exit_code = 1
+
+
+def _usage(message: str) -> click.UsageError:
+    return click.UsageError(message)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Map library exceptions to one-line messages and exit codes (tracebacks with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        from ..errors import CapabilityError, CompositionError
+        from ..io import CheckpointError
+        from .expr import ExprError
+
+        ctx = click.get_current_context()
+        debug = (ctx.find_root().params or {}).get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted: no partial outputs were written", err=True)
+            sys.exit(130)
+        except Exception as err:  # noqa: BLE001 - the CLI boundary
+            if debug:
+                raise
+            if isinstance(err, ExprError):
+                raise _usage(f"bad expression: {err.pretty()}") from None
+            if isinstance(err, CapabilityError | CompositionError):
+                raise _usage(str(err)) from None
+            if isinstance(err, CheckpointError):
+                raise Failure(str(err)) from None
+            if isinstance(err, FloatingPointError):
+                raise Failure(str(err)) from None
+            if isinstance(err, OSError):
+                raise Failure(f"{err.strerror or err}: {err.filename or ''}".strip()) from None
+            raise Failure(f"{type(err).__name__}: {err} (rerun with --debug for details)") \
+                from None
+
+    return wrapper
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="recompose")
-def cli() -> None:
-    """Compose trained diffusion models as densities and sample them correctly."""
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or chatter.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
+    """Compose trained diffusion models as densities and sample them correctly.
 
-
-@cli.command()
-@click.option("--n", default=2000, show_default=True, help="Samples per cell.")
-@click.option("--seed", default=0, show_default=True)
-def demo(n: int, seed: int) -> None:
-    """Sample the analytic ring × two-mode product with reverse diffusion and HMC.
-
-    Example: recompose demo --n 1000
+    \b
+    Examples:
+      recompose demo
+      recompose list
+      recompose sample --model A=ring --model B=bar --expr "A * B" --sampler hmc --out runs/ab
+      recompose reproduce toy2d
     """
-    from .. import gmm_product, sample
-    from ..experiments.analytic_product import on_modes, problem
-    from ..metrics import energy_distance
+    ctx.ensure_object(dict)
+    ctx.obj["quiet"] = quiet
 
-    ring, two = problem()
-    exact = gmm_product(ring, two)
-    ref = exact.sample(n, __import__("torch").Generator().manual_seed(seed + 1))
-    for name in ("reverse", "hmc"):
-        r = sample(ring * two, n, name, seed=seed, progress=True)
-        click.echo(f"{name:8s} energy distance {1e3 * energy_distance(r.x, ref):.3f}e-3  "
-                   f"on modes {on_modes(r.x):.2f}  time {r.info.wall_time:.1f}s")
+
+def _quiet() -> bool:
+    return bool(click.get_current_context().find_root().obj.get("quiet"))
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an output folder we cannot create or write, before any work is done."""
+    import os
+
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise Failure(f"cannot write to {out}: {probe} is not a writable folder; choose "
+                      "another --out")
+
+
+from . import commands  # noqa: E402,F401  (registers the subcommands)
 
 
 def main() -> None:
-    cli()
+    cli(obj={})
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m recompose.cli.main`: use the package's module
+    from recompose.cli.main import main as _main
+
+    _main()

@@ -1,0 +1,100 @@
+"""Benchmarks printed as tables (ratios measured side by side in one process).
+
+* :func:`sampler_overhead` — wall time of annealed HMC / MALA on the shipped product
+  ``ring * bar`` (energy models) over the wall time of the *same number* of bare network
+  evaluations (each leaf's energy + gradient at the same batch), interleaved, best of
+  ``repeats``. Target ≤ 1.15.
+* :func:`parameterization_cost` — energy vs score parameterisation: cost of one gradient
+  (score) evaluation and of one training step.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..config import TrainConfig
+from ..models.loading import pretrained
+from ..sampling import sample
+from ..training.trainer import Trainer
+
+__all__ = ["sampler_overhead", "parameterization_cost"]
+
+
+def _bare(leaves: list, x: torch.Tensor, t: torch.Tensor, calls: int, energy_only: int) -> float:
+    """Time ``calls`` energy+gradient and ``energy_only`` energy evaluations of every leaf."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        for leaf in leaves:
+            leaf.energy_and_score(x, t)
+    with torch.no_grad():
+        for _ in range(energy_only):
+            for leaf in leaves:
+                leaf.energy(x, t)
+    return time.perf_counter() - start
+
+
+def sampler_overhead(n: int = 1000, repeats: int = 3, num_levels: int = 20,
+                     num_steps: int = 10) -> str:
+    model = pretrained("ring", "energy") * pretrained("bar", "energy")
+    leaves = list(model.leaves())
+    x = torch.randn(n, 2, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(0.3)
+    lines = ["| sampler | chains | grad evals (network) | sampler s | bare evals s | ratio |",
+             "|---|---|---|---|---|---|"]
+    worst = 0.0
+    for name in ("mala", "hmc"):
+        best_s, best_b = float("inf"), float("inf")
+        for r in range(repeats):
+            res = sample(model, n, name, num_levels=num_levels, num_steps=num_steps, seed=r)
+            info = res.info
+            # In both samplers every composite evaluation is an energy-and-score call per leaf.
+            calls = info.score_evals
+            extra_energy = info.energy_evals - min(info.energy_evals, info.score_evals)
+            best_s = min(best_s, info.wall_time)
+            best_b = min(best_b, _bare(leaves, x, t, calls, extra_energy))
+        ratio = best_s / best_b
+        worst = max(worst, ratio)
+        lines.append(f"| {name} | {n} | {info.network_score_evals} | {best_s:.2f} | "
+                     f"{best_b:.2f} | {ratio:.3f} |")
+    lines.append(f"\nmax overhead ratio: {worst:.3f}")
+    return "\n".join(lines)
+
+
+def parameterization_cost(n: int = 1000, repeats: int = 3, calls: int = 30,
+                          train_steps: int = 20) -> str:
+    x = torch.randn(n, 2, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(0.3)
+    grad = {}
+    for param in ("score", "energy"):
+        m = pretrained("ring", param)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            with torch.no_grad():
+                for _ in range(calls):
+                    m.score(x, t)
+            best = min(best, (time.perf_counter() - start) / calls)
+        grad[param] = best
+    step = {}
+    for param in ("score", "energy"):
+        cfg = TrainConfig(data="ring", parameterization=param, steps=10**6, batch_size=n)
+        threads = torch.get_num_threads()
+        trainer = Trainer(cfg, "/dev/null/unused")  # never saves: we only time train_step
+        torch.set_num_threads(threads)  # Trainer pins its own thread count; restore ours
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(train_steps):
+                trainer.train_step()
+            best = min(best, (time.perf_counter() - start) / train_steps)
+        step[param] = best
+    return "\n".join([
+        f"| cost (batch {n}) | score model | energy model | energy / score |",
+        "|---|---|---|---|",
+        f"| one gradient (score) evaluation | {1e3 * grad['score']:.2f} ms | "
+        f"{1e3 * grad['energy']:.2f} ms | {grad['energy'] / grad['score']:.2f} |",
+        f"| one training step | {1e3 * step['score']:.1f} ms | {1e3 * step['energy']:.1f} ms "
+        f"| {step['energy'] / step['score']:.2f} |",
+    ])

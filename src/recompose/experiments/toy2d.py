@@ -1,0 +1,273 @@
+"""The R3 2D experiments on the shipped models: product, mixture, negation × samplers.
+
+Compositions (shipped models, ``recompose.pretrained``):
+
+* product   ``ring * bar``
+* mixture   ``mixture([left_bar, right_bar], [0.5, 0.5])`` of energy models normalised by
+  quadrature (:mod:`recompose.models.normalization`) — a proper weighted mixture of the
+  time-``t`` densities, not R3's hard-coded sharpness
+* negation  ``large_box / small_box ** 0.3`` — R3's ``q₁/q₂^α`` with ``α = 0.3`` (the R3 notebook
+  coded ``q₁^1.3/q₂^0.3``; the extra power only sharpens the numerator's smoothed edges)
+
+Cells: {reverse, ULA, U-HMC} × {score, energy} and {MALA, HMC} × energy (a mixture needs
+energies, so its score cells are refused). Budget as R3: T = 100 levels, K = 10 steps per
+level; 1,000 chains (as in the reference run). Metrics against the exact smoothed targets of
+:mod:`.targets2d`: mean log-likelihood, exact W2 to 2,000 target draws, fraction in the
+ideal support; mean ± sd over seeds.
+
+Run: ``recompose reproduce toy2d`` or ``python -m recompose.experiments.toy2d --out DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..compose import mixture
+from ..metrics import wasserstein2
+from ..models.base import DiffusionModel
+from ..models.loading import pretrained
+from ..models.normalization import Normalized, normalize_by_quadrature
+from ..sampling import sample
+from .targets2d import TARGETS
+
+__all__ = ["CELLS", "ANCHOR", "build", "run", "main"]
+
+COMPOSITIONS = ("product", "mixture", "negation")
+CELLS = [("score", "reverse"), ("score", "ula"), ("score", "uhmc"),
+         ("energy", "reverse"), ("energy", "ula"), ("energy", "uhmc"),
+         ("energy", "mala"), ("energy", "hmc")]
+NEGATION_ALPHA = 0.3
+
+# The reference run of the R3 notebook (r3-reference.md, Part B §4.3): energy models, 1,000
+# chains (500 for mixture/negation), one seed. Product: LL / in-support / W2; mixture and
+# negation: W2 / in-support (their negation target and W2 reference differ from ours).
+ANCHOR = {
+    ("product", "exact"): {"LL": 3.45, "support": 1.00, "W2": 0.085},
+    ("product", "reverse"): {"LL": -4.52, "support": 0.56, "W2": 0.197},
+    ("product", "ula"): {"LL": -2.41, "support": 0.68, "W2": 0.176},
+    ("product", "uhmc"): {"LL": -0.39, "support": 0.80, "W2": 0.246},
+    ("product", "mala"): {"LL": 0.04, "support": 0.82, "W2": 0.212},
+    ("product", "hmc"): {"LL": 1.69, "support": 0.94, "W2": 0.251},
+    ("mixture", "exact"): {"support": 1.00, "W2": 0.082},
+    ("mixture", "reverse"): {"support": 0.09, "W2": 0.281},
+    ("mixture", "ula"): {"support": 0.24, "W2": 0.210},
+    ("mixture", "uhmc"): {"support": 0.23, "W2": 0.197},
+    ("mixture", "mala"): {"support": 0.06, "W2": 0.225},
+    ("mixture", "hmc"): {"support": 0.05, "W2": 0.206},
+    ("negation", "exact"): {"support": 1.00, "W2": 0.079},
+    ("negation", "reverse"): {"support": 0.71, "W2": 0.113},
+    ("negation", "ula"): {"support": 0.70, "W2": 0.158},
+    ("negation", "uhmc"): {"support": 0.61, "W2": 0.260},
+    ("negation", "mala"): {"support": 0.62, "W2": 0.196},
+    ("negation", "hmc"): {"support": 0.63, "W2": 0.324},
+}
+
+
+def mixture_normalizers() -> dict[str, tuple[list[float], list[float]]]:
+    """Quadrature ``log Z(t)`` tables of the two bar energy models (computed once)."""
+    out = {}
+    for name in ("left_bar", "right_bar"):
+        norm = normalize_by_quadrature(pretrained(name, "energy"))
+        out[name] = (norm.times.tolist(), norm.log_z.tolist())
+    return out
+
+
+def build(composition: str, parameterization: str,
+          normalizers: dict[str, tuple[list[float], list[float]]] | None = None
+          ) -> DiffusionModel:
+    """The composed model of one experiment."""
+    if composition == "product":
+        return pretrained("ring", parameterization) * pretrained("bar", parameterization)
+    if composition == "negation":
+        return (pretrained("large_box", parameterization)
+                / pretrained("small_box", parameterization) ** NEGATION_ALPHA)
+    if composition == "mixture":
+        normalizers = normalizers or mixture_normalizers()
+        parts = []
+        for name in ("left_bar", "right_bar"):
+            times, log_z = normalizers[name]
+            parts.append(Normalized(pretrained(name, parameterization),
+                                    torch.tensor(times), torch.tensor(log_z)))
+        return mixture(parts, [0.5, 0.5])
+    raise KeyError(f"unknown composition {composition!r}; choose one of {COMPOSITIONS}")
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _run_cell(task: dict) -> dict:
+    model = build(task["composition"], task["parameterization"], task["normalizers"])
+    r = sample(model, task["n"], task["sampler"], num_levels=task["num_levels"],
+               num_steps=task["num_steps"], seed=task["seed"])
+    return {**{k: v for k, v in task.items() if k != "normalizers"},
+            "x": r.x.numpy(), "info": r.info.to_dict()}
+
+
+def _metrics(x: torch.Tensor, target: object, ref: torch.Tensor) -> dict:
+    lp = target.log_prob(x)
+    finite = torch.isfinite(lp)
+    return {"LL": float(lp.mean()) if bool(finite.all()) else -math.inf,
+            "outside_window": float((~finite).double().mean()),
+            "W2": wasserstein2(x, ref),
+            "support": float(target.in_support(x).double().mean())}
+
+
+def _cells_for(composition: str) -> list[tuple[str, str]]:
+    if composition == "mixture":  # a mixture needs energies: the score cells are refused
+        return [c for c in CELLS if c[0] == "energy"]
+    return CELLS
+
+
+def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2), num_levels: int = 100,
+        num_steps: int = 10, workers: int = 2, n_target: int = 2000,
+        compositions: tuple[str, ...] = COMPOSITIONS, progress: bool = True) -> dict:
+    """Run every cell, write ``out/{config,metrics}.json``, samples, table and figures."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"n": n, "seeds": list(seeds), "num_levels": num_levels, "num_steps": num_steps,
+              "n_target": n_target, "compositions": list(compositions),
+              "negation_alpha": NEGATION_ALPHA, "workers": workers}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    start = time.perf_counter()
+    normalizers = mixture_normalizers() if "mixture" in compositions else None
+    tasks = [{"composition": c, "parameterization": p, "sampler": s, "seed": seed, "n": n,
+              "num_levels": num_levels, "num_steps": num_steps, "normalizers": normalizers}
+             for c in compositions for p, s in _cells_for(c) for seed in seeds]
+    cost = {"reverse": 1, "ula": 11, "mala": 11, "uhmc": 31, "hmc": 31}
+    tasks.sort(key=lambda t: -cost[t["sampler"]] * (2 if t["parameterization"] == "energy"
+                                                    else 1))
+    results = []
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+        futures = [pool.submit(_run_cell, t) for t in tasks]
+        for f in tqdm(futures, desc="toy2d cells", disable=not progress):
+            results.append(f.result())
+
+    rows: dict = {}
+    samples: dict[str, np.ndarray] = {}
+    for comp in compositions:
+        target = TARGETS[comp]()
+        refs = {s: target.sample(n_target, torch.Generator().manual_seed(1000 + s))
+                for s in seeds}
+        exact = [_metrics(target.sample(n, torch.Generator().manual_seed(2000 + s)), target,
+                          refs[s]) for s in seeds]
+        rows[(comp, "exact", "exact")] = {"metrics": exact}
+        samples[f"{comp}/target"] = target.sample(n, torch.Generator().manual_seed(0)).numpy()
+        for p, s in _cells_for(comp):
+            cell = [r for r in results if (r["composition"], r["parameterization"],
+                                           r["sampler"]) == (comp, p, s)]
+            cell.sort(key=lambda r: r["seed"])
+            mets = [_metrics(torch.as_tensor(r["x"]).double(), target, refs[r["seed"]])
+                    for r in cell]
+            rows[(comp, p, s)] = {"metrics": mets, "info": [r["info"] for r in cell]}
+            samples[f"{comp}/{p}/{s}"] = cell[0]["x"]
+    elapsed = time.perf_counter() - start
+    summary = _summarise(rows)
+    (out / "metrics.json").write_text(json.dumps({"rows": summary, "elapsed_s": elapsed},
+                                                 indent=2))
+    np.savez_compressed(out / "samples.npz", **samples)
+    table = markdown(summary)
+    (out / "table.md").write_text(table + "\n")
+    _figures(out, samples, rows, compositions)
+    return {"rows": summary, "elapsed_s": elapsed, "table": table}
+
+
+def _ms(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < len(values):
+        return -math.inf, float("nan")
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _summarise(rows: dict) -> list[dict]:
+    summary = []
+    for (comp, p, s), cell in rows.items():
+        entry = {"composition": comp, "parameterization": p, "sampler": s}
+        for key in ("LL", "W2", "support", "outside_window"):
+            entry[key] = _ms([m[key] for m in cell["metrics"]])
+        if "info" in cell:
+            info = cell["info"][0]
+            entry |= {"score_evals": info["score_evals"], "energy_evals": info["energy_evals"],
+                      "network_score_evals": info["network_score_evals"],
+                      "network_energy_evals": info["network_energy_evals"],
+                      "wall_time": statistics.mean(i["wall_time"] for i in cell["info"]),
+                      "acceptance": statistics.mean(i["mean_acceptance"] for i in cell["info"])}
+        entry["anchor"] = ANCHOR.get((comp, s), {}) if p in ("energy", "exact") else {}
+        summary.append(entry)
+    return summary
+
+
+def _fmt(v: tuple[float, float], digits: int = 2) -> str:
+    mean, sd = v
+    if not math.isfinite(mean):
+        return "−∞"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def markdown(summary: list[dict]) -> str:
+    head = ("| composition | model | sampler | LL ↑ | W2 ↓ | in support ↑ | grad evals | "
+            "energy evals | time (s) | acceptance | reference run (LL / W2 / support) |")
+    lines = [head, "|" + "---|" * 11]
+    for e in summary:
+        a = e["anchor"]
+        anchor = " / ".join(f"{a[k]:.2f}" if k in a else "–" for k in ("LL", "W2", "support"))
+        if "wall_time" in e:
+            model, sampler = e["parameterization"], e["sampler"]
+            mh = sampler in ("mala", "hmc")
+            cost = [str(e["network_score_evals"]), str(e["network_energy_evals"]),
+                    f"{e['wall_time']:.0f}", f"{e['acceptance']:.2f}" if mh else "–"]
+        else:
+            model, sampler, cost = "exact draws", "–", ["–"] * 4
+        cells = [e["composition"], model, sampler, _fmt(e["LL"]), _fmt(e["W2"], 3),
+                 _fmt(e["support"]), *cost, anchor]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _figures(out: Path, samples: dict, rows: dict, compositions: tuple[str, ...]) -> None:
+    from ..viz.plots import acceptance_plot, scatter_grid
+
+    cols = ["target"] + [f"{s} ({p})" for p, s in CELLS]
+    cells = {}
+    for comp in compositions:
+        cells[(comp, "target")] = samples[f"{comp}/target"]
+        for p, s in _cells_for(comp):
+            cells[(comp, f"{s} ({p})")] = samples[f"{comp}/{p}/{s}"]
+    fig = scatter_grid(cells, list(compositions), cols)
+    fig.savefig(out / "toy2d_samples.png", dpi=130)
+    for comp in compositions:
+        for s in ("mala", "hmc"):
+            info = rows[(comp, "energy", s)]["info"][0]
+            fig = acceptance_plot(info["t"], info["acceptance"], info["step_size"],
+                                  label=f"{comp} {s}")
+            fig.savefig(out / f"acceptance_{comp}_{s}.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/toy2d"))
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    res = run(args.out, n=args.n, seeds=tuple(range(args.seeds)), workers=args.workers)
+    print(res["table"])
+    print(f"\n{res['elapsed_s']:.0f} s; outputs in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

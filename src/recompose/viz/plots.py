@@ -1,0 +1,108 @@
+"""Plots as pure functions returning matplotlib Figures (the caller saves them).
+
+* :func:`scatter_grid` — one scatter panel per (row, column) cell, like R3's 2D figure.
+* :func:`acceptance_plot` — MH acceptance (and step size) per noise level.
+* :func:`density_levels` — heat-maps of a composed 2D target's density at a few levels.
+* :func:`image_grid` — a grid of image samples ``(N, C, H, W)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = ["scatter_grid", "acceptance_plot", "density_levels", "image_grid"]
+
+
+def scatter_grid(cells: dict[tuple[str, str], np.ndarray], rows: Sequence[str],
+                 cols: Sequence[str], lim: float = 1.2, size: float = 1.9,
+                 titles: dict[tuple[str, str], str] | None = None) -> Figure:
+    """``cells[(row, col)]`` is an ``(N, 2)`` array; missing cells are left blank."""
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(size * len(cols), size * len(rows)),
+                             squeeze=False)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            ax = axes[i][j]
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            pts = cells.get((r, c))
+            if pts is not None:
+                ax.scatter(pts[:, 0], pts[:, 1], s=1.0, alpha=0.5, color="C0" if j else "k",
+                           rasterized=True)
+                if titles and (r, c) in titles:
+                    ax.text(0.02, 0.02, titles[(r, c)], transform=ax.transAxes, fontsize=6)
+            else:
+                ax.axis("off")
+            if i == 0:
+                ax.set_title(c, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(r, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def acceptance_plot(t: Sequence[float], acceptance: Sequence[float],
+                    step_size: Sequence[float] | None = None, label: str = "") -> Figure:
+    """Mean MH acceptance against noise level ``t`` (and the step size on a second axis)."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(t, acceptance, color="C0", label=label or "acceptance")
+    ax.set_xlabel("t (noise level)")
+    ax.set_ylabel("mean acceptance")
+    ax.set_ylim(0, 1.05)
+    if step_size is not None and np.isfinite(np.asarray(step_size, dtype=float)).any():
+        ax2 = ax.twinx()
+        ax2.semilogy(t, step_size, color="C1", ls="--")
+        ax2.set_ylabel("step size", color="C1")
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def density_levels(model: object, ts: Sequence[float], lim: float = 1.5,
+                   grid: int = 120) -> Figure:
+    """Heat-maps of ``exp(−E(x, t))`` (normalised per panel) of a 2D energy model, or of
+    ``|score|`` for a score-only model, at the given levels."""
+    axis = torch.linspace(-lim, lim, grid)
+    xx = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
+    fig, axes = plt.subplots(1, len(ts), figsize=(2.2 * len(ts), 2.4), squeeze=False)
+    for ax, t in zip(axes[0], ts):
+        if model.has_energy:
+            e = model.energy(xx, float(t)).double()
+            z = torch.exp(-(e - e.min())).reshape(grid, grid)
+            what = "density"
+        else:
+            z = model.score(xx, float(t)).norm(dim=1).reshape(grid, grid)
+            what = "|score|"
+        ax.imshow(z.numpy(), extent=(-lim, lim, -lim, lim), origin="lower", cmap="viridis")
+        ax.set_title(f"t = {t:.2f}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"composed target ({what})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(x: torch.Tensor, nrow: int = 8) -> Figure:
+    """Show images ``(N, C, H, W)`` with values in about ``[−1, 1]``."""
+    x = x.detach().cpu().clamp(-1, 1).add(1).div(2)
+    n = x.shape[0]
+    ncol = min(nrow, n)
+    nrows = (n + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrows, ncol, figsize=(ncol, nrows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            img = x[k].permute(1, 2, 0).numpy()
+            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray")
+    fig.tight_layout()
+    return fig

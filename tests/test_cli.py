@@ -1,0 +1,211 @@
+"""The command line: every listed bad input gets one line and the right exit code."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from recompose.cli.expr import ExprError, evaluate, parse
+from recompose.cli.main import cli
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def one_line_error(result, code):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+# --------------------------------------------------------------------- expression language
+def test_expression_grammar():
+    from conftest import ring_gmm, skewed_gmm
+
+    a, b, c = skewed_gmm(), ring_gmm(), ring_gmm(std=0.2)
+    m = evaluate("A * B**-0.3", {"A": a, "B": b})
+    assert m.describe() == "skewed * ring**-0.3"
+    m = evaluate("mix(A:0.3, B:0.7) * C", {"A": a, "B": b, "C": c})
+    assert m.factors[0].weights == pytest.approx((0.3, 0.7))
+    m = evaluate("(A / B**0.5) ** 2", {"A": a, "B": b})
+    assert [f.exponent for f in m.factors] == [2.0, -1.0]
+
+
+@pytest.mark.parametrize("text,column", [("A * (B", 7), ("A ** B", 6), ("2 * A", 1),
+                                         ("A + B", 3), ("mix(A:1, B)", 11), ("A $ B", 3),
+                                         ("", 1), ("A B", 3), ("mix(A:-1, B:2)", 7)])
+def test_expression_errors_point_at_the_column(text, column):
+    with pytest.raises(ExprError) as err:
+        parse(text)
+    assert err.value.column == column
+    assert "^" in err.value.pretty()
+
+
+def test_no_eval():
+    with pytest.raises(ExprError):
+        parse("__import__('os').system('true')")
+
+
+# --------------------------------------------------------------------- commands
+def test_help_of_every_command_shows_an_example():
+    for cmd in ("", "demo", "sample", "train", "reproduce", "list", "bench"):
+        r = run(*([cmd] if cmd else []), "--help")
+        assert r.exit_code == 0 and "Example" in r.output, cmd
+
+
+def test_list():
+    r = run("list")
+    assert r.exit_code == 0 and "ring" in r.output and "toy2d" in r.output
+
+
+def test_sample_writes_a_complete_run_folder(tmp_path):
+    out = tmp_path / "run"
+    r = run("--quiet", "sample", "--model", "A=ring", "--model", "B=bar:energy", "--expr",
+            "A * B", "--sampler", "hmc", "--levels", "4", "--mcmc-steps", "2", "--n", "50",
+            "--out", str(out))
+    assert r.exit_code == 0, r.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["expr"] == "A * B" and config["seed"] == 0 and config["n"] == 50
+    assert np.load(out / "samples.npz")["x"].shape == (50, 2)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["sampling"]["acceptance"]) == 4
+    for fig in ("samples.png", "acceptance.png", "target_levels.png"):
+        assert (out / "figures" / fig).stat().st_size > 1000
+    # the same config reruns to the same samples
+    out2 = tmp_path / "run2"
+    run("--quiet", "sample", "--model", "A=ring", "--model", "B=bar:energy", "--expr",
+        "A * B", "--sampler", "hmc", "--levels", "4", "--mcmc-steps", "2", "--n", "50",
+        "--out", str(out2))
+    assert np.array_equal(np.load(out / "samples.npz")["x"], np.load(out2 / "samples.npz")["x"])
+
+
+def _sample(tmp_path, *extra, expr="A * B", models=("A=ring", "B=bar")):
+    args = ["sample", "--expr", expr, "--levels", "3", "--mcmc-steps", "1", "--n", "20",
+            "--out", str(tmp_path / "out")]
+    for m in models:
+        args += ["--model", m]
+    return run(*args, *extra)
+
+
+def test_unknown_model_name(tmp_path):
+    line = one_line_error(_sample(tmp_path, models=("A=rnig", "B=bar")), 2)
+    assert "unknown model 'rnig'" in line and "recompose list" in line
+
+
+def test_bad_expression(tmp_path):
+    r = _sample(tmp_path, expr="A * (B")
+    assert r.exit_code == 2 and "column 7" in r.output and "Traceback" not in r.output
+
+
+def test_unknown_variable(tmp_path):
+    r = _sample(tmp_path, expr="A * C")
+    assert r.exit_code == 2 and "unknown name 'C'" in r.output and "--model C=" in r.output
+
+
+def test_mixture_over_score_only_models(tmp_path):
+    line = one_line_error(_sample(tmp_path, "--sampler", "ula", expr="mix(A, B)",
+                                  models=("A=left_bar:score", "B=right_bar:score")), 2)
+    assert "mixture needs each part's energy" in line
+
+
+def test_mh_sampler_on_score_only_composite(tmp_path):
+    line = one_line_error(_sample(tmp_path, "--sampler", "mala",
+                                  models=("A=ring:score", "B=bar:score")), 2)
+    assert "needs energies" in line and "ula" in line
+
+
+def test_nan_during_sampling(tmp_path):
+    line = one_line_error(_sample(tmp_path, "--sampler", "ula", "--step-size", "1e15",
+                                  "--step-power", "0"), 1)
+    assert "level" in line and "chains" in line and "smaller step" in line
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"this is not a checkpoint")
+    line = one_line_error(_sample(tmp_path, models=(f"A={bad}", "B=bar")), 1)
+    assert "cannot read checkpoint" in line
+
+
+def test_mismatched_checkpoint(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from importlib import resources
+
+    from recompose.io import read_model_file, save_model_file
+
+    shipped = resources.files("recompose") / "pretrained" / "ring-energy.safetensors"
+    tensors, config = read_model_file(shipped)
+    config["network"]["width"] = 64  # weights no longer fit the architecture
+    path = tmp_path / "other.safetensors"
+    save_model_file(path, tensors, config)
+    line = one_line_error(_sample(tmp_path, models=(f"A={path}", "B=bar")), 1)
+    assert "do not match" in line
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    line = one_line_error(_sample(tmp_path, models=(f"A={plain}", "B=bar")), 1)
+    assert "not a recompose model" in line
+
+
+@pytest.mark.parametrize("n", ["0", "-5"])
+def test_non_positive_n(tmp_path, n):
+    r = run("sample", "--model", "A=ring", "--expr", "A", "--n", n, "--out",
+            str(tmp_path / "o"))
+    line = one_line_error(r, 2)
+    assert "--n must be a positive integer" in line
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    line = one_line_error(run("sample", "--model", "A=ring", "--expr", "A", "--n", "5",
+                              "--levels", "2", "--out", str(blocker / "sub")), 1)
+    assert "cannot write" in line
+
+
+def test_existing_output_is_not_overwritten(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("precious")
+    line = one_line_error(_sample(tmp_path), 2)
+    assert "--overwrite" in line and (tmp_path / "out" / "keep.txt").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = CliRunner().invoke(cli, ["--debug", "sample", "--model", "A=ring:score", "--model",
+                                 "B=bar:score", "--expr", "A*B", "--sampler", "hmc", "--n",
+                                 "5", "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and r.exc_info is not None
+
+
+def test_demo_writes_table_and_figure(tmp_path):
+    out = tmp_path / "demo"
+    r = run("--quiet", "demo", "--n", "40", "--levels", "4", "--mcmc-steps", "1", "--out",
+            str(out))
+    assert r.exit_code == 0, r.output
+    for comp in ("product", "mixture", "negation"):
+        assert comp in r.output
+    assert (out / "demo.png").stat().st_size > 5000
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {f"{c}/{s}" for c in ("product", "mixture", "negation")
+                            for s in ("reverse", "hmc")}
+    assert json.loads((out / "config.json").read_text())["n"] == 40
+
+
+def test_train_command_and_resume(tmp_path):
+    out = tmp_path / "t"
+    args = ["train", "--data", "bar", "--parameterization", "score", "--steps", "6",
+            "--batch-size", "64", "--checkpoint-every", "3", "--out", str(out)]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    assert (out / "checkpoint" / "model.safetensors").exists()
+    r = run(*args)  # same settings: resumes at the end and does nothing more
+    assert r.exit_code == 0 and "resuming from step 6" in r.output
+    args[args.index("--steps") + 1] = "9"  # other settings: refused, the run is kept
+    line = one_line_error(run(*args), 1)
+    assert "different settings" in line
