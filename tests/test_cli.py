@@ -133,10 +133,10 @@ def test_corrupt_checkpoint(tmp_path):
 
 
 def test_mismatched_checkpoint(tmp_path):
+    from importlib import resources
+
     import torch
     from safetensors.torch import save_file
-
-    from importlib import resources
 
     from recompose.io import read_model_file, save_model_file
 
