@@ -209,3 +209,16 @@ def test_train_command_and_resume(tmp_path):
     args[args.index("--steps") + 1] = "9"  # other settings: refused, the run is kept
     line = one_line_error(run(*args), 1)
     assert "different settings" in line
+
+
+def test_ctrl_c_leaves_no_half_written_files(tmp_path, monkeypatch):
+    import recompose
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recompose, "sample", interrupted)
+    r = _sample(tmp_path)
+    assert r.exit_code == 130 and "interrupted" in r.output
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out*"))

@@ -10,6 +10,7 @@ from .compose import Mixture, Power, Product, cfg, guide, mixture, power, produc
 from .diffusion import SampleInfo, SampleResult
 from .errors import CapabilityError, CompositionError
 from .models import DiffusionModel, GaussianMixture, gmm_product
+from .models.loading import load_model, pretrained
 from .sampling import SAMPLERS, sample
 from .schedules import CosineSchedule, LinearSchedule, Schedule, get_schedule
 
@@ -19,6 +20,8 @@ __all__ = [
     "DiffusionModel",
     "GaussianMixture",
     "gmm_product",
+    "pretrained",
+    "load_model",
     "Product",
     "Power",
     "Mixture",

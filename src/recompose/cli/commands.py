@@ -288,7 +288,7 @@ def reproduce(experiment: str, out: Path | None, n: int | None, seeds: int,
     else:
         from ..experiments.analytic_product import markdown, run
 
-        click.echo(markdown(run(n or 2000, tuple(range(seeds)))))
+        click.echo(markdown(run(n or 2000, tuple(range(seeds)), progress=not _quiet())))
 
 
 # ----------------------------------------------------------------------------- list

@@ -51,7 +51,9 @@ def _row(xs: list[torch.Tensor], refs: list[torch.Tensor], exact: GaussianMixtur
 
 
 def run(n: int = 2000, seeds: tuple[int, ...] = (0, 1, 2), num_levels: int = 100,
-        num_steps: int = 10) -> list[dict]:
+        num_steps: int = 10, progress: bool = False) -> list[dict]:
+    from tqdm.auto import tqdm
+
     ring, two = problem()
     model, exact = ring * two, gmm_product(ring, two)
     gen = torch.Generator().manual_seed(12345)
@@ -59,7 +61,7 @@ def run(n: int = 2000, seeds: tuple[int, ...] = (0, 1, 2), num_levels: int = 100
     rows = [{"sampler": "exact draws (floor)", **_row([exact.sample(n, gen) for _ in seeds],
                                                      refs, exact),
              "score evals": "–", "energy evals": "–", "time (s)": "–", "acceptance": "–"}]
-    for name in SAMPLERS:
+    for name in tqdm(SAMPLERS, desc="samplers", disable=not progress):
         results = [sample(model, n, name, num_levels=num_levels, num_steps=num_steps, seed=s)
                    for s in seeds]
         info = results[0].info

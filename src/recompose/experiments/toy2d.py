@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..compose import mixture
+from ..io import atomic_dir
 from ..metrics import wasserstein2
 from ..models.base import DiffusionModel
 from ..models.loading import pretrained
@@ -136,11 +137,9 @@ def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2), num_levels
     from tqdm.auto import tqdm
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     config = {"n": n, "seeds": list(seeds), "num_levels": num_levels, "num_steps": num_steps,
               "n_target": n_target, "compositions": list(compositions),
               "negation_alpha": NEGATION_ALPHA, "workers": workers}
-    (out / "config.json").write_text(json.dumps(config, indent=2))
     start = time.perf_counter()
     normalizers = mixture_normalizers() if "mixture" in compositions else None
     tasks = [{"composition": c, "parameterization": p, "sampler": s, "seed": seed, "n": n,
@@ -176,12 +175,14 @@ def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2), num_levels
             samples[f"{comp}/{p}/{s}"] = cell[0]["x"]
     elapsed = time.perf_counter() - start
     summary = _summarise(rows)
-    (out / "metrics.json").write_text(json.dumps({"rows": summary, "elapsed_s": elapsed},
-                                                 indent=2))
-    np.savez_compressed(out / "samples.npz", **samples)
     table = markdown(summary)
-    (out / "table.md").write_text(table + "\n")
-    _figures(out, samples, rows, compositions)
+    with atomic_dir(out) as tmp:  # all outputs appear together, or not at all
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        (tmp / "metrics.json").write_text(json.dumps({"rows": summary, "elapsed_s": elapsed},
+                                                     indent=2))
+        np.savez_compressed(tmp / "samples.npz", **samples)
+        (tmp / "table.md").write_text(table + "\n")
+        _figures(tmp, samples, rows, compositions)
     return {"rows": summary, "elapsed_s": elapsed, "table": table}
 
 
