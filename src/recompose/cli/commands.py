@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from .main import EXPERIMENTS, _check_writable, _quiet, _usage, cli, handle_errors
+from .main import (
+    EXPERIMENTS,
+    _check_writable,
+    _quiet,
+    _usage,
+    cli,
+    handle_errors,
+    quiet_option,
+)
 
 SAMPLER_CHOICES = click.Choice(["reverse", "ula", "uhmc", "mala", "hmc"])
 
@@ -110,11 +118,12 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@quiet_option
 @handle_errors
 def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: str,
            levels: int, mcmc_steps: int, step_size: float | None, step_power: float | None,
            adapt: bool | None, leapfrog: int, damping: float, reverse_step: bool, n: int,
-           seed: int, out: Path, overwrite: bool) -> None:
+           seed: int, out: Path, overwrite: bool, quiet: bool = False) -> None:
     """Sample a composition of models.
 
     \b
@@ -179,8 +188,10 @@ def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: s
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"),
               show_default=True)
+@quiet_option
 @handle_errors
-def demo(n: int, levels: int, mcmc_steps: int, seed: int, out: Path) -> None:
+def demo(n: int, levels: int, mcmc_steps: int, seed: int, out: Path,
+         quiet: bool = False) -> None:
     """Compose the shipped 2D models and compare reverse diffusion with annealed HMC.
 
     Product ring × bar, mixture of the left and right bars, negation large box / small box^0.3,
@@ -223,9 +234,11 @@ def demo(n: int, levels: int, mcmc_steps: int, seed: int, out: Path) -> None:
               help="Run folder (resumes from OUT/checkpoint if present).")
 @click.option("--all", "all_models", is_flag=True,
               help="Retrain the 12 shipped models bit for bit (≈ 45 min on one core).")
+@quiet_option
 @handle_errors
 def train(data: str | None, parameterization: str, steps: int, batch_size: int, lr: float,
-          seed: int, checkpoint_every: int, out: Path | None, all_models: bool) -> None:
+          seed: int, checkpoint_every: int, out: Path | None, all_models: bool,
+          quiet: bool = False) -> None:
     """Train a 2D diffusion model by denoising score matching (resumable).
 
     \b
@@ -266,9 +279,10 @@ def train(data: str | None, parameterization: str, steps: int, batch_size: int, 
 @click.option("--n", default=None, type=click.IntRange(min=2), help="Chains per cell.")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=2))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
+@quiet_option
 @handle_errors
 def reproduce(experiment: str, out: Path | None, n: int | None, seeds: int,
-              workers: int) -> None:
+              workers: int, quiet: bool = False) -> None:
     """Regenerate a table of docs/results.md.
 
     \b
@@ -319,8 +333,9 @@ def list_() -> None:
 @cli.command()
 @click.option("--n", default=1000, show_default=True, type=click.IntRange(min=1))
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1))
+@quiet_option
 @handle_errors
-def bench(n: int, repeats: int) -> None:
+def bench(n: int, repeats: int, quiet: bool = False) -> None:
     """Benchmarks: sampler overhead over bare network evaluations, energy vs score cost.
 
     \b

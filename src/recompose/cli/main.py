@@ -90,7 +90,13 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 
 def _quiet() -> bool:
-    return bool(click.get_current_context().find_root().obj.get("quiet"))
+    ctx = click.get_current_context()
+    return bool(ctx.find_root().obj.get("quiet") or ctx.params.get("quiet"))
+
+
+def quiet_option(fn: Callable) -> Callable:
+    """``--quiet`` on a subcommand too (same as ``recompose --quiet …``)."""
+    return click.option("--quiet", "-q", is_flag=True, help="No progress bars or chatter.")(fn)
 
 
 def _check_writable(out: Path) -> None:

@@ -45,7 +45,7 @@ def _smoothed_log_prob(box: Box, x: Tensor) -> Tensor:
 
 def _uniform_in(region: callable, bounds: Box, n: int, g: torch.Generator) -> Tensor:
     """Rejection sampling of ``n`` uniform points of ``region`` inside ``bounds``."""
-    out: list[Tensor] = []
+    out: list[Tensor] = [torch.empty(0, 2, dtype=torch.float64)]
     while sum(len(o) for o in out) < n:
         cand = bounds.sample(4 * n + 16, g).to(torch.float64)
         out.append(cand[region(cand)])
@@ -127,19 +127,21 @@ class MixtureTarget:
 
 
 class NegationTarget:
-    """``large_box · small_box^{−α}`` with smoothed boxes; piecewise constant on three regions."""
+    """``large_box^β · small_box^{−α}`` with smoothed boxes (β = 1 ours, 1.3 in the R3
+    notebook); piecewise constant on three regions."""
 
     name = "negation"
     parts = ("large_box", "small_box")
 
-    def __init__(self, alpha: float = 0.3) -> None:
-        self.alpha = alpha
+    def __init__(self, alpha: float = 0.3, beta: float = 1.0) -> None:
+        self.alpha, self.beta = alpha, beta
         self.large, self.small = get_toy2d("large_box"), get_toy2d("small_box")
         # unnormalised log density on: small box, large \ small, window \ large
         ls = [math.log((1 - FLOOR) / self.large.area), math.log(FLOOR / (WINDOW.area
                                                                           - self.large.area))]
         ss = [math.log((1 - FLOOR) / self.small.area), math.log(FLOOR / (WINDOW.area
                                                                           - self.small.area))]
+        ls = [beta * v for v in ls]
         self.region_logp = [ls[0] - alpha * ss[0], ls[0] - alpha * ss[1], ls[1] - alpha * ss[1]]
         areas = [self.small.area, self.large.area - self.small.area,
                  WINDOW.area - self.large.area]
@@ -169,4 +171,9 @@ class NegationTarget:
         return self.large.in_support(x) & ~self.small.in_support(x)
 
 
-TARGETS = {"product": ProductTarget, "mixture": MixtureTarget, "negation": NegationTarget}
+def _negation_r3() -> NegationTarget:
+    return NegationTarget(alpha=0.3, beta=1.3)
+
+
+TARGETS = {"product": ProductTarget, "mixture": MixtureTarget, "negation": NegationTarget,
+           "negation_r3": _negation_r3}

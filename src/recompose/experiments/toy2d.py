@@ -44,6 +44,7 @@ from .targets2d import TARGETS
 __all__ = ["CELLS", "ANCHOR", "build", "run", "main"]
 
 COMPOSITIONS = ("product", "mixture", "negation")
+EXTRA_COMPOSITIONS = ("negation_r3",)  # R3 notebook's form, large**1.3 / small**0.3
 CELLS = [("score", "reverse"), ("score", "ula"), ("score", "uhmc"),
          ("energy", "reverse"), ("energy", "ula"), ("energy", "uhmc"),
          ("energy", "mala"), ("energy", "hmc")]
@@ -72,6 +73,7 @@ ANCHOR = {
     ("negation", "mala"): {"support": 0.62, "W2": 0.196},
     ("negation", "hmc"): {"support": 0.63, "W2": 0.324},
 }
+ANCHOR |= {("negation_r3", s): v for (c, s), v in list(ANCHOR.items()) if c == "negation"}
 
 
 def mixture_normalizers() -> dict[str, tuple[list[float], list[float]]]:
@@ -92,6 +94,9 @@ def build(composition: str, parameterization: str,
     if composition == "negation":
         return (pretrained("large_box", parameterization)
                 / pretrained("small_box", parameterization) ** NEGATION_ALPHA)
+    if composition == "negation_r3":
+        return (pretrained("large_box", parameterization) ** (1 + NEGATION_ALPHA)
+                / pretrained("small_box", parameterization) ** NEGATION_ALPHA)
     if composition == "mixture":
         normalizers = normalizers or mixture_normalizers()
         parts = []
@@ -100,19 +105,28 @@ def build(composition: str, parameterization: str,
             parts.append(Normalized(pretrained(name, parameterization),
                                     torch.tensor(times), torch.tensor(log_z)))
         return mixture(parts, [0.5, 0.5])
-    raise KeyError(f"unknown composition {composition!r}; choose one of {COMPOSITIONS}")
+    known = COMPOSITIONS + EXTRA_COMPOSITIONS
+    raise KeyError(f"unknown composition {composition!r}; choose one of {known}")
 
 
 def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
+def _target_draws(composition: str, seed: int, n_target: int) -> torch.Tensor:
+    return TARGETS[composition]().sample(n_target, torch.Generator().manual_seed(1000 + seed))
+
+
 def _run_cell(task: dict) -> dict:
+    """Sample one cell and score it (in a worker, so metrics run in parallel too)."""
     model = build(task["composition"], task["parameterization"], task["normalizers"])
     r = sample(model, task["n"], task["sampler"], num_levels=task["num_levels"],
                num_steps=task["num_steps"], seed=task["seed"])
+    target = TARGETS[task["composition"]]()
+    ref = _target_draws(task["composition"], task["seed"], task["n_target"])
     return {**{k: v for k, v in task.items() if k != "normalizers"},
-            "x": r.x.numpy(), "info": r.info.to_dict()}
+            "x": r.x.numpy(), "info": r.info.to_dict(),
+            "metrics": _metrics(r.x.double(), target, ref)}
 
 
 def _metrics(x: torch.Tensor, target: object, ref: torch.Tensor) -> dict:
@@ -143,7 +157,8 @@ def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2), num_levels
     start = time.perf_counter()
     normalizers = mixture_normalizers() if "mixture" in compositions else None
     tasks = [{"composition": c, "parameterization": p, "sampler": s, "seed": seed, "n": n,
-              "num_levels": num_levels, "num_steps": num_steps, "normalizers": normalizers}
+              "num_levels": num_levels, "num_steps": num_steps, "normalizers": normalizers,
+              "n_target": n_target}
              for c in compositions for p, s in _cells_for(c) for seed in seeds]
     cost = {"reverse": 1, "ula": 11, "mala": 11, "uhmc": 31, "hmc": 31}
     tasks.sort(key=lambda t: -cost[t["sampler"]] * (2 if t["parameterization"] == "energy"
@@ -154,24 +169,25 @@ def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2), num_levels
         futures = [pool.submit(_run_cell, t) for t in tasks]
         for f in tqdm(futures, desc="toy2d cells", disable=not progress):
             results.append(f.result())
+    # Keep the expensive part safe until the outputs are in place (never lose the sampling).
+    raw = out.with_name(f"{out.name}.cells.json")
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps([{**r, "x": r["x"].tolist()} for r in results]))
 
     rows: dict = {}
     samples: dict[str, np.ndarray] = {}
     for comp in compositions:
         target = TARGETS[comp]()
-        refs = {s: target.sample(n_target, torch.Generator().manual_seed(1000 + s))
-                for s in seeds}
         exact = [_metrics(target.sample(n, torch.Generator().manual_seed(2000 + s)), target,
-                          refs[s]) for s in seeds]
+                          _target_draws(comp, s, n_target)) for s in seeds]
         rows[(comp, "exact", "exact")] = {"metrics": exact}
         samples[f"{comp}/target"] = target.sample(n, torch.Generator().manual_seed(0)).numpy()
         for p, s in _cells_for(comp):
             cell = [r for r in results if (r["composition"], r["parameterization"],
                                            r["sampler"]) == (comp, p, s)]
             cell.sort(key=lambda r: r["seed"])
-            mets = [_metrics(torch.as_tensor(r["x"]).double(), target, refs[r["seed"]])
-                    for r in cell]
-            rows[(comp, p, s)] = {"metrics": mets, "info": [r["info"] for r in cell]}
+            rows[(comp, p, s)] = {"metrics": [r["metrics"] for r in cell],
+                                  "info": [r["info"] for r in cell]}
             samples[f"{comp}/{p}/{s}"] = cell[0]["x"]
     elapsed = time.perf_counter() - start
     summary = _summarise(rows)
@@ -183,6 +199,7 @@ def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2), num_levels
         np.savez_compressed(tmp / "samples.npz", **samples)
         (tmp / "table.md").write_text(table + "\n")
         _figures(tmp, samples, rows, compositions)
+    raw.unlink()
     return {"rows": summary, "elapsed_s": elapsed, "table": table}
 
 
@@ -242,6 +259,8 @@ def _figures(out: Path, samples: dict, rows: dict, compositions: tuple[str, ...]
     from ..viz.plots import acceptance_plot, scatter_grid
 
     cols = ["target"] + [f"{s} ({p})" for p, s in CELLS]
+    if not any(c != "mixture" for c in compositions):
+        cols = ["target"] + [f"{s} (energy)" for p, s in CELLS if p == "energy"]
     cells = {}
     for comp in compositions:
         cells[(comp, "target")] = samples[f"{comp}/target"]
@@ -264,8 +283,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--compositions", nargs="+", default=list(COMPOSITIONS),
+                        choices=list(COMPOSITIONS + EXTRA_COMPOSITIONS))
     args = parser.parse_args()
-    res = run(args.out, n=args.n, seeds=tuple(range(args.seeds)), workers=args.workers)
+    res = run(args.out, n=args.n, seeds=tuple(range(args.seeds)), workers=args.workers,
+              compositions=tuple(args.compositions))
     print(res["table"])
     print(f"\n{res['elapsed_s']:.0f} s; outputs in {args.out}")
 
