@@ -94,7 +94,7 @@ def test_shipped_models_load_and_fit_their_data(name):
         assert model.has_energy == (param == "energy")
         # the trained denoiser beats the trivial predictor ε̂ = 0 (loss 1) by a wide margin
         gen = torch.Generator().manual_seed(1)
-        assert float(dsm_loss(model, x, gen).mean()) < 0.5
+        assert dsm_loss(model, x, gen).mean().item() < 0.5
 
 
 def test_pretrained_errors():
