@@ -344,6 +344,6 @@ def bench(n: int, repeats: int, quiet: bool = False) -> None:
     """
     from ..experiments.bench import parameterization_cost, sampler_overhead
 
-    click.echo(sampler_overhead(n=n, repeats=repeats))
+    click.echo(sampler_overhead(n=n, repeats=repeats, progress=not _quiet()))
     click.echo("")
     click.echo(parameterization_cost(n=n, repeats=repeats))

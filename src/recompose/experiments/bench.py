@@ -36,7 +36,9 @@ def _bare(leaves: list, x: torch.Tensor, t: torch.Tensor, calls: int, energy_onl
 
 
 def sampler_overhead(n: int = 1000, repeats: int = 3, num_levels: int = 20,
-                     num_steps: int = 10) -> str:
+                     num_steps: int = 10, progress: bool = False) -> str:
+    from tqdm.auto import tqdm
+
     model = pretrained("ring", "energy") * pretrained("bar", "energy")
     leaves = list(model.leaves())
     x = torch.randn(n, 2, generator=torch.Generator().manual_seed(0))
@@ -44,9 +46,11 @@ def sampler_overhead(n: int = 1000, repeats: int = 3, num_levels: int = 20,
     lines = ["| sampler | chains | grad evals (network) | sampler s | bare evals s | ratio |",
              "|---|---|---|---|---|---|"]
     worst = 0.0
+    bar = tqdm(total=2 * repeats, desc="sampler overhead", disable=not progress)
     for name in ("mala", "hmc"):
         best_s, best_b = float("inf"), float("inf")
         for r in range(repeats):
+            bar.update(1)
             res = sample(model, n, name, num_levels=num_levels, num_steps=num_steps, seed=r)
             info = res.info
             # In both samplers every composite evaluation is an energy-and-score call per leaf.
@@ -58,6 +62,7 @@ def sampler_overhead(n: int = 1000, repeats: int = 3, num_levels: int = 20,
         worst = max(worst, ratio)
         lines.append(f"| {name} | {n} | {info.network_score_evals} | {best_s:.2f} | "
                      f"{best_b:.2f} | {ratio:.3f} |")
+    bar.close()
     lines.append(f"\nmax overhead ratio: {worst:.3f}")
     return "\n".join(lines)
 
