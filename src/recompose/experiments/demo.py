@@ -15,23 +15,17 @@ import torch
 
 from ..io import atomic_dir
 from ..metrics import wasserstein2
-from ..models.normalization import normalize_by_quadrature
 from ..sampling import sample
 from ..viz.plots import scatter_grid
 from .targets2d import TARGETS
-from .toy2d import build
+from .toy2d import build, mixture_normalizers
 
 __all__ = ["run_demo"]
 
 
 def run_demo(out: Path, n: int = 500, num_levels: int = 50, num_steps: int = 5, seed: int = 0,
              progress: bool = True) -> str:
-    from ..models.loading import pretrained
-
-    normalizers = {}
-    for name in ("left_bar", "right_bar"):  # fast quadrature settings for the demo
-        norm = normalize_by_quadrature(pretrained(name, "energy"), num_times=51, grid=64)
-        normalizers[name] = (norm.times.tolist(), norm.log_z.tolist())
+    normalizers = mixture_normalizers()  # once, shared by both samplers' mixture models
     rows, cells, metrics = [], {}, {}
     for comp in ("product", "mixture", "negation"):
         model = build(comp, "energy", normalizers)

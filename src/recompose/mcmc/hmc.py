@@ -31,7 +31,7 @@ __all__ = ["hmc"]
 def hmc(num_leapfrog_steps: int = 3, damping: float = 0.5, mass: Tensor | float = 1.0) -> Kernel:
     """Metropolis-corrected HMC kernel (needs energies). R3 defaults: ``L = 3``, ``d = 0.5``."""
     _check(num_leapfrog_steps, damping)
-    inv_mass = 1.0 / torch.as_tensor(mass) if isinstance(mass, Tensor) else 1.0 / mass
+    inv_mass = 1.0 / mass
 
     def init(
         x: Tensor, target: Target, generator: torch.Generator | None = None

@@ -38,7 +38,7 @@ def init_momentum(x: Tensor, mass: Tensor | float, generator: torch.Generator | 
 def uhmc(num_leapfrog_steps: int = 3, damping: float = 0.5, mass: Tensor | float = 1.0) -> Kernel:
     """Unadjusted HMC kernel (R3 defaults: ``L = 3``, ``d = 0.5``, ``M = I``)."""
     _check(num_leapfrog_steps, damping)
-    inv_mass = 1.0 / torch.as_tensor(mass) if isinstance(mass, Tensor) else 1.0 / mass
+    inv_mass = 1.0 / mass
 
     def init(
         x: Tensor, target: Target, generator: torch.Generator | None = None
