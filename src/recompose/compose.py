@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from .errors import CapabilityError, CompositionError
 from .models.base import DiffusionModel
+from .models.conditional import Conditioned, shared_network_terms
 
 __all__ = ["Product", "Power", "Mixture", "product", "power", "mixture", "cfg", "guide"]
 
@@ -99,8 +100,23 @@ class Power(DiffusionModel):
         return f"{self.base.describe()}**{self.exponent:g}"
 
 
+def _shared_network(model: DiffusionModel) -> tuple[DiffusionModel, Tensor | None] | None:
+    """``(conditional parent, encoded condition)`` if ``model`` is a view of a conditional
+    network (``None`` condition = the parent itself), else ``None``."""
+    if isinstance(model, Conditioned):
+        return model.parent, model.cond
+    if getattr(model, "conditional", False):
+        return model, None
+    return None
+
+
 class Product(DiffusionModel):
-    """``∏ᵢ pᵢ``: energies and scores add. Build with :func:`product` or ``a * b``."""
+    """``∏ᵢ pᵢ``: energies and scores add. Build with :func:`product` or ``a * b``.
+
+    Factors that are views of one conditional network (``A.given(c₁) * A.given(c₂) …``, or
+    ``A.given(y)**w * A**(1−w)``) are evaluated together in one batched network call
+    (:func:`~recompose.models.conditional.shared_network_terms`).
+    """
 
     def __init__(self, factors: Sequence[DiffusionModel]) -> None:
         super().__init__()
@@ -109,16 +125,58 @@ class Product(DiffusionModel):
         self.schedule = factors[0].schedule
         self.event_shape = tuple(factors[0].event_shape)
         self.has_energy = all(f.has_energy for f in factors)
+        self._plan_groups()
+
+    def _plan_groups(self) -> None:
+        groups: dict[int, list] = {}
+        self._single: list[DiffusionModel] = []
+        for f in self.factors:
+            base, w = (f.base, f.exponent) if isinstance(f, Power) else (f, 1.0)
+            shared = _shared_network(base)
+            if shared is None:
+                self._single.append(f)
+            else:
+                groups.setdefault(id(shared[0]), [shared[0], [], [], []])
+                groups[id(shared[0])][1].append(shared[1])
+                groups[id(shared[0])][2].append(w)
+                groups[id(shared[0])][3].append(f)
+        self._groups = []
+        for parent, conds, weights, members in groups.values():
+            if len(members) == 1:
+                self._single.extend(members)
+            else:
+                self._groups.append((parent, conds, weights))
+
+    def _terms(self, x: Tensor, t: float | Tensor, need: str) -> tuple[Tensor, Tensor]:
+        energies, scores = [], []
+        for f in self._single:
+            if need == "energy":
+                energies.append(f.energy(x, t))
+            elif need == "score":
+                scores.append(f.score(x, t))
+            else:
+                e, s = f.energy_and_score(x, t)
+                energies.append(e)
+                scores.append(s)
+        for parent, conds, weights in self._groups:
+            e, s = shared_network_terms(parent, x, t, conds, weights, need)
+            energies.append(e)
+            scores.append(s)
+        return (sum(energies) if need != "score" else None,
+                sum(scores) if need != "energy" else None)
 
     def energy(self, x: Tensor, t: float | Tensor) -> Tensor:
-        return sum(f.energy(x, t) for f in self.factors)
+        if not self.has_energy:
+            return super().energy(x, t)
+        return self._terms(x, t, "energy")[0]
 
     def score(self, x: Tensor, t: float | Tensor) -> Tensor:
-        return sum(f.score(x, t) for f in self.factors)
+        return self._terms(x, t, "score")[1]
 
     def energy_and_score(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
-        pairs = [f.energy_and_score(x, t) for f in self.factors]
-        return sum(e for e, _ in pairs), sum(s for _, s in pairs)
+        if not self.has_energy:
+            return super().energy_and_score(x, t)
+        return self._terms(x, t, "both")
 
     def leaves(self) -> Iterator[DiffusionModel]:
         for f in self.factors:
@@ -244,7 +302,11 @@ def mixture(models: Sequence[DiffusionModel], weights: Sequence[float] | None = 
 
 
 def cfg(cond: DiffusionModel, uncond: DiffusionModel, scale: float) -> DiffusionModel:
-    """Classifier-free guidance ``p(x) · (p(x|y)/p(x))^w = p(x)^{1−w} p(x|y)^w``."""
+    """Classifier-free guidance ``p(x) · (p(x|y)/p(x))^w = p(x)^{1−w} p(x|y)^w``.
+
+    With ``cond = A.given(y)`` and ``uncond = A`` (one network trained with label dropout) the
+    two terms are evaluated in one batched call. ``scale = 1`` is ``cond`` itself.
+    """
     return product([uncond, power(product([cond, power(uncond, -1.0)]), scale)])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "ClassifierConfig"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     threads: int = 1
+    label_dropout: float = 0.0  # conditional data: probability of the null condition (CFG)
     network: dict = field(default_factory=lambda: {"arch": "resmlp", "dim": 2, "width": 128,
                                                    "num_blocks": 4, "emb_dim": 32, "widen": 1})
     schedule: dict = field(default_factory=lambda: {"name": "cosine", "s": 0.008,
@@ -39,9 +40,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be ≥ 1")
         if not 0 <= self.ema_decay < 1:
             raise ValueError("ema_decay must lie in [0, 1)")
+        if not 0 <= self.label_dropout <= 1:
+            raise ValueError("label_dropout must lie in [0, 1]")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["label_dropout"]:  # keeps unconditional configs identical to earlier files
+            del d["label_dropout"]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -53,3 +59,34 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """A classifier training run: noise-conditional ``p_t(y | x_t)`` (``noisy``) or clean.
+
+    Targets are class labels (cross-entropy) or, for float targets, independent binary labels
+    (binary cross-entropy; e.g. object presence per grid cell).
+    """
+
+    data: str = "digits"
+    noisy: bool = True
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    augment_noise: float = 0.0  # clean classifiers: Gaussian input noise for robustness
+    seed: int = 0
+    threads: int = 1
+    network: dict = field(default_factory=lambda: {"arch": "time_classifier", "dim": 64,
+                                                   "num_classes": 10})
+    schedule: dict = field(default_factory=lambda: {"name": "cosine", "s": 0.008,
+                                                    "min_alpha_sq": 1e-6})
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

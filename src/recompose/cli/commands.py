@@ -233,18 +233,26 @@ def demo(n: int, levels: int, mcmc_steps: int, seed: int, out: Path,
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run folder (resumes from OUT/checkpoint if present).")
 @click.option("--all", "all_models", is_flag=True,
-              help="Retrain the 12 shipped models bit for bit (≈ 45 min on one core).")
+              help="Retrain the 12 shipped 2D models bit for bit (≈ 45 min on one core).")
+@click.option("--digits", "digits_models", is_flag=True,
+              help="Retrain the shipped digits models and classifiers (≈ 15 min).")
+@click.option("--clevr", "clevr_models", is_flag=True,
+              help="Retrain the shipped CLEVR-like position models and checker (≈ 30 min).")
 @quiet_option
 @handle_errors
 def train(data: str | None, parameterization: str, steps: int, batch_size: int, lr: float,
           seed: int, checkpoint_every: int, out: Path | None, all_models: bool,
+          digits_models: bool = False, clevr_models: bool = False,
           quiet: bool = False) -> None:
-    """Train a 2D diffusion model by denoising score matching (resumable).
+    """Train a 2D diffusion model by denoising score matching (resumable), or retrain a
+    shipped family (--all, --digits, --clevr) into src/recompose/pretrained.
 
     \b
     Examples:
       recompose train --data ring --parameterization energy --out runs/ring-energy
-      recompose train --all            # the shipped models, into src/recompose/pretrained
+      recompose train --all            # the shipped 2D models
+      recompose train --digits         # digits: diffusion models, guidance classifier, evaluator
+      recompose train --clevr          # position UNets (score, energy) and the checker
     """
     from tqdm.auto import tqdm
 
@@ -254,6 +262,16 @@ def train(data: str | None, parameterization: str, steps: int, batch_size: int, 
 
     if all_models:
         train_pretrained(out or Path("runs/pretrained"))
+        return
+    if digits_models:
+        from ..experiments.digits_models import train_digits_models
+
+        train_digits_models(out or Path("runs/pretrained-digits"))
+        return
+    if clevr_models:
+        from ..experiments.clevr_models import train_clevr_models
+
+        train_clevr_models(out or Path("runs/pretrained-clevr"))
         return
     if data is None or out is None:
         raise _usage("give --data and --out (or --all)")
@@ -274,14 +292,16 @@ def train(data: str | None, parameterization: str, steps: int, batch_size: int, 
 
 # ----------------------------------------------------------------------------- reproduce
 @cli.command()
-@click.argument("experiment", type=click.Choice(sorted(["toy2d", "analytic-product"])))
+@click.argument("experiment", type=click.Choice(sorted(EXPERIMENTS)))
 @click.option("--out", type=click.Path(path_type=Path), default=None)
-@click.option("--n", default=None, type=click.IntRange(min=2), help="Chains per cell.")
-@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=2))
+@click.option("--n", default=None, type=click.IntRange(min=2),
+              help="Chains (images) per cell and seed.")
+@click.option("--seeds", default=None, type=click.IntRange(min=1),
+              help="Seeds per cell (default: 3; clevr: 1).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
 @quiet_option
 @handle_errors
-def reproduce(experiment: str, out: Path | None, n: int | None, seeds: int,
+def reproduce(experiment: str, out: Path | None, n: int | None, seeds: int | None,
               workers: int, quiet: bool = False) -> None:
     """Regenerate a table of docs/results.md.
 
@@ -289,7 +309,28 @@ def reproduce(experiment: str, out: Path | None, n: int | None, seeds: int,
     Examples:
       recompose reproduce toy2d                # ≈ 11 min on 2 cores
       recompose reproduce analytic-product     # ≈ 1 min
+      recompose reproduce digits               # guidance table, ≈ 25 min
+      recompose reproduce clevr                # multi-object accuracy, reduced, ≈ 25 min
     """
+    if experiment in ("digits", "clevr"):
+        out = out or Path(f"runs/{experiment}")
+        _check_writable(out)
+        if experiment == "digits":
+            from ..experiments.digits import run as run_digits
+
+            res = run_digits(out, n=n or 1000, seeds=tuple(range(seeds or 3)),
+                             workers=workers, progress=not _quiet())
+        else:
+            from ..experiments.clevr import run as run_clevr
+
+            res = run_clevr(out, n=n or 32, seeds=tuple(range(seeds or 1)), threads=workers,
+                            progress=not _quiet())
+        click.echo(res["table"])
+        click.echo(f"\n{res['elapsed_s']:.0f} s; outputs in {out}/")
+        return
+    seeds = seeds or 3
+    if seeds < 2:
+        raise _usage("the 2D tables need --seeds ≥ 2 (they report a spread over seeds)")
     if experiment == "toy2d":
         from ..experiments.toy2d import run
 
@@ -324,6 +365,13 @@ def list_() -> None:
         have = [p for p in ("energy", "score")
                 if (folder / f"{name}-{p}.safetensors").is_file()]
         click.echo(f"  {name:10s} {', '.join(have) or 'missing'}")
+    for family, names in (("digits", ("digits-score", "digits-energy", "digits-cond-energy",
+                                       "digits-noisy-clf", "digits-evaluator")),
+                          ("CLEVR-like", ("clevr-score", "clevr-energy", "clevr-checker"))):
+        click.echo(f"shipped {family} files (recompose.models.loading.shipped_path):")
+        for name in names:
+            ok = (folder / f"{name}.safetensors").is_file()
+            click.echo(f"  {name:20s} {'ok' if ok else 'missing'}")
     click.echo("experiments (recompose reproduce <name>):")
     for name, desc in EXPERIMENTS.items():
         click.echo(f"  {name:17s} {desc}")

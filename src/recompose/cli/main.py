@@ -20,6 +20,8 @@ from .. import __version__
 EXPERIMENTS = {
     "toy2d": "R3 2D table: product / mixture / negation × samplers × score/energy (≈ 11 min)",
     "analytic-product": "issue-2 table: samplers on an exact product of two GMMs (≈ 1 min)",
+    "digits": "classifier / classifier-free guidance on 8×8 digits × samplers × scales",
+    "clevr": "multi-object position composition: accuracy vs K and vs MCMC steps (reduced)",
 }
 
 

@@ -1,5 +1,30 @@
-"""Data: seeded generators with exact densities (2D toys) and, later, image data."""
+"""Data: seeded generators with exact densities (2D toys), bundled digits, CLEVR-like scenes.
+
+:func:`get_dataset` maps a name to a training sampler with ``sample(n, generator)`` (``x`` or
+``(x, condition)``) and ``event_shape``.
+"""
 
 from .toy2d import TOY2D, Box, Ring, Toy2D, get_toy2d
 
-__all__ = ["TOY2D", "Toy2D", "Box", "Ring", "get_toy2d"]
+__all__ = ["TOY2D", "Toy2D", "Box", "Ring", "get_toy2d", "get_dataset", "DATASETS"]
+
+DATASETS = (*TOY2D, "digits", "clevr", "clevr-presence")
+
+
+def get_dataset(name: str) -> object:
+    """The training sampler called ``name`` (a 2D toy, ``digits`` or ``clevr``)."""
+    if name in TOY2D:
+        return get_toy2d(name)
+    if name == "digits":
+        from .digits import Digits
+
+        return Digits("train")
+    if name == "clevr":
+        from .clevr import ClevrPositions
+
+        return ClevrPositions()
+    if name == "clevr-presence":
+        from .clevr import ClevrPresence
+
+        return ClevrPresence()
+    raise KeyError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

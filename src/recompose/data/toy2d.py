@@ -31,6 +31,7 @@ class Toy2D:
     """A named 2D density with exact sampling and log-density."""
 
     name: str
+    event_shape = (2,)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError

@@ -6,6 +6,9 @@
   ``repeats``. Target ≤ 1.15.
 * :func:`parameterization_cost` — energy vs score parameterisation: cost of one gradient
   (score) evaluation and of one training step.
+* :func:`product_batching` — one sampling step (composite energy + gradient) of a product of
+  ``K`` position terms of the shipped CLEVR UNet, batched into one network call vs one call
+  per term, as a ratio to ``K = 1``. Target: ``K = 4`` costs ≤ 2.5× ``K = 1``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from ..models.loading import pretrained
 from ..sampling import sample
 from ..training.trainer import Trainer
 
-__all__ = ["sampler_overhead", "parameterization_cost"]
+__all__ = ["sampler_overhead", "parameterization_cost", "product_batching"]
 
 
 def _bare(leaves: list, x: torch.Tensor, t: torch.Tensor, calls: int, energy_only: int) -> float:
@@ -103,3 +106,43 @@ def parameterization_cost(n: int = 1000, repeats: int = 3, calls: int = 30,
         f"| one training step | {1e3 * step['score']:.1f} ms | {1e3 * step['energy']:.1f} ms "
         f"| {step['energy'] / step['score']:.2f} |",
     ])
+
+
+def _best_time(fn: object, repeats: int, calls: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def product_batching(n: int = 32, repeats: int = 5, calls: int = 5,
+                     ks: tuple[int, ...] = (1, 2, 3, 4, 5), plain: bool = True) -> str:
+    """Time per composite energy+gradient vs ``K`` (batched vs per-term calls)."""
+    from .clevr import compose_positions, load_clevr, request_positions
+
+    model = load_clevr("energy")
+    x = torch.randn((n, *model.event_shape), generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(0.5)
+    rows, base = [], {}
+    for k in ks:
+        comp = compose_positions(model, request_positions(n, k, seed=k), plain=plain)
+        factors = list(getattr(comp, "factors", [comp]))
+        batched = _best_time(lambda c=comp: c.energy_and_score(x, t), repeats, calls)
+        separate = _best_time(lambda fs=factors: [f.energy_and_score(x, t) for f in fs],
+                              repeats, calls)
+        base.setdefault("b", batched)
+        base.setdefault("s", separate)
+        rows.append(f"| {k} | {len(factors)} | {1e3 * batched:.1f} | {batched / base['b']:.2f} | "
+                    f"{1e3 * separate:.1f} | {separate / base['s']:.2f} | "
+                    f"{separate / batched:.2f} |")
+    form = "Π_k A|p_k" if plain else "A^(1−K) Π_k A|p_k"
+    return "\n".join([
+        f"composite {form}, {n} images of {tuple(model.event_shape)}, energy + gradient, "
+        f"best of {repeats}×{calls}",
+        "",
+        "| K | network terms | batched ms | batched / K=1 | per-term ms | per-term / K=1 | "
+        "per-term / batched |",
+        "|---|---|---|---|---|---|---|", *rows])

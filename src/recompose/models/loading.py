@@ -15,9 +15,10 @@ from .base import DiffusionModel
 from .networks import build_network
 from .parameterization import EnergyModel, ScoreModel
 
-__all__ = ["build_model", "load_model", "pretrained", "PRETRAINED"]
+__all__ = ["build_model", "load_model", "pretrained", "PRETRAINED", "shipped_path"]
 
 PRETRAINED = ("ring", "bar", "left_bar", "right_bar", "large_box", "small_box")
+IMAGE_PRETRAINED = ("digits", "digits-cond", "clevr")
 
 
 def build_model(config: dict) -> DiffusionModel:
@@ -36,6 +37,9 @@ def build_model(config: dict) -> DiffusionModel:
 def load_model(path: Path | str, name: str | None = None) -> DiffusionModel:
     """Load a model file (or checkpoint folder) in eval mode; one-line errors on bad files."""
     tensors, config = read_model_file(path)
+    if config.get("kind") == "classifier":
+        raise CheckpointError(f"{path} holds a classifier, not a diffusion model; load it with "
+                              "recompose.training.classifier.load_classifier")
     try:
         model = build_model(config)
     except (KeyError, TypeError, ValueError) as err:
@@ -58,15 +62,28 @@ def load_model(path: Path | str, name: str | None = None) -> DiffusionModel:
 
 
 def pretrained(name: str, parameterization: str = "energy") -> DiffusionModel:
-    """One of the shipped 2D models: ``ring``, ``bar``, ``left_bar``, ``right_bar``,
-    ``large_box``, ``small_box``; ``parameterization`` is ``"score"`` or ``"energy"``."""
-    if name not in PRETRAINED:
-        raise KeyError(f"unknown pretrained model {name!r}; choose one of {', '.join(PRETRAINED)}")
+    """A shipped diffusion model. 2D: ``ring``, ``bar``, ``left_bar``, ``right_bar``,
+    ``large_box``, ``small_box``; images: ``digits`` (unconditional 8×8 digits),
+    ``digits-cond`` (class-conditional, energy only; null class = unconditional) and ``clevr``
+    (position-conditioned 16×16 scenes; ``.given((x, y))``). ``parameterization`` is
+    ``"score"`` or ``"energy"``."""
+    if name not in PRETRAINED + IMAGE_PRETRAINED:
+        raise KeyError(f"unknown pretrained model {name!r}; choose one of "
+                       f"{', '.join(PRETRAINED + IMAGE_PRETRAINED)}")
     if parameterization not in ("score", "energy"):
         raise ValueError("parameterization must be 'score' or 'energy'")
-    ref = resources.files("recompose") / "pretrained" / f"{name}-{parameterization}.safetensors"
-    with resources.as_file(ref) as path:
-        if not path.exists():
-            raise CheckpointError(f"shipped model file {path.name} is missing from the install; "
-                                  "reinstall recompose or retrain with `recompose train`")
-        return load_model(path, name=name)
+    if name == "digits-cond" and parameterization == "score":
+        raise ValueError("digits-cond is shipped as an energy model only")
+    return load_model(shipped_path(f"{name}-{parameterization}"), name=name)
+
+
+def shipped_path(name: str) -> Path:
+    """Path of a shipped model or classifier file (``digits-energy``, ``clevr-checker``, …)."""
+    ref = resources.files("recompose") / "pretrained" / f"{name}.safetensors"
+    path = Path(str(ref))
+    if not path.is_file():
+        family = name.split("-")[0]
+        how = "--all" if family in PRETRAINED else f"--{family}"
+        raise CheckpointError(f"shipped file {path.name} is missing from the install; retrain "
+                              f"with `recompose train {how}` or reinstall recompose")
+    return path

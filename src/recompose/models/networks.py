@@ -1,4 +1,4 @@
-r"""Plain ``nn.Module`` networks (no diffusion logic): time embedding and the 2D residual MLP.
+r"""Plain ``nn.Module`` networks (no diffusion logic): embeddings, the residual MLP, classifiers.
 
 ``ResMLP`` follows the R3 2D network (``ResnetDiffusionModel``): input linear to width ``h``;
 ``n`` residual blocks ``x ← x + W₃ swish(W₂ swish(LN(x)) + W_e emb(t))`` with the last layer
@@ -7,7 +7,15 @@ linear to the data dimension. Deviations, for 2 CPU cores and a small shipped fi
 sinusoidal embedding of continuous ``t`` (R3 learns an embedding of 100 integer levels) and
 inner width ``h·widen`` with ``widen = 1`` by default (R3: 2).
 
-Shapes: ``x (B, D)``, ``t (B,)`` in ``[0, 1]`` → output ``(B, D)``.
+Shapes: ``x (B, *D)`` (flattened inside), ``t (B,)`` in ``[0, 1]`` → output ``(B, *D)``.
+
+**Conditioning** (for classifier-free guidance and conditional composition). A conditional
+network takes ``forward(x, t, c)`` where ``c`` is a batch of conditions in the network's own
+encoding, or ``None`` for the *null* condition. It exposes ``encode_condition(value)`` (a
+user value → one encoded condition, or a batch of them) and ``null_condition(n)``; the null
+condition is a real input the network was trained on (label dropout), so the same network
+gives both ``p_t(x | c)`` and ``p_t(x)``. Encodings: class labels are integers with
+``num_classes`` meaning null (an extra embedding row).
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SinusoidalEmbedding", "ResMLP"]
+__all__ = ["SinusoidalEmbedding", "ResMLP", "TimeClassifier", "ConvClassifier",
+           "PositionUNet", "PresenceNet", "build_network", "NETWORKS"]
 
 
 class SinusoidalEmbedding(nn.Module):
@@ -53,17 +62,27 @@ class _Block(nn.Module):
 
 
 class ResMLP(nn.Module):
-    """Residual MLP for 2D (or any flat ``D``) data: ``(x (B, D), t (B,)) -> (B, D)``."""
+    """Residual MLP on flattened data: ``(x (B, *D), t (B,)[, c]) -> (B, *D)``.
+
+    ``dim`` is the flattened data size; ``num_classes > 0`` adds a class embedding (with a
+    null row) to the time embedding.
+    """
 
     def __init__(
         self, dim: int = 2, width: int = 128, num_blocks: int = 4, emb_dim: int = 32,
-        widen: int = 1,
+        widen: int = 1, num_classes: int = 0,
     ) -> None:
         super().__init__()
         self.config = {"arch": "resmlp", "dim": dim, "width": width, "num_blocks": num_blocks,
                        "emb_dim": emb_dim, "widen": widen}
+        if num_classes:
+            self.config["num_classes"] = num_classes
+        self.num_classes = num_classes
+        self.conditional = num_classes > 0
         self.embed = nn.Sequential(SinusoidalEmbedding(emb_dim), nn.Linear(emb_dim, emb_dim),
                                    nn.SiLU())
+        if num_classes:
+            self.class_embed = nn.Embedding(num_classes + 1, emb_dim)
         self.inp = nn.Linear(dim, width)
         self.blocks = nn.ModuleList(
             _Block(width, width * widen, emb_dim) for _ in range(num_blocks)
@@ -72,15 +91,191 @@ class ResMLP(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    # conditions ---------------------------------------------------------------------
+    def encode_condition(self, value: int | Tensor) -> Tensor:
+        y = torch.as_tensor(value, dtype=torch.long, device=self.inp.weight.device)
+        if ((y < 0) | (y >= self.num_classes)).any():
+            raise ValueError(f"class labels must lie in 0..{self.num_classes - 1}")
+        return y
+
+    def null_condition(self, n: int) -> Tensor:
+        return torch.full((n,), self.num_classes, dtype=torch.long,
+                          device=self.inp.weight.device)
+
+    def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
         emb = self.embed(t)
-        h = self.inp(x)
+        if self.conditional:
+            emb = emb + self.class_embed(self.null_condition(x.shape[0]) if c is None else c)
+        h = self.inp(x.reshape(x.shape[0], -1))
         for block in self.blocks:
             h = block(h, emb)
-        return self.out(h)
+        return self.out(h).reshape(x.shape)
 
 
-NETWORKS = {"resmlp": ResMLP}
+class TimeClassifier(nn.Module):
+    """Noise-conditional classifier ``(x_t (B, *D), t (B,)) -> logits (B, C)``: a residual
+    MLP trunk (as :class:`ResMLP`) with a linear head; ``p_t(y | x_t)`` for guidance."""
+
+    def __init__(self, dim: int = 64, num_classes: int = 10, width: int = 128,
+                 num_blocks: int = 3, emb_dim: int = 32) -> None:
+        super().__init__()
+        self.config = {"arch": "time_classifier", "dim": dim, "num_classes": num_classes,
+                       "width": width, "num_blocks": num_blocks, "emb_dim": emb_dim}
+        self.embed = nn.Sequential(SinusoidalEmbedding(emb_dim), nn.Linear(emb_dim, emb_dim),
+                                   nn.SiLU())
+        self.inp = nn.Linear(dim, width)
+        self.blocks = nn.ModuleList(_Block(width, width, emb_dim) for _ in range(num_blocks))
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, num_classes))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        emb = self.embed(t)
+        h = self.inp(x.reshape(x.shape[0], -1))
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.head(h)
+
+
+class ConvClassifier(nn.Module):
+    """Clean-image classifier for evaluation: ``x (B, C, H, W) -> logits (B, classes)``.
+
+    Two 3×3 conv stages (with 2×2 pooling) then a ``feature_dim`` bottleneck; :meth:`features`
+    returns that bottleneck, the space in which Fréchet distances are computed.
+    """
+
+    def __init__(self, in_channels: int = 1, size: int = 8, num_classes: int = 10,
+                 channels: int = 32, feature_dim: int = 32) -> None:
+        super().__init__()
+        self.config = {"arch": "conv_classifier", "in_channels": in_channels, "size": size,
+                       "num_classes": num_classes, "channels": channels,
+                       "feature_dim": feature_dim}
+        c = channels
+        self.trunk = nn.Sequential(
+            nn.Conv2d(in_channels, c, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(c, c, 3, padding=1), nn.SiLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, 2 * c, 3, padding=1), nn.SiLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(2 * c * (size // 4) ** 2, feature_dim), nn.SiLU(),
+        )
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.trunk(x)
+
+    def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
+        return self.head(self.trunk(x))
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, emb_dim: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(8, cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, cout)
+        self.norm2 = nn.GroupNorm(8, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        z = self.conv1(F.silu(self.norm1(h))) + self.emb(emb)[:, :, None, None]
+        return self.skip(h) + self.conv2(F.silu(self.norm2(z)))
+
+
+class PositionUNet(nn.Module):
+    """A small UNet conditioned on one 2D position: ``(x (B,C,S,S), t (B,), c) -> (B,C,S,S)``.
+
+    Three resolutions (S, S/2, S/4) with ``channels·(1, 2, 2)`` feature maps, one residual block
+    per level each way plus a middle block, GroupNorm, time embedding added in every block.
+    The condition ``c = (p_x, p_y, 1)`` (``(0, 0, 0)`` = null) enters twice: as an extra input
+    channel holding a Gaussian bump (``bump`` pixels wide) at the position — which makes "put an
+    object here" a local, translation-equivariant task — and through Fourier features of the
+    position added to the time embedding.
+    """
+
+    conditional = True
+    condition_ndim = 1
+
+    def __init__(self, in_channels: int = 3, size: int = 16, channels: int = 32,
+                 emb_dim: int = 64, bump: float = 1.0) -> None:
+        super().__init__()
+        self.config = {"arch": "position_unet", "in_channels": in_channels, "size": size,
+                       "channels": channels, "emb_dim": emb_dim, "bump": bump}
+        self.size, self.bump = size, bump
+        c1, c2 = channels, 2 * channels
+        self.embed = nn.Sequential(SinusoidalEmbedding(emb_dim), nn.Linear(emb_dim, emb_dim),
+                                   nn.SiLU())
+        self.register_buffer("freqs", torch.pi * 2.0 ** torch.arange(4), persistent=False)
+        self.cond_embed = nn.Sequential(nn.Linear(17, emb_dim), nn.SiLU(),
+                                        nn.Linear(emb_dim, emb_dim))
+        self.inp = nn.Conv2d(in_channels + 1, c1, 3, padding=1)
+        self.down1 = _ResBlock(c1, c1, emb_dim)
+        self.down2 = _ResBlock(c1, c2, emb_dim)
+        self.down3 = _ResBlock(c2, c2, emb_dim)
+        self.mid = _ResBlock(c2, c2, emb_dim)
+        self.up3 = _ResBlock(2 * c2, c2, emb_dim)
+        self.up2 = _ResBlock(2 * c2, c1, emb_dim)
+        self.up1 = _ResBlock(2 * c1, c1, emb_dim)
+        self.out_norm = nn.GroupNorm(8, c1)
+        self.out = nn.Conv2d(c1, in_channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def encode_condition(self, value: object) -> Tensor:
+        p = torch.as_tensor(value, dtype=torch.float32, device=self.out.weight.device)
+        if p.shape[-1:] != (2,):
+            raise ValueError(f"a position is (x, y) in [0, 1]²; got shape {tuple(p.shape)}")
+        if ((p < 0) | (p > 1)).any() or not bool(torch.isfinite(p).all()):
+            raise ValueError("positions must lie in [0, 1]² (x right, y down)")
+        return torch.cat([p, torch.ones_like(p[..., :1])], dim=-1)
+
+    def null_condition(self, n: int) -> Tensor:
+        return torch.zeros(n, 3, device=self.out.weight.device)
+
+    def _bump(self, c: Tensor) -> Tensor:
+        grid = (torch.arange(self.size, device=c.device, dtype=c.dtype) + 0.5) / self.size
+        dx = (grid[None, None, :] - c[:, 0, None, None]) * self.size
+        dy = (grid[None, :, None] - c[:, 1, None, None]) * self.size
+        return c[:, 2, None, None] * torch.exp(-(dx**2 + dy**2) / (2 * self.bump**2))
+
+    def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
+        c = self.null_condition(x.shape[0]).to(x.dtype) if c is None else c.to(x.dtype)
+        angles = c[:, :2, None] * self.freqs.to(x.dtype)  # (B, 2, 4)
+        fourier = torch.cat([angles.sin().flatten(1), angles.cos().flatten(1), c[:, 2:]], 1)
+        emb = self.embed(t) + self.cond_embed(fourier * c[:, 2:])
+        h1 = self.down1(self.inp(torch.cat([x, self._bump(c)[:, None]], 1)), emb)
+        h2 = self.down2(F.avg_pool2d(h1, 2), emb)
+        h3 = self.down3(F.avg_pool2d(h2, 2), emb)
+        h = self.mid(h3, emb)
+        h = self.up3(torch.cat([h, h3], 1), emb)
+        h = self.up2(torch.cat([F.interpolate(h, scale_factor=2.0), h2], 1), emb)
+        h = self.up1(torch.cat([F.interpolate(h, scale_factor=2.0), h1], 1), emb)
+        return self.out(F.silu(self.out_norm(h)))
+
+
+class PresenceNet(nn.Module):
+    """Fully convolutional object detector: ``x (B, C, S, S) -> logits (B, 1, S, S)`` that a
+    pixel lies within one pixel of an object centre (receptive field 11 px)."""
+
+    def __init__(self, in_channels: int = 3, channels: int = 32) -> None:
+        super().__init__()
+        self.config = {"arch": "presence_net", "in_channels": in_channels,
+                       "channels": channels}
+        c = channels
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, c, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(c, c, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(c, c, 3, padding=2, dilation=2), nn.SiLU(),
+            nn.Conv2d(c, c, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(c, 1, 1),
+        )
+
+    def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
+        return self.body(x)
+
+
+NETWORKS = {"resmlp": ResMLP, "time_classifier": TimeClassifier,
+            "conv_classifier": ConvClassifier, "position_unet": PositionUNet,
+            "presence_net": PresenceNet}
 
 
 def build_network(config: dict) -> nn.Module:

@@ -22,7 +22,7 @@ __all__ = ["dsm_loss"]
 
 def dsm_loss(
     model: DiffusionModel, x0: Tensor, generator: torch.Generator | None = None,
-    t_min: float = 1e-3,
+    t_min: float = 1e-3, c: Tensor | None = None,
 ) -> Tensor:
     """Per-sample ε-MSE at uniformly drawn ``t``; all randomness from ``generator``."""
     b = x0.shape[0]
@@ -31,5 +31,5 @@ def dsm_loss(
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     alpha, sigma = model.schedule(t)
     xt = append_dims(alpha, x0.ndim) * x0 + append_dims(sigma, x0.ndim) * noise
-    eps = epsilon_prediction(model, xt, t)
+    eps = epsilon_prediction(model, xt, t, c)
     return batch_sum((eps - noise) ** 2) / x0[0].numel()

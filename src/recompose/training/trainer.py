@@ -19,10 +19,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import TrainConfig
-from ..data.toy2d import get_toy2d
+from ..data import get_dataset
 from ..io import CheckpointError, atomic_dir, atomic_write_text, save_model_file
 from ..models.base import DiffusionModel
 from ..models.loading import build_model
+from ..utils import append_dims
 from .losses import dsm_loss
 
 __all__ = ["train", "Trainer"]
@@ -35,12 +36,12 @@ class Trainer:
         self.config = config
         self.out = Path(out)
         torch.set_num_threads(config.threads)
+        self.data = get_dataset(config.data)
         torch.manual_seed(config.seed)  # initial weights
         self.model = build_model(self._model_config())
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.gen = torch.Generator().manual_seed(config.seed + 1)
-        self.data = get_toy2d(config.data)
         self.step = 0
         self.losses: list[float] = []
 
@@ -48,7 +49,7 @@ class Trainer:
         c = self.config
         return {"network": c.network, "parameterization": c.parameterization,
                 "energy_form": c.energy_form, "schedule": c.schedule,
-                "event_shape": [c.network.get("dim", 2)], "name": c.data}
+                "event_shape": list(self.data.event_shape), "name": c.data}
 
     # ---------------------------------------------------------------- checkpoints
     def save(self) -> None:
@@ -104,8 +105,19 @@ class Trainer:
 
     # ---------------------------------------------------------------- training
     def train_step(self) -> float:
-        x0 = self.data.sample(self.config.batch_size, self.gen)
-        loss = dsm_loss(self.model, x0, self.gen).mean()
+        batch = self.data.sample(self.config.batch_size, self.gen)
+        if isinstance(batch, tuple):  # conditional data: condition dropout → null condition
+            x0, raw = batch
+            c = None  # an unconditional model ignores the conditions
+            if self.model.conditional:
+                c = self.model.net.encode_condition(raw)
+                if self.config.label_dropout > 0:
+                    drop = torch.rand(len(x0), generator=self.gen) < self.config.label_dropout
+                    null = self.model.net.null_condition(len(x0))
+                    c = torch.where(append_dims(drop, c.ndim), null, c)
+            loss = dsm_loss(self.model, x0, self.gen, c=c).mean()
+        else:
+            loss = dsm_loss(self.model, batch, self.gen).mean()
         value = loss.item()
         if not math.isfinite(value):
             raise FloatingPointError(f"training loss is {value} at step {self.step}; lower --lr")

@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-__all__ = ["scatter_grid", "acceptance_plot", "density_levels", "image_grid"]
+__all__ = ["scatter_grid", "acceptance_plot", "density_levels", "image_grid", "tile",
+           "image_panels"]
 
 
 def scatter_grid(cells: dict[tuple[str, str], np.ndarray], rows: Sequence[str],
@@ -104,5 +105,42 @@ def image_grid(x: torch.Tensor, nrow: int = 8) -> Figure:
         if k < n:
             img = x[k].permute(1, 2, 0).numpy()
             ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray")
+    fig.tight_layout()
+    return fig
+
+
+def tile(x: torch.Tensor, nrow: int) -> np.ndarray:
+    """Images ``(N, C, H, W)`` in about ``[−1, 1]`` as one ``(rows·H, nrow·W, C)`` mosaic in
+    ``[0, 1]`` (1-pixel white gutters)."""
+    x = x.detach().cpu().float().clamp(-1, 1).add(1).div(2)
+    n, c, h, w = x.shape
+    rows = (n + nrow - 1) // nrow
+    out = np.ones((rows * (h + 1) - 1, nrow * (w + 1) - 1, c), dtype=np.float32)
+    for k in range(n):
+        r, q = divmod(k, nrow)
+        out[r * (h + 1):r * (h + 1) + h, q * (w + 1):q * (w + 1) + w] = \
+            x[k].permute(1, 2, 0).numpy()
+    return out
+
+
+def image_panels(panels: dict[str, torch.Tensor], nrow: int = 10,
+                 panel_width: float = 2.6, markers: torch.Tensor | None = None) -> Figure:
+    """One titled mosaic per entry (e.g. one per sampler), side by side. ``markers``
+    ``(N, K, 2)``: positions in ``[0, 1]²`` (x right, y down) drawn as small rings on every
+    panel (e.g. the requested object positions)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(panel_width * len(panels),
+                                                      panel_width + 0.4), squeeze=False)
+    for ax, (title, x) in zip(axes[0], panels.items()):
+        img = tile(x, nrow)
+        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
+        if markers is not None:
+            h, w = x.shape[-2:]
+            for k, pos in enumerate(markers[: len(x)]):
+                r, q = divmod(k, nrow)
+                ax.scatter(q * (w + 1) + pos[:, 0] * w - 0.5, r * (h + 1) + pos[:, 1] * h - 0.5,
+                           s=14, facecolors="none", edgecolors="white", linewidths=0.6)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
     fig.tight_layout()
     return fig

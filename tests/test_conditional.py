@@ -1,0 +1,131 @@
+"""Conditional models: batched evaluation of products over one network, CFG, classifier factor."""
+
+import pytest
+import torch
+
+import recompose as rc
+from recompose.models.classifier import ClassifierFactor
+from recompose.models.networks import PositionUNet, ResMLP, TimeClassifier
+from recompose.models.parameterization import EnergyModel, ScoreModel
+from recompose.schedules import CosineSchedule
+
+
+def _randomise(net, seed=0, std=0.1):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():  # zero-initialised layers would make every test trivial
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return net
+
+
+def _class_model(kind, seed=0):
+    net = _randomise(ResMLP(64, width=32, num_blocks=2, emb_dim=16, num_classes=10), seed)
+    cls = EnergyModel if kind == "energy" else ScoreModel
+    return cls(net, CosineSchedule(), (1, 8, 8), name="A").double()
+
+
+def _position_model(kind, seed=0):
+    net = _randomise(PositionUNet(channels=8, emb_dim=16), seed, std=0.05)
+    cls = EnergyModel if kind == "energy" else ScoreModel
+    return cls(net, CosineSchedule(), (3, 16, 16), name="A").double()
+
+
+class CallCounter:
+    def __init__(self, module):
+        self.calls = 0
+        module.register_forward_hook(self)
+
+    def __call__(self, *args):
+        self.calls += 1
+
+
+@pytest.mark.parametrize("kind", ["score", "energy"])
+def test_batched_position_product_equals_the_unbatched_sum(kind):
+    model = _position_model(kind)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 3, 16, 16, generator=gen, dtype=torch.float64)
+    pos = torch.rand(4, 3, 2, generator=gen)  # three positions per chain, different per chain
+    views = [model.given(pos[:, k]) for k in range(3)]
+    comp = rc.product([*views, model ** -2.0])
+    assert len(comp._groups) == 1 and comp.num_networks == 4
+    t = 0.37
+    expected = sum(v.score(x, t) for v in views) - 2.0 * model.score(x, t)
+    counter = CallCounter(model.net)
+    got = comp.score(x, t)
+    assert counter.calls == 1  # one batched network call, not four
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+    if kind == "energy":
+        e, s = comp.energy_and_score(x, t)
+        e_expected = sum(v.energy(x, t) for v in views) - 2.0 * model.energy(x, t)
+        torch.testing.assert_close(e, e_expected, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(s, expected, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(comp.energy(x, t), e_expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["score", "energy"])
+@pytest.mark.parametrize("w", [1.0, 3.0, 10.0])
+def test_cfg_composite_equals_the_formula(kind, w):
+    model = _class_model(kind, seed=2)
+    x = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    y = torch.arange(6) % 10
+    comp = rc.cfg(model.given(y), model, w)
+    t = torch.rand(6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    s_null, s_y = model.score(x, t), model.given(y).score(x, t)
+    torch.testing.assert_close(comp.score(x, t), s_null + w * (s_y - s_null),
+                               rtol=1e-9, atol=1e-9)
+    if kind == "energy":
+        e_null, e_y = model.energy(x, t), model.given(y).energy(x, t)
+        torch.testing.assert_close(comp.energy(x, t), e_null + w * (e_y - e_null),
+                                   rtol=1e-9, atol=1e-9)
+
+
+def test_conditions_change_the_output_and_null_is_the_parent():
+    model = _class_model("energy")
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    assert not torch.allclose(model.given(1).energy(x, 0.5), model.given(2).energy(x, 0.5))
+    null = model.net.null_condition(3)
+    torch.testing.assert_close(model.energy(x, 0.5, null), model.energy(x, 0.5))
+
+
+def test_given_on_an_unconditional_model_is_refused():
+    net = ResMLP(64, width=16, num_blocks=1)
+    model = ScoreModel(net, CosineSchedule(), (1, 8, 8), name="plain")
+    with pytest.raises(rc.CapabilityError, match="not trained with conditions"):
+        model.given(3)
+    cond = _class_model("score")
+    with pytest.raises(ValueError, match="class labels"):
+        cond.given(10)
+    pos = _position_model("score")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pos.given([1.5, 0.2])
+    with pytest.raises(ValueError, match="chains"):
+        rc.product([pos.given(torch.rand(5, 2)), pos]).score(torch.randn(4, 3, 16, 16).double(),
+                                                             0.5)
+
+
+def test_classifier_factor_score_is_autograd_of_log_likelihood():
+    clf = _randomise(TimeClassifier(dim=64, num_classes=10, width=32, num_blocks=2,
+                                    emb_dim=16), seed=5).double()
+    y = torch.tensor([0, 3, 7, 9])
+    factor = ClassifierFactor(clf, y, CosineSchedule(), (1, 8, 8))
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    t = torch.full((4,), 0.3, dtype=torch.float64)
+    log_p = torch.log_softmax(clf(x, t), dim=1)[torch.arange(4), y]
+    (grad,) = torch.autograd.grad(log_p.sum(), x)
+    e, s = factor.energy_and_score(x.detach(), 0.3)
+    torch.testing.assert_close(e, -log_p.detach())
+    torch.testing.assert_close(s, grad)
+    # classifier guidance: s = s_model + λ ∇ log p_t(y|x)
+    model = _class_model("energy")
+    guided = rc.guide(model, factor, 3.0)
+    torch.testing.assert_close(guided.score(x.detach(), 0.3),
+                               model.score(x.detach(), 0.3) + 3.0 * grad)
+
+
+def test_sample_runs_on_a_batched_product_with_every_sampler():
+    model = _position_model("energy").float()
+    comp = rc.product([model.given([0.3, 0.3]), model.given([0.7, 0.6]), model ** -1.0])
+    for sampler in ("reverse", "ula", "uhmc", "mala", "hmc"):
+        r = rc.sample(comp, 3, sampler, num_levels=3, num_steps=1, seed=0)
+        assert r.x.shape == (3, 3, 16, 16) and bool(torch.isfinite(r.x).all())
+        assert r.info.network_score_evals == r.info.score_evals * 3
