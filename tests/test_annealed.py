@@ -134,3 +134,20 @@ def test_no_reverse_step_and_no_denoise_variants():
     model = skewed_gmm() * ring_gmm(std=0.3)
     r = rc.sample(model, 20, "hmc", num_levels=5, reverse_step=False, denoise=False, seed=0)
     assert r.info.settings["reverse_step"] is False and r.x.shape == (20, 2)
+
+
+def test_clipped_ddpm_step_is_the_same_step_when_nothing_is_clipped():
+    from recompose.diffusion.reverse import ddpm_step
+
+    levels = rc.CosineSchedule().levels(50)
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    s = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for i in (49, 20, 0):
+        plain = ddpm_step(x, s, levels, i, torch.Generator().manual_seed(2))
+        wide = ddpm_step(x, s, levels, i, torch.Generator().manual_seed(2), clip=(-1e9, 1e9))
+        torch.testing.assert_close(plain, wide, rtol=1e-10, atol=1e-10)
+    # clipping bounds the last step (Tweedie's x̂₀) to the box
+    last = ddpm_step(10 * x, s, levels, 0, clip=(-1.0, 1.0))
+    assert float(last.abs().max()) <= 1.0
+    with pytest.raises(ValueError, match="lo < hi"):
+        rc.sample(rc.GaussianMixture([[0.0, 0.0]], 1.0), 2, "reverse", clip=(1, -1))

@@ -64,6 +64,7 @@ def sample(
     generator: torch.Generator | None = None,
     seed: int | None = None,
     x_init: Tensor | None = None,
+    clip: tuple[float, float] | None = None,
     callback: LevelCallback | None = None,
     progress: bool = False,
 ) -> SampleResult:
@@ -86,6 +87,9 @@ def sample(
         num_leapfrog_steps, damping, mass: U-HMC/HMC settings (R3: 3, 0.5, 1).
         generator: a ``torch.Generator`` on the model's device; or give ``seed``.
         x_init: initial chains at the noisiest level; default ``N(0, I)``.
+        clip: data range ``(lo, hi)`` (e.g. ``(-1, 1)`` for images): clamp Tweedie's ``x̂₀``
+            inside every DDPM step (reverse diffusion, predictor steps, final denoise), as
+            DDPM's ``clip_denoised``; MCMC steps are not clipped. Default: no clipping.
         callback: called once per level with a dict (``level``, ``t``, ``x``, …).
         progress: show a progress bar.
 
@@ -123,10 +127,14 @@ def sample(
     cb, bar = (callback, None)
     if progress:
         cb, bar = _progress_callback(num_levels, sampler, callback)
-    settings = {"num_levels": num_levels, "n": n}
+    if clip is not None:
+        clip = (float(clip[0]), float(clip[1]))
+        if not clip[0] < clip[1]:
+            raise ValueError(f"clip must be (lo, hi) with lo < hi, got {clip}")
+    settings = {"num_levels": num_levels, "n": n, "clip": clip}
     try:
         if sampler == "reverse":
-            result = reverse_diffusion(model, x_init, levels, generator, cb)
+            result = reverse_diffusion(model, x_init, levels, generator, cb, clip)
         else:
             if sampler in ("uhmc", "hmc"):
                 kernel = KERNELS[sampler](num_leapfrog_steps, damping, mass)
@@ -145,7 +153,7 @@ def sample(
                 adapter = AcceptanceAdapter(target_accept or DEFAULT_TARGET_ACCEPT[sampler],
                                             device=device)
             result = annealed_mcmc(model, x_init, levels, kernel, num_steps, rule, adapter,
-                                   reverse_step, denoise, generator, cb)
+                                   reverse_step, denoise, generator, cb, clip)
             settings |= {"num_steps": num_steps, "step_size": rule.scale,
                          "step_power": rule.power, "adapt": bool(adapt),
                          "target_accept": adapter.target if adapter else None,

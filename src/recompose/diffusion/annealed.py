@@ -18,6 +18,9 @@ not the diffusion of the composition::
 * ``denoise`` ends every sampler the same way as DDPM ends reverse diffusion, so samplers are
   compared on equal terms; ``denoise=False`` returns samples of ``π_0`` (the R3 notebook).
 * The momentum of U-HMC/HMC is carried across levels, as in the R3 notebook.
+* ``clip`` (images in a known range) clamps Tweedie's ``x̂₀`` inside every DDPM step, the
+  predictor steps and the final denoise (see :func:`~recompose.diffusion.reverse.ddpm_step`);
+  MCMC steps are never clipped.
 * ``kernel=None`` gives plain reverse diffusion: ``T`` ancestral steps, the last one Tweedie's
   denoiser to ``t = 0``.
 
@@ -95,6 +98,7 @@ def reverse_diffusion(
     levels: Levels,
     generator: torch.Generator | None = None,
     callback: LevelCallback | None = None,
+    clip: tuple[float, float] | None = None,
 ) -> SampleResult:
     """DDPM ancestral sampling with the model's (composed) score from ``x_init`` at level T−1."""
     start = time.perf_counter()
@@ -103,7 +107,7 @@ def reverse_diffusion(
     with torch.no_grad():
         for i in reversed(range(num)):
             score = model.score(x, levels.t[i].to(x.dtype))
-            x = ddpm_step(x, score, levels, i, generator)
+            x = ddpm_step(x, score, levels, i, generator, clip)
             _finite_or_raise(x, i, levels)
             if callback is not None:
                 callback({"level": i, "t": float(levels.t[i]), "x": x})
@@ -134,6 +138,7 @@ def annealed_mcmc(
     denoise: bool = True,
     generator: torch.Generator | None = None,
     callback: LevelCallback | None = None,
+    clip: tuple[float, float] | None = None,
 ) -> SampleResult:
     """Annealed MCMC over ``levels`` with ``num_steps`` kernel steps per level."""
     start = time.perf_counter()
@@ -149,7 +154,7 @@ def annealed_mcmc(
             t_i = levels.t[i].to(x.dtype)
             if state is not None and reverse_step:
                 # Predictor: the kernel's cached score is the composed score at (x, t_{i+1}).
-                x = ddpm_step(state.x, state.score, levels, i + 1, generator)
+                x = ddpm_step(state.x, state.score, levels, i + 1, generator, clip)
             elif state is not None:
                 x = state.x
             target = model.at(t_i)
@@ -179,7 +184,7 @@ def annealed_mcmc(
                           "acceptance": float(acc_mean[i]), "step_size": float(steps[i])})
         x = state.x
         if denoise:  # Tweedie's x̂₀ from the cached composed score at level 0: no extra cost
-            x = ddpm_step(state.x, state.score, levels, 0, generator)
+            x = ddpm_step(state.x, state.score, levels, 0, generator, clip)
     leaves = model.num_networks
     info = SampleInfo(
         sampler=kernel.name,

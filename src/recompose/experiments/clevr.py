@@ -10,6 +10,10 @@ the ``K + 1`` terms share one network, so every evaluation is one batched call o
 ``(K + 1)·B`` inputs (:mod:`recompose.models.conditional`). ``plain=True`` gives the bare
 product ``Π_k p_t(x | p_k)``.
 
+Every sampler runs ``T`` levels with a DDPM predictor step between levels and Tweedie's
+denoiser at the end, all with ``x̂₀`` clipped to the image range ``[−1, 1]`` (DDPM's
+``clip_denoised``; without it, reverse diffusion at ``T = 50`` diverges even for ``K = 1``).
+
 Evaluation: the separately trained ``clevr-checker`` (a presence detector trained only on
 generator ground truth) finds objects; a requested position *holds an object* when the
 checker's presence probability exceeds ½ within one pixel of it. Per image: composition
@@ -152,7 +156,7 @@ def _cell(model: DiffusionModel, sampler: str, k: int, n: int, seed: int, num_le
     positions = request_positions(n, k, seed=10_000 * k + seed)
     comp = compose_positions(model, positions)
     r = sample(comp, n, sampler, num_levels=num_levels, num_steps=num_steps, seed=seed,
-               progress=False)
+               clip=(-1.0, 1.0), progress=False)
     x = r.x.clamp(-1, 1)
     return {"sampler": sampler, "K": k, "seed": seed, "num_steps": num_steps,
             "metrics": score_images(x, positions, checker),
@@ -181,6 +185,7 @@ def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
     config = {"n": n, "seeds": list(seeds), "ks": list(ks), "num_levels": num_levels,
               "num_steps": num_steps, "steps_sweep": list(steps_sweep), "sweep_k": sweep_k,
               "sweep_samplers": list(sweep_samplers), "composition": "A**(1-K) * Π A|p_k",
+              "clip": [-1.0, 1.0],
               "threads": threads}
     start = time.perf_counter()
     checker = Checker()
