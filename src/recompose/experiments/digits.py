@@ -197,6 +197,7 @@ def _figures(out: Path, cells: list[dict], scales: tuple[float, ...]) -> None:
                 fig = image_panels(panels, nrow=10)
                 fig.suptitle(f"{kind} guidance, scale {scale:g} (row = requested digit)",
                              fontsize=10)
+                fig.tight_layout(rect=(0, 0, 1, 0.92))
                 fig.savefig(out / f"digits_{kind}_scale{scale:g}.png", dpi=110)
 
 
