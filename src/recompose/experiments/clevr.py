@@ -273,7 +273,7 @@ def _figures(out: Path, cells: list[dict], k: int, num_steps: int) -> None:
             panels[f"{s} ({p})"] = torch.as_tensor(hit[0]["x"][:16])
             markers = torch.as_tensor(hit[0]["positions"][:16])
     if panels:
-        fig = image_panels(panels, nrow=4, panel_width=2.4, markers=markers)
+        fig = image_panels(panels, nrow=4, panel_width=2.4, markers=markers, ncols=4)
         fig.suptitle(f"K = {k} requested positions (rings)", fontsize=10)
         fig.tight_layout(rect=(0, 0, 1, 0.92))
         fig.savefig(out / f"clevr_K{k}.png", dpi=130)

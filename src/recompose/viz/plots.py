@@ -124,13 +124,18 @@ def tile(x: torch.Tensor, nrow: int) -> np.ndarray:
 
 
 def image_panels(panels: dict[str, torch.Tensor], nrow: int = 10,
-                 panel_width: float = 2.6, markers: torch.Tensor | None = None) -> Figure:
-    """One titled mosaic per entry (e.g. one per sampler), side by side. ``markers``
-    ``(N, K, 2)``: positions in ``[0, 1]²`` (x right, y down) drawn as small rings on every
-    panel (e.g. the requested object positions)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(panel_width * len(panels),
-                                                      panel_width + 0.4), squeeze=False)
-    for ax, (title, x) in zip(axes[0], panels.items()):
+                 panel_width: float = 2.6, markers: torch.Tensor | None = None,
+                 ncols: int | None = None) -> Figure:
+    """One titled mosaic per entry (e.g. one per sampler), ``ncols`` per row (default: all in
+    one row). ``markers`` ``(N, K, 2)``: positions in ``[0, 1]²`` (x right, y down) drawn as
+    small rings on every panel (e.g. the requested object positions)."""
+    ncols = ncols or len(panels)
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_width * ncols,
+                                                    (panel_width + 0.7) * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (title, x) in zip(axes.flat, panels.items()):
         img = tile(x, nrow)
         ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1,
                   interpolation="nearest")
