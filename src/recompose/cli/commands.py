@@ -235,9 +235,9 @@ def demo(n: int, levels: int, mcmc_steps: int, seed: int, out: Path,
 @click.option("--all", "all_models", is_flag=True,
               help="Retrain the 12 shipped 2D models bit for bit (≈ 45 min on one core).")
 @click.option("--digits", "digits_models", is_flag=True,
-              help="Retrain the shipped digits models and classifiers (≈ 15 min).")
+              help="Retrain the shipped digits models and classifiers (≈ 20 min).")
 @click.option("--clevr", "clevr_models", is_flag=True,
-              help="Retrain the shipped CLEVR-like position models and checker (≈ 30 min).")
+              help="Retrain the shipped CLEVR-like position models and checker (≈ 55 min).")
 @quiet_option
 @handle_errors
 def train(data: str | None, parameterization: str, steps: int, batch_size: int, lr: float,
@@ -309,8 +309,8 @@ def reproduce(experiment: str, out: Path | None, n: int | None, seeds: int | Non
     Examples:
       recompose reproduce toy2d                # ≈ 11 min on 2 cores
       recompose reproduce analytic-product     # ≈ 1 min
-      recompose reproduce digits               # guidance table, ≈ 25 min
-      recompose reproduce clevr                # multi-object accuracy, reduced, ≈ 25 min
+      recompose reproduce digits               # guidance table, ≈ 38 min (--seeds 2: < 30)
+      recompose reproduce clevr                # multi-object accuracy, reduced, ≈ 18 min
     """
     if experiment in ("digits", "clevr"):
         out = out or Path(f"runs/{experiment}")
@@ -384,14 +384,17 @@ def list_() -> None:
 @quiet_option
 @handle_errors
 def bench(n: int, repeats: int, quiet: bool = False) -> None:
-    """Benchmarks: sampler overhead over bare network evaluations, energy vs score cost.
+    """Benchmarks: sampler overhead over bare network evaluations, energy vs score cost,
+    batched product evaluation vs the number of position terms K (CLEVR UNet, 32 images).
 
     \b
     Example:
       recompose bench --n 1000
     """
-    from ..experiments.bench import parameterization_cost, sampler_overhead
+    from ..experiments.bench import parameterization_cost, product_batching, sampler_overhead
 
     click.echo(sampler_overhead(n=n, repeats=repeats, progress=not _quiet()))
     click.echo("")
     click.echo(parameterization_cost(n=n, repeats=repeats))
+    click.echo("")
+    click.echo(product_batching(n=32, repeats=repeats))

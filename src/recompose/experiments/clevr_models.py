@@ -13,7 +13,7 @@ Energy form: ``‖f − x‖²`` (the R3 2D form) rather than R3's image-code ``
 Metropolis-corrected chains that may wander, and ``ε̂ = 2(I − J_f)ᵀ(x − f)`` is nearly linear
 in the network's output at initialisation, so it trains from the start like a denoiser.
 
-Run ``python -m recompose.experiments.clevr_models`` (``recompose train --clevr``; ≈ 30 min
+Run ``python -m recompose.experiments.clevr_models`` (``recompose train --clevr``; ≈ 55 min
 on 2 CPU cores — the budget that sized the UNet to 16 base channels). Diffusion models resume
 from their checkpoints; seeds are fixed.
 """

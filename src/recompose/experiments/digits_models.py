@@ -11,7 +11,7 @@ digits-evaluator      clean CNN classifier, used only to evaluate samples (accur
 ====================  ===================================================================
 
 Run ``python -m recompose.experiments.digits_models`` (what ``recompose train --digits``
-calls; ≈ 15 min on 2 cores). Diffusion models resume from their checkpoints if interrupted;
+calls; ≈ 20 min on 2 cores). Diffusion models resume from their checkpoints if interrupted;
 classifiers (≤ 1 min each) restart. One thread, fixed seeds: a rerun on the same platform
 gives the same weights.
 """
