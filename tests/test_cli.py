@@ -222,3 +222,12 @@ def test_ctrl_c_leaves_no_half_written_files(tmp_path, monkeypatch):
     assert r.exit_code == 130 and "interrupted" in r.output
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out*"))
+
+
+def test_reproduce_never_overwrites_previous_results(tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "table.md").write_text("results of an earlier run")
+    res = CliRunner().invoke(cli, ["reproduce", "clevr", "--out", str(out)])
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    assert (out / "table.md").read_text() == "results of an earlier run"

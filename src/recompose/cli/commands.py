@@ -299,10 +299,11 @@ def train(data: str | None, parameterization: str, steps: int, batch_size: int, 
 @click.option("--seeds", default=None, type=click.IntRange(min=1),
               help="Seeds per cell (default: 3; clevr: 1).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @quiet_option
 @handle_errors
 def reproduce(experiment: str, out: Path | None, n: int | None, seeds: int | None,
-              workers: int, quiet: bool = False) -> None:
+              workers: int, overwrite: bool = False, quiet: bool = False) -> None:
     """Regenerate a table of docs/results.md.
 
     \b
@@ -312,8 +313,12 @@ def reproduce(experiment: str, out: Path | None, n: int | None, seeds: int | Non
       recompose reproduce digits               # guidance table, ≈ 38 min (--seeds 2: < 30)
       recompose reproduce clevr                # multi-object accuracy, reduced, ≈ 18 min
     """
-    if experiment in ("digits", "clevr"):
+    if experiment != "analytic-product":
         out = out or Path(f"runs/{experiment}")
+        if out.exists() and any(out.iterdir()) and not overwrite:
+            raise _usage(f"{out} exists and is not empty (a previous run's results); pass "
+                         "--overwrite or choose another --out")
+    if experiment in ("digits", "clevr"):
         _check_writable(out)
         if experiment == "digits":
             from ..experiments.digits import run as run_digits
