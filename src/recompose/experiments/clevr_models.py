@@ -20,18 +20,13 @@ from their checkpoints; seeds are fixed.
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import time
 from pathlib import Path
 
 from ..config import ClassifierConfig, TrainConfig
-from ..training.classifier import train_classifier
-from ..training.trainer import Trainer
+from .shipping import PACKAGE_DIR, export_main, train_and_export
 
 __all__ = ["CLEVR_MODELS", "CLEVR_CLASSIFIERS", "train_clevr_models"]
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 _NET = {"arch": "position_unet", "in_channels": 3, "size": 16, "channels": 16, "emb_dim": 64,
         "bump": 1.0}
 
@@ -56,36 +51,12 @@ CLEVR_CLASSIFIERS = {
 
 def train_clevr_models(out: Path, export: Path = PACKAGE_DIR,
                        names: tuple[str, ...] | None = None, log: bool = True) -> None:
-    """Train (or resume) each model in ``out/<name>``; copy to ``export/<name>.safetensors``."""
-    names = names or (*CLEVR_CLASSIFIERS, *CLEVR_MODELS)
-    export.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        t0 = time.perf_counter()
-        target = export / f"{name}.safetensors"
-        if name in CLEVR_MODELS:
-            trainer = Trainer(CLEVR_MODELS[name], Path(out) / name)
-            resumed = trainer.load()
-            trainer.run()
-            shutil.copyfile(Path(out) / name / "checkpoint" / "model.safetensors", target)
-            how = f"{trainer.step} steps ({'resumed' if resumed else 'fresh'}), final loss " \
-                  f"{sum(trainer.losses[-200:]) / 200:.4f}"
-        elif name in CLEVR_CLASSIFIERS:
-            train_classifier(CLEVR_CLASSIFIERS[name], Path(out) / f"{name}.safetensors")
-            shutil.copyfile(Path(out) / f"{name}.safetensors", target)
-            how = f"{CLEVR_CLASSIFIERS[name].steps} steps"
-        else:
-            raise KeyError(f"unknown CLEVR model {name!r}")
-        if log:
-            print(f"{name}: {how}, {time.perf_counter() - t0:.0f} s -> {target}", flush=True)
+    """Train (or resume) each file in ``out/<name>``; copy to ``export/<name>.safetensors``."""
+    train_and_export(CLEVR_MODELS, CLEVR_CLASSIFIERS, out, export, names, log)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("runs/pretrained-clevr"))
-    parser.add_argument("--export", type=Path, default=PACKAGE_DIR)
-    parser.add_argument("--only", nargs="*", default=None)
-    args = parser.parse_args()
-    train_clevr_models(args.out, args.export, tuple(args.only) if args.only else None)
+    export_main(__doc__, "runs/pretrained-clevr", CLEVR_MODELS, CLEVR_CLASSIFIERS)
 
 
 if __name__ == "__main__":

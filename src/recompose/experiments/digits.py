@@ -137,7 +137,7 @@ def _run_cell(task: dict) -> dict:
     return {**task, "x": r.x.clamp(-1, 1).numpy(), "info": r.info.to_dict()}
 
 
-def _summary(cells: list[dict], ev: Evaluator) -> list[dict]:
+def _summary(cells: list[dict]) -> list[dict]:
     rows = []
     keys = sorted({(c["kind"], c["scale"], c["sampler"]) for c in cells},
                   key=lambda k: (KINDS.index(k[0]), k[1], SAMPLERS.index(k[2])))
@@ -227,7 +227,7 @@ def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2),
             cell = f.result()
             cell["metrics"] = evaluate(torch.as_tensor(cell["x"]), labels_for(n), ev)
             cells.append(cell)
-    rows = _summary(cells, ev)
+    rows = _summary(cells)
     floor = real_floor(ev)
     table = markdown(rows, floor)
     elapsed = time.perf_counter() - start

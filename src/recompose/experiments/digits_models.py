@@ -18,18 +18,13 @@ gives the same weights.
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import time
 from pathlib import Path
 
 from ..config import ClassifierConfig, TrainConfig
-from ..training.classifier import train_classifier
-from ..training.trainer import Trainer
+from .shipping import PACKAGE_DIR, export_main, train_and_export
 
 __all__ = ["DIGITS_MODELS", "DIGITS_CLASSIFIERS", "train_digits_models"]
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 _NET = {"arch": "resmlp", "dim": 64, "width": 128, "num_blocks": 4, "emb_dim": 64, "widen": 2}
 
 
@@ -59,37 +54,13 @@ DIGITS_CLASSIFIERS = {
 
 
 def train_digits_models(out: Path, export: Path = PACKAGE_DIR,
-                        names: tuple[str, ...] | None = None, log: bool = True) -> None:
-    """Train (or resume) each model in ``out/<name>``; copy to ``export/<name>.safetensors``."""
-    names = names or (*DIGITS_MODELS, *DIGITS_CLASSIFIERS)
-    export.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        t0 = time.perf_counter()
-        target = export / f"{name}.safetensors"
-        if name in DIGITS_MODELS:
-            trainer = Trainer(DIGITS_MODELS[name], Path(out) / name)
-            resumed = trainer.load()
-            trainer.run()
-            shutil.copyfile(Path(out) / name / "checkpoint" / "model.safetensors", target)
-            how = f"{trainer.step} steps ({'resumed' if resumed else 'fresh'}), final loss " \
-                  f"{sum(trainer.losses[-200:]) / 200:.4f}"
-        elif name in DIGITS_CLASSIFIERS:
-            train_classifier(DIGITS_CLASSIFIERS[name], Path(out) / f"{name}.safetensors")
-            shutil.copyfile(Path(out) / f"{name}.safetensors", target)
-            how = f"{DIGITS_CLASSIFIERS[name].steps} steps"
-        else:
-            raise KeyError(f"unknown digits model {name!r}")
-        if log:
-            print(f"{name}: {how}, {time.perf_counter() - t0:.0f} s -> {target}", flush=True)
+                       names: tuple[str, ...] | None = None, log: bool = True) -> None:
+    """Train (or resume) each file in ``out/<name>``; copy to ``export/<name>.safetensors``."""
+    train_and_export(DIGITS_MODELS, DIGITS_CLASSIFIERS, out, export, names, log)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("runs/pretrained-digits"))
-    parser.add_argument("--export", type=Path, default=PACKAGE_DIR)
-    parser.add_argument("--only", nargs="*", default=None)
-    args = parser.parse_args()
-    train_digits_models(args.out, args.export, tuple(args.only) if args.only else None)
+    export_main(__doc__, "runs/pretrained-digits", DIGITS_MODELS, DIGITS_CLASSIFIERS)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ from pathlib import Path
 from ..config import TrainConfig
 from ..models.loading import PRETRAINED
 from ..training.trainer import Trainer
+from .shipping import PACKAGE_DIR
 
 __all__ = ["PRETRAINED_STEPS", "pretrained_config", "train_pretrained"]
 
 PRETRAINED_STEPS = 6000
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 
 
 def pretrained_config(name: str, parameterization: str) -> TrainConfig:
