@@ -4,8 +4,7 @@ Run: ``python benchmarks/parameterization_cost.py`` (prints a table of ratios).
 """
 
 import torch
-
-from recompose.experiments.bench import parameterization_cost
+from _bench import parameterization_cost
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

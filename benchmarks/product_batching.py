@@ -5,8 +5,7 @@ product ``Π_k A|p_k`` and R3's form ``A^(1−K) Π_k A|p_k``).
 """
 
 import torch
-
-from recompose.experiments.bench import product_batching
+from _bench import product_batching
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

@@ -5,8 +5,7 @@ Run: ``python benchmarks/sampler_overhead.py`` (prints a table; last line
 """
 
 import torch
-
-from recompose.experiments.bench import sampler_overhead
+from _bench import sampler_overhead
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

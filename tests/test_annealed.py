@@ -103,7 +103,8 @@ def test_every_sampler_on_points_and_images(sampler, shape):
     a = rc.GaussianMixture(torch.randn(3, d, generator=g), 0.3, event_shape=event)
     b = rc.GaussianMixture(torch.randn(2, d, generator=g), 0.5, event_shape=event)
     model = rc.mixture([a, b], [0.4, 0.6]) * a**0.5
-    r = rc.sample(model, 6, sampler, num_levels=5, num_steps=2, seed=0)
+    mcmc = {} if sampler == "reverse" else {"num_steps": 2}
+    r = rc.sample(model, 6, sampler, num_levels=5, seed=0, **mcmc)
     assert r.x.shape == (6, *event) and bool(torch.isfinite(r.x).all())
 
 
@@ -115,7 +116,7 @@ def test_sample_refuses_bad_requests():
         rc.sample(model, 5, "nuts")
     with pytest.raises(rc.CapabilityError, match="score-only"):
         rc.sample(ScoreOnly(model), 5, "hmc")
-    with pytest.raises(ValueError, match="only mala and hmc adapt"):
+    with pytest.raises(TypeError, match="only mala and hmc adapt"):
         rc.sample(model, 5, "ula", adapt=True)
     with pytest.raises(ValueError, match="positive"):
         rc.sample(model, 5, "ula", step_size=-1.0)
@@ -151,3 +152,95 @@ def test_clipped_ddpm_step_is_the_same_step_when_nothing_is_clipped():
     assert float(last.abs().max()) <= 1.0
     with pytest.raises(ValueError, match="lo < hi"):
         rc.sample(rc.GaussianMixture([[0.0, 0.0]], 1.0), 2, "reverse", clip=(1, -1))
+
+
+def _model():
+    return skewed_gmm() * ring_gmm(std=0.3)
+
+
+@pytest.mark.parametrize("sampler", ["ula", "mala"])
+@pytest.mark.parametrize("score_only", [False, True], ids=["energy", "score"])
+def test_zero_mcmc_steps_is_exactly_reverse_diffusion(sampler, score_only):
+    """K = 0 with a predictor step and the final denoise is DDPM ancestral sampling, bit for
+    bit: the predictor at level i uses the score at t_{i+1} and step i + 1, the denoise the
+    score at t_0 (an off-by-one in either, or an extra random draw, breaks equality).
+    U-HMC/HMC are excluded by design: their ``init`` draws a momentum at every level (kept so
+    that seeded results are unchanged), which shifts the random stream."""
+    if score_only and sampler == "mala":
+        pytest.skip("MALA needs energies")
+    model = ScoreOnly(_model()) if score_only else _model()
+    rev = rc.sample(model, 64, "reverse", num_levels=8, seed=5)
+    mc = rc.sample(model, 64, sampler, num_levels=8, num_steps=0, seed=5)
+    assert torch.equal(mc.x, rev.x)
+    assert mc.info.divergent == [0.0] * 8
+
+
+class _RecordTimes:
+    """Wraps a model's score/energy so every evaluation records the ``t`` it was asked for."""
+
+    def __init__(self, model):
+        self.times = []
+        score, both = model.score, model.energy_and_score
+        model.score = lambda x, t: (self.times.append(float(t)), score(x, t))[1]
+        model.energy_and_score = lambda x, t: (self.times.append(float(t)), both(x, t))[1]
+
+
+@pytest.mark.parametrize("sampler", ["reverse", "ula", "mala", "hmc"])
+def test_each_level_targets_its_time_from_noisiest_to_cleanest(sampler):
+    T, K, L = 6, 2, 3
+    model = _model()
+    rec = _RecordTimes(model)
+    seen = []
+    mcmc = {} if sampler == "reverse" else {"num_steps": K}
+    rc.sample(model, 8, sampler, num_levels=T, seed=0, callback=seen.append, **mcmc)
+    t = model.schedule.levels(T).t
+    order = list(reversed(range(T)))
+    assert [p["level"] for p in seen] == order
+    assert [p["t"] for p in seen] == [float(t[i]) for i in order]
+    per_level = {"reverse": 1, "ula": 1 + K, "mala": 1 + K, "hmc": 1 + K * L}[sampler]
+    expected = [float(t[i]) for i in order for _ in range(per_level)]
+    assert rec.times == pytest.approx(expected, abs=0, rel=1e-6)
+    assert len(rec.times) == T * per_level
+
+
+@pytest.mark.parametrize("factory", [rc.mcmc.uhmc, rc.mcmc.hmc])
+def test_momentum_is_carried_from_each_level_to_the_next(factory):
+    """The state each level starts from has the momentum of the previous level's last state
+    (observed by wrapping the kernel: kernels are objects passed as ``kernel=``)."""
+    inner = factory(num_leapfrog_steps=2, damping=0.5)
+    events = []
+
+    def init(x, target, generator=None, previous=None):
+        state = inner.init(x, target, generator, previous=previous)
+        events.append(("init", previous, state))
+        return state
+
+    def step(state, target, step_size, generator=None):
+        new, info = inner.step(state, target, step_size, generator)
+        events.append(("step", state, new))
+        return new, info
+
+    T, K = 5, 3
+    rc.sample(_model(), 16, kernel=inner._replace(init=init, step=step), num_levels=T,
+              num_steps=K, seed=0)
+    inits = [i for i, e in enumerate(events) if e[0] == "init"]
+    assert len(inits) == T and events[0][1] is None
+    for i in inits[1:]:
+        last = events[i - 1][2]  # the state after the previous level's last step
+        _, previous, state = events[i]
+        assert previous is last
+        assert torch.equal(state.momentum, last.momentum)
+        assert not torch.equal(state.x, last.x)  # the predictor moved x, not the momentum
+
+
+def test_divergences_are_counted_per_level():
+    """HMC with a huge fixed step: every proposal has ΔH ≫ 1000 (all rejected, the chains
+    stay finite) and every level reports a divergent fraction of 1; with the default steps on
+    a fine grid, none."""
+    model = _model()
+    r = rc.sample(model, 32, "hmc", num_levels=4, num_steps=2, step_size=1e4, step_power=0,
+                  adapt=False, seed=0)
+    assert r.info.divergent == [1.0] * 4 and r.info.acceptance == [0.0] * 4
+    assert r.info.to_dict()["divergent"] == [1.0] * 4
+    ok = rc.sample(model, 32, "hmc", num_levels=20, num_steps=2, seed=0).info
+    assert ok.divergent == [0.0] * 20 and len(ok.divergent) == len(ok.t)

@@ -149,3 +149,35 @@ def test_refusals_at_construction():
     p = a * s
     assert not p.has_energy
     p.score(torch.zeros(3, 2, dtype=torch.float64), 0.5)
+
+
+def test_mixture_of_score_only_models_raises_at_construction():
+    s1, s2 = ScoreOnly(ring_gmm(), name="s1"), ScoreOnly(skewed_gmm(), name="s2")
+    with pytest.raises(rc.CapabilityError, match="s1 is score-only"):
+        Mixture([s1, s2], [0.5, 0.5])  # the class itself refuses, not only the builder
+    with pytest.raises(rc.CapabilityError, match="s1 is score-only"):
+        rc.mixture([s1, s2])
+    with pytest.raises(rc.CapabilityError, match="s2 is score-only"):
+        _ = skewed_gmm() + s2
+
+
+def test_cfg_and_guide_name_the_part_that_does_not_match():
+    cond, wide = gauss([0.0, 0.0], 1.0, "c"), rc.GaussianMixture([[0.0, 0.0, 0.0]], 1.0, name="w")
+    linear = rc.GaussianMixture([[0.0, 0.0]], 1.0, schedule=rc.LinearSchedule(), name="lin")
+    shapes = r"classifier-free guidance: data shapes differ, {} \({}\) has \({}\) but {} \({}\)"
+    with pytest.raises(rc.CompositionError, match=shapes.format("uncond", "w", "3,", "cond", "c")):
+        rc.cfg(cond, wide, 3.0)
+    with pytest.raises(rc.CompositionError, match=shapes.format("uncond", "c", "2,", "cond", "w")):
+        rc.cfg(wide, cond, 3.0)
+    with pytest.raises(rc.CompositionError,
+                       match=r"noise schedules differ, uncond \(lin\) uses .* but cond \(c\)"):
+        rc.cfg(cond, linear, 3.0)
+    with pytest.raises(TypeError, match="uncond is a Tensor"):
+        rc.cfg(cond, torch.zeros(2), 3.0)
+    with pytest.raises(rc.CompositionError, match="guidance scale must be finite"):
+        rc.cfg(cond, gauss([1.0, 0.0], 1.0), float("nan"))
+    with pytest.raises(rc.CompositionError,
+                       match=r"classifier guidance: data shapes differ, likelihood \(w\)"):
+        rc.guide(cond, wide, 2.0)
+    with pytest.raises(rc.CompositionError, match=r"product: data shapes differ, factor 2 \(w\)"):
+        _ = cond * wide

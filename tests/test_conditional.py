@@ -126,6 +126,21 @@ def test_sample_runs_on_a_batched_product_with_every_sampler():
     model = _position_model("energy").float()
     comp = rc.product([model.given([0.3, 0.3]), model.given([0.7, 0.6]), model ** -1.0])
     for sampler in ("reverse", "ula", "uhmc", "mala", "hmc"):
-        r = rc.sample(comp, 3, sampler, num_levels=3, num_steps=1, seed=0)
+        steps = {} if sampler == "reverse" else {"num_steps": 1}  # reverse has no corrector
+        r = rc.sample(comp, 3, sampler, num_levels=3, seed=0, **steps)
         assert r.x.shape == (3, 3, 16, 16) and bool(torch.isfinite(r.x).all())
         assert r.info.network_score_evals == r.info.score_evals * 3
+
+
+def test_parameterisation_formulas_against_the_raw_network():
+    """E = U_θ/σ_t with U_θ = ‖f_θ − x‖² ('ae'), s = −ε̂/σ_t, written out from the raw network."""
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    t = torch.tensor([0.1, 0.3, 0.6, 0.9], dtype=torch.float64)
+    c = torch.tensor([1, 4, 10, 7])  # 10 is the null label
+    sigma = CosineSchedule()(t)[1]
+    energy_model, score_model = _class_model("energy", seed=6), _class_model("score", seed=6)
+    u = ((energy_model.net(x, t, c) - x) ** 2).sum((1, 2, 3))
+    torch.testing.assert_close(energy_model.energy(x, t, c), u / sigma, rtol=1e-12, atol=1e-12)
+    eps = score_model.net(x, t, c)
+    torch.testing.assert_close(score_model.score(x, t, c), -eps / sigma[:, None, None, None],
+                               rtol=1e-12, atol=1e-12)

@@ -3,7 +3,7 @@
 import torch
 
 from recompose.data import get_dataset
-from recompose.data.clevr import BACKGROUND, SceneSpec, make_scenes, presence_map, render
+from recompose.data.clevr import BACKGROUND, SceneSpec, make_scenes, render
 from recompose.data.digits import HELD_OUT_PER_CLASS, digits_split
 
 
@@ -42,6 +42,8 @@ def test_scene_positions_and_labels_agree():
         for k in range(int(count[b])):
             col, row = ij[b, k]
             assert float((x[b, :, row, col] - bg).abs().max()) > 0.1
+    from experiments.evaluators import presence_map
+
     empty = presence_map(pos, spec, hit_radius=spec.radius + 1.5)[:, 0] == 0
     assert float((x - bg).abs().amax(1)[empty].max()) < 1e-6
 

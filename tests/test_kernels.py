@@ -191,3 +191,129 @@ def test_mh_kernels_refuse_score_only_targets(kernel):
     target = ScoreOnly(skewed_gmm()).at(0.0)
     with pytest.raises(rc.CapabilityError, match="needs energies"):
         kernel.init(torch.zeros(3, 2), target)
+
+
+@pytest.mark.parametrize("mass", [4.0, torch.tensor([0.25], dtype=torch.float64)])
+def test_hmc_with_a_mass_stays_exact(mass):
+    """N(0, 1) stays invariant for M ≠ 1: M⁻¹ in the drift and the kinetic energy, √M in the
+    momentum draw must agree (swap any one and the variance moves by many MCSEs)."""
+    var, se = _stationary_variance(hmc(num_leapfrog_steps=3, damping=0.5, mass=mass), 0.5)
+    assert abs(var - 1) < 4 * se, var
+
+
+def _nan_outside(radius, inverted=False):
+    """Energy ±½|x|², NaN outside ``radius`` (the score there stays finite)."""
+    sign = -1.0 if inverted else 1.0
+
+    def energy(x):
+        e = sign * 0.5 * (x**2).sum(1)
+        return torch.where(x.norm(dim=1) > radius, torch.full_like(e, float("nan")), e)
+
+    return Target.from_energy(energy)
+
+
+@pytest.mark.parametrize("kernel", [mala(), hmc(damping=0.0)], ids=lambda k: k.name)
+def test_a_nan_energy_proposal_is_divergent_and_rejected(kernel):
+    """Chain 0 at the origin with a tiny step stays inside; chain 1 near the edge of an
+    inverted (outward-pushing) well with a large step lands where the energy is NaN."""
+    target = _nan_outside(3.0, inverted=True)
+    x = torch.tensor([[0.0, 0.0], [2.99, 0.0]], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    state = kernel.init(x, target, gen)
+    new, info = kernel.step(state, target, torch.tensor([1e-6, 2.0], dtype=torch.float64), gen)
+    assert info.is_divergent.dtype == torch.bool and info.is_divergent.shape == (2,)
+    assert info.is_divergent.tolist() == [False, True]
+    assert not bool(info.accepted[1]) and torch.equal(new.x[1], x[1])
+
+
+@pytest.mark.parametrize("kernel", [ula(), uhmc()], ids=lambda k: k.name)
+def test_unadjusted_kernels_flag_non_finite_moves(kernel):
+    target = Target(score=lambda x: torch.where(x.abs() > 3, float("nan"), x))  # pushes out
+    x = torch.tensor([[0.0, 0.0], [2.99, 0.0]], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    state = kernel.init(x, target, gen)
+    _, info = kernel.step(state, target, torch.tensor([1e-8, 2.0], dtype=torch.float64), gen)
+    assert info.is_divergent.tolist() == [False, True]
+
+
+def test_hmc_flags_a_large_finite_energy_error():
+    """ΔH > 1000 is divergent even when everything is finite (blackjax/Stan threshold)."""
+    target = _gaussian_target(1e-4)
+    x = torch.full((2, 2), 0.01, dtype=torch.float64)
+    kernel = hmc(num_leapfrog_steps=3, damping=0.0)
+    gen = torch.Generator().manual_seed(0)
+    state = kernel.init(x, target, gen)
+    # E = ½|x|²/s² with s = 0.01: leapfrog is unstable for h > 2s and grows ~(h/s)² per step,
+    # so h = 0.2 gives |ΔH| ~ 1e7 nats, while h = 1e-5 conserves H
+    _, info = kernel.step(state, target, torch.tensor([1e-5, 0.2], dtype=torch.float64), gen)
+    assert info.is_divergent.tolist() == [False, True]
+    assert float(info.accept_prob[1]) == 0.0 and rc.mcmc.DIVERGENCE_THRESHOLD == 1000.0
+
+
+def test_a_large_energy_drop_is_not_divergent():
+    """One-sided threshold (blackjax, Stan): from x = 100σ one leapfrog step of h = √2·σ lands
+    near the mode, ΔH ≈ −2500; the move is accepted and not flagged."""
+    target = _gaussian_target(1e-4)
+    x = torch.tensor([[1.0]], dtype=torch.float64)
+    kernel = hmc(num_leapfrog_steps=1, damping=0.0)
+    gen = torch.Generator().manual_seed(0)
+    state = kernel.init(x, target, gen)
+    new, info = kernel.step(state, target, math.sqrt(2) * 0.01, gen)
+    assert float(new.energy) < float(state.energy) - 1000
+    assert bool(info.accepted[0]) and not bool(info.is_divergent[0])
+
+
+@pytest.mark.parametrize("factory", [uhmc, hmc])
+def test_hamiltonian_init_carries_the_previous_momentum(factory):
+    """``init(..., previous=state)`` takes the momentum of ``state`` (and still draws one, so
+    the random stream is the same with or without a previous state)."""
+    kernel = factory()
+    target = _gaussian_target()
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    g1, g2 = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    fresh = kernel.init(x, target, g1)
+    previous = fresh._replace(momentum=torch.full_like(x, 7.0))
+    carried = kernel.init(x + 1, target, g2, previous=previous)
+    assert torch.equal(carried.momentum, previous.momentum)
+    assert torch.equal(carried.x, x + 1)
+    assert torch.equal(g1.get_state(), g2.get_state())  # same number of draws
+
+
+@pytest.mark.parametrize("factory", [ula, mala])
+def test_langevin_init_carries_nothing(factory):
+    kernel = factory()
+    target = _gaussian_target()
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    previous = kernel.init(x - 3, target)
+    state = kernel.init(x, target, None, previous=previous)
+    assert torch.equal(state.x, x) and torch.equal(state.score, -x)
+
+
+def test_ula_and_mala_share_one_langevin_proposal():
+    """Same generator state, same step: the MALA proposal is the ULA move (η = 0.3)."""
+    target = _gaussian_target()
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ula_state, _ = ula().step(ula().init(x, target), target, 0.3,
+                              torch.Generator().manual_seed(4))
+    eta = torch.tensor(0.3, dtype=torch.float64)
+    expected = x + eta * (-x) + torch.sqrt(2 * eta) * torch.randn(
+        x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    torch.testing.assert_close(ula_state.x, expected, rtol=0, atol=0)
+    mala_state, info = mala().step(mala().init(x, target), target, 0.3,
+                                   torch.Generator().manual_seed(4))
+    torch.testing.assert_close(mala_state.x[info.accepted], expected[info.accepted],
+                               rtol=0, atol=0)
+
+
+def test_factories_record_their_settings_and_refuse_bad_ones():
+    k = hmc(num_leapfrog_steps=4, damping=0.25, mass=2.0)
+    assert (k.name, k.needs_energy) == ("hmc", True)
+    assert dict(k.params) == {"num_leapfrog_steps": 4, "damping": 0.25, "mass": 2.0}
+    assert dict(uhmc().params) == {"num_leapfrog_steps": 3, "damping": 0.5, "mass": 1.0}
+    assert dict(ula().params) == {} == dict(mala().params)
+    with pytest.raises(ValueError, match="num_leapfrog_steps"):
+        hmc(num_leapfrog_steps=0)
+    with pytest.raises(ValueError, match="damping"):
+        uhmc(damping=1.0)
+    with pytest.raises(ValueError, match="mass"):
+        hmc(mass=0.0)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from recompose.experiments.targets2d import TARGETS
+from recompose.data.targets2d import TARGETS
 
 
 @pytest.mark.parametrize("name", list(TARGETS))

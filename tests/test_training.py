@@ -146,3 +146,87 @@ def test_toy_data_is_seeded_and_in_support():
         if name != "ring":
             assert bool(data.in_support(a).all())
     assert bool(torch.isinf(get_toy2d("bar").log_prob(torch.tensor([[0.5, 0.0]]))).all())
+
+
+def tiny(**kw):
+    kw = {"steps": 7, "checkpoint_every": 5, **kw}
+    return TrainConfig(data="ring", parameterization="score", batch_size=64, **kw)
+
+
+def _checkpoint_step(folder):
+    _, config = read_model_file(folder / "checkpoint" / "model.safetensors")
+    state = json.loads((folder / "checkpoint" / "trainer.json").read_text())
+    assert config["step"] == state["step"]
+    return state["step"]
+
+
+def test_the_last_step_is_always_checkpointed(tmp_path, monkeypatch):
+    saved = []
+    real = Trainer.save
+    monkeypatch.setattr(Trainer, "save", lambda self: (saved.append(self.step), real(self)))
+    trainer = Trainer(tiny(), tmp_path / "a")
+    trainer.run()
+    assert saved == [5, 7] and _checkpoint_step(tmp_path / "a") == 7
+    saved.clear()
+    Trainer(tiny(steps=10), tmp_path / "b").run(stop_at=3)  # interrupted before any interval
+    assert saved == [3] and _checkpoint_step(tmp_path / "b") == 3
+
+
+def test_resume_from_an_off_interval_step_is_bit_identical(tmp_path):
+    full = Trainer(tiny(steps=12), tmp_path / "full")
+    full.run()
+    part = Trainer(tiny(steps=12), tmp_path / "part")
+    part.run(stop_at=7)  # checkpoint at 7: not a multiple of checkpoint_every
+    resumed = Trainer(tiny(steps=12), tmp_path / "part")
+    assert resumed.load() and resumed.step == 7
+    resumed.run()
+    for a, b in ((full.model, resumed.model), (full.ema, resumed.ema)):
+        for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(va, vb), k
+    sa, sb = full.opt.state_dict(), resumed.opt.state_dict()
+    for idx in sa["state"]:
+        for k, v in sa["state"][idx].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb["state"][idx][k])), (idx, k)
+    assert full.losses == resumed.losses
+    assert torch.equal(full.gen.get_state(), resumed.gen.get_state())
+
+
+def test_optimizer_state_is_a_weights_only_torch_file(tmp_path):
+    trainer = Trainer(tiny(), tmp_path)
+    trainer.run()
+    state = torch.load(tmp_path / "checkpoint" / "optimizer.pt", weights_only=True)
+    assert set(state) == {"state", "param_groups"} and len(state["state"]) > 0
+    (tmp_path / "checkpoint" / "optimizer.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        Trainer(tiny(), tmp_path).load()
+
+
+def test_trainer_has_no_global_side_effects(tmp_path):
+    torch.manual_seed(1)
+    threads = torch.get_num_threads()
+    rng = torch.random.get_rng_state()
+    a = Trainer(tiny(threads=threads + 1), tmp_path / "a")
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert torch.get_num_threads() == threads
+    a.run()
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert torch.get_num_threads() == threads
+    torch.manual_seed(2)  # the global seed does not reach the weights
+    b = Trainer(tiny(threads=threads + 1), tmp_path / "b")
+    b.run()
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_q_sample_is_the_forward_marginal():
+    from recompose.diffusion.forward import q_sample
+
+    sched = rc.CosineSchedule()
+    x0 = torch.randn(6, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(6, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    t = torch.linspace(0, 1, 6)
+    alpha, sigma = sched(t)
+    expected = alpha[:, None, None, None] * x0 + sigma[:, None, None, None] * noise
+    assert torch.equal(q_sample(x0, t, sched, noise), expected)
+    drawn = q_sample(x0, 0.3, sched, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(drawn, q_sample(x0, 0.3, sched, noise))

@@ -1,16 +1,19 @@
 """recompose: compose trained diffusion models as densities and sample them correctly.
 
 Quick map: models (:class:`DiffusionModel`, :class:`GaussianMixture`), the algebra
-(``a * b``, ``a ** w``, ``a / b``, :func:`mixture`, :func:`cfg`, :func:`guide`), and one
+(``a * b``, ``a ** w``, ``a / b``, :func:`mixture`, :func:`cfg`, :func:`guide`,
+:func:`normalize`; the same algebra as text: :func:`parse`), and one
 sampler entry point :func:`sample` (reverse diffusion, ULA, U-HMC, MALA, HMC).
 """
 
 from . import mcmc
-from .compose import Mixture, Power, Product, cfg, guide, mixture, power, product
+from .compose import Mixture, Power, Product, cfg, conjunction, guide, mixture, power, product
 from .diffusion import SampleInfo, SampleResult
 from .errors import CapabilityError, CompositionError
+from .expression import ExpressionError, parse
 from .models import DiffusionModel, GaussianMixture, gmm_product
 from .models.loading import load_model, pretrained
+from .models.normalization import normalize
 from .sampling import SAMPLERS, sample
 from .schedules import CosineSchedule, LinearSchedule, Schedule, get_schedule
 
@@ -30,6 +33,9 @@ __all__ = [
     "mixture",
     "cfg",
     "guide",
+    "conjunction",
+    "normalize",
+    "parse",
     "sample",
     "SAMPLERS",
     "SampleResult",
@@ -40,5 +46,6 @@ __all__ = [
     "get_schedule",
     "CapabilityError",
     "CompositionError",
+    "ExpressionError",
     "mcmc",
 ]

@@ -27,41 +27,56 @@ unnormalised density at each ``t``, which is what annealed MCMC targets.
 A mixture needs each part's energy *including* its normaliser: ``Σ wᵢ p^i_t`` is only right
 when every ``Eᵢ`` is the exact ``−log p^i_t`` (analytic models) or the parts share the same
 unknown constant. Learned energies are defined up to ``c_i(t)``; see :mod:`recompose.models`.
+
+The operators ``a * b``, ``a / b``, ``a ** w`` and ``a + b`` are defined at the end of this
+module, with the algebra they spell, and installed on
+:class:`~recompose.models.base.DiffusionModel` (which cannot import this module: it is imported
+by it).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from numbers import Real
 
 import torch
 from torch import Tensor, nn
 
 from .errors import CapabilityError, CompositionError
 from .models.base import DiffusionModel
-from .models.conditional import Conditioned, shared_network_terms
 
-__all__ = ["Product", "Power", "Mixture", "product", "power", "mixture", "cfg", "guide"]
+__all__ = ["Product", "Power", "Mixture", "product", "power", "mixture", "cfg", "guide",
+           "conjunction"]
 
 
-def _check_compatible(parts: Sequence[DiffusionModel], what: str) -> None:
+def _check_compatible(parts: Sequence[DiffusionModel], what: str,
+                      roles: Sequence[str] | None = None) -> None:
+    """Raise unless ``parts`` are models of one data shape under one noise schedule.
+
+    ``roles`` names the parts in messages (default ``part 1``, ``part 2``, …), so the error says
+    which argument does not match.
+    """
     if not parts:
-        raise CompositionError(f"a {what} needs at least one model")
-    for p in parts:
+        raise CompositionError(f"{what} needs at least one model")
+    roles = [f"part {i + 1}" for i in range(len(parts))] if roles is None else list(roles)
+    for role, p in zip(roles, parts):
         if not isinstance(p, DiffusionModel):
-            raise TypeError(f"cannot compose {type(p).__name__}: expected a DiffusionModel")
+            raise TypeError(f"cannot form {what}: {role} is a {type(p).__name__}, expected a "
+                            "DiffusionModel")
     first = parts[0]
-    for p in parts[1:]:
+    for role, p in zip(roles[1:], parts[1:]):
         if p.schedule != first.schedule:
             raise CompositionError(
-                f"cannot form a {what} of {first.describe()} and {p.describe()}: their noise "
-                f"schedules differ ({first.schedule} vs {p.schedule}); compose models trained "
-                "with the same schedule"
+                f"cannot form {what}: noise schedules differ, {role} ({p.describe()}) uses "
+                f"{p.schedule} but {roles[0]} ({first.describe()}) uses {first.schedule}; "
+                "compose models trained with the same schedule"
             )
         if tuple(p.event_shape) != tuple(first.event_shape):
             raise CompositionError(
-                f"cannot form a {what} of {first.describe()} and {p.describe()}: data shapes "
-                f"differ ({tuple(first.event_shape)} vs {tuple(p.event_shape)})"
+                f"cannot form {what}: data shapes differ, {role} ({p.describe()}) has "
+                f"{tuple(p.event_shape)} but {roles[0]} ({first.describe()}) has "
+                f"{tuple(first.event_shape)}"
             )
 
 
@@ -100,83 +115,39 @@ class Power(DiffusionModel):
         return f"{self.base.describe()}**{self.exponent:g}"
 
 
-def _shared_network(model: DiffusionModel) -> tuple[DiffusionModel, Tensor | None] | None:
-    """``(conditional parent, encoded condition)`` if ``model`` is a view of a conditional
-    network (``None`` condition = the parent itself), else ``None``."""
-    if isinstance(model, Conditioned):
-        return model.parent, model.cond
-    if getattr(model, "conditional", False):
-        return model, None
-    return None
-
-
 class Product(DiffusionModel):
     """``∏ᵢ pᵢ``: energies and scores add. Build with :func:`product` or ``a * b``.
 
-    Factors that are views of one conditional network (``A.given(c₁) * A.given(c₂) …``, or
-    ``A.given(y)**w * A**(1−w)``) are evaluated together in one batched network call
-    (:func:`~recompose.models.conditional.shared_network_terms`).
+    Factors that are views of one network (same :attr:`~DiffusionModel.batch_slot` network:
+    ``A.given(c₁) * A.given(c₂) …``, or ``A.given(y)**w * A**(1−w)``) are evaluated together,
+    as ``network.stacked(conditions, exponents)``, in one batched network call.
     """
 
     def __init__(self, factors: Sequence[DiffusionModel]) -> None:
         super().__init__()
-        _check_compatible(factors, "product")
+        _check_compatible(factors, "a product", [f"factor {i + 1}" for i in range(len(factors))])
         self.factors = nn.ModuleList(factors)
         self.schedule = factors[0].schedule
         self.event_shape = tuple(factors[0].event_shape)
         self.has_energy = all(f.has_energy for f in factors)
-        self._plan_groups()
-
-    def _plan_groups(self) -> None:
-        groups: dict[int, list] = {}
-        self._single: list[DiffusionModel] = []
-        for f in self.factors:
-            base, w = (f.base, f.exponent) if isinstance(f, Power) else (f, 1.0)
-            shared = _shared_network(base)
-            if shared is None:
-                self._single.append(f)
-            else:
-                groups.setdefault(id(shared[0]), [shared[0], [], [], []])
-                groups[id(shared[0])][1].append(shared[1])
-                groups[id(shared[0])][2].append(w)
-                groups[id(shared[0])][3].append(f)
-        self._groups = []
-        for parent, conds, weights, members in groups.values():
-            if len(members) == 1:
-                self._single.extend(members)
-            else:
-                self._groups.append((parent, conds, weights))
-
-    def _terms(self, x: Tensor, t: float | Tensor, need: str) -> tuple[Tensor, Tensor]:
-        energies, scores = [], []
-        for f in self._single:
-            if need == "energy":
-                energies.append(f.energy(x, t))
-            elif need == "score":
-                scores.append(f.score(x, t))
-            else:
-                e, s = f.energy_and_score(x, t)
-                energies.append(e)
-                scores.append(s)
-        for parent, conds, weights in self._groups:
-            e, s = shared_network_terms(parent, x, t, conds, weights, need)
-            energies.append(e)
-            scores.append(s)
-        return (sum(energies) if need != "score" else None,
-                sum(scores) if need != "energy" else None)
+        self._single, self._groups = _plan_calls(self.factors)
+        # What one evaluation sums over; a plain list, so the stacked groups (which only refer
+        # to networks already among the factors) are not registered as submodules.
+        self._summands: list[DiffusionModel] = [*self._single, *self._groups]
 
     def energy(self, x: Tensor, t: float | Tensor) -> Tensor:
         if not self.has_energy:
             return super().energy(x, t)
-        return self._terms(x, t, "energy")[0]
+        return sum(m.energy(x, t) for m in self._summands)
 
     def score(self, x: Tensor, t: float | Tensor) -> Tensor:
-        return self._terms(x, t, "score")[1]
+        return sum(m.score(x, t) for m in self._summands)
 
     def energy_and_score(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
         if not self.has_energy:
             return super().energy_and_score(x, t)
-        return self._terms(x, t, "both")
+        pairs = [m.energy_and_score(x, t) for m in self._summands]
+        return sum(e for e, _ in pairs), sum(s for _, s in pairs)
 
     def leaves(self) -> Iterator[DiffusionModel]:
         for f in self.factors:
@@ -186,12 +157,38 @@ class Product(DiffusionModel):
         return " * ".join(f.describe() for f in self.factors)
 
 
+def _plan_calls(factors: Sequence[DiffusionModel]
+                ) -> tuple[list[DiffusionModel], list[DiffusionModel]]:
+    """Split a product's factors into those evaluated on their own and one stacked model per
+    network shared by two or more factors (``network.stacked(conditions, exponents)``).
+
+    Order is kept (factors that cannot share first, then lone views, then the groups), so the
+    sums are taken in one fixed order.
+    """
+    groups: dict[DiffusionModel, list[tuple[DiffusionModel, Tensor | None, float]]] = {}
+    single: list[DiffusionModel] = []
+    for f in factors:
+        base, w = (f.base, f.exponent) if isinstance(f, Power) else (f, 1.0)
+        slot = base.batch_slot
+        if slot is None:
+            single.append(f)
+        else:  # nn.Module hashes by identity: one group per network object
+            groups.setdefault(slot.network, []).append((f, slot.condition, w))
+    stacked = []
+    for network, members in groups.items():
+        if len(members) == 1:
+            single.append(members[0][0])
+        else:
+            stacked.append(network.stacked([c for _, c, _ in members], [w for _, _, w in members]))
+    return single, stacked
+
+
 class Mixture(DiffusionModel):
     """``Σᵢ wᵢ pᵢ`` of energy models. Build with :func:`mixture` or ``a + b``."""
 
     def __init__(self, parts: Sequence[DiffusionModel], weights: Sequence[float]) -> None:
         super().__init__()
-        _check_compatible(parts, "mixture")
+        _check_compatible(parts, "a mixture")
         for p in parts:
             if not p.has_energy:
                 raise CapabilityError(
@@ -264,13 +261,14 @@ def _build(pairs: list[tuple[DiffusionModel, float]]) -> DiffusionModel:
 
 def product(models: Sequence[DiffusionModel]) -> DiffusionModel:
     """The product ``∏ᵢ pᵢ`` (AND), flattened and with equal factors merged."""
-    _check_compatible(list(models), "product")
+    models = list(models)
+    _check_compatible(models, "a product", [f"factor {i + 1}" for i in range(len(models))])
     return _build([pair for m in models for pair in _factors(m)])
 
 
 def power(model: DiffusionModel, exponent: float) -> DiffusionModel:
     """``p^w`` (``w`` real; ``w < 0`` negates). ``power(m, 1)`` is ``m``."""
-    _check_compatible([model], "power")
+    _check_compatible([model], "a power")
     exponent = _check_weight(exponent, "an exponent")
     return _build([(b, w * exponent) for b, w in _factors(model)])
 
@@ -306,11 +304,87 @@ def cfg(cond: DiffusionModel, uncond: DiffusionModel, scale: float) -> Diffusion
 
     With ``cond = A.given(y)`` and ``uncond = A`` (one network trained with label dropout) the
     two terms are evaluated in one batched call. ``scale = 1`` is ``cond`` itself.
+
+    Raises:
+        CompositionError: ``cond`` and ``uncond`` differ in data shape or noise schedule (the
+            message names the argument), or ``scale`` is not finite.
     """
+    _check_compatible([cond, uncond], "classifier-free guidance", ["cond", "uncond"])
+    _check_weight(scale, "the guidance scale")
     return product([uncond, power(product([cond, power(uncond, -1.0)]), scale)])
 
 
 def guide(model: DiffusionModel, likelihood: DiffusionModel, scale: float) -> DiffusionModel:
     """Classifier guidance ``p_t(x) · p_t(y|x)^λ``; ``likelihood`` is a classifier factor
     (see :class:`recompose.models.classifier.ClassifierFactor`)."""
+    _check_compatible([model, likelihood], "classifier guidance", ["model", "likelihood"])
+    _check_weight(scale, "the guidance scale")
     return product([model, power(likelihood, scale)])
+
+
+def conjunction(model: DiffusionModel, conditions: Sequence[object], plain: bool = False,
+                names: Sequence[str] | None = None) -> DiffusionModel:
+    """``p(x | c₁ ∧ … ∧ c_K) ∝ p(x)^{1−K} ∏_k p(x | c_k)`` for conditions that are independent
+    given ``x`` (R3 §4, Composable Diffusion): each ``p(x|c_k)/p(x)`` is a likelihood ratio and
+    the prior counts once. ``plain=True`` gives ``∏_k p(x | c_k)`` without the prior's power.
+
+    ``model`` is a conditional model (its ``given`` view is ``p(x | c)``); each condition is
+    one value or one per chain. All views of one network run as one batched call.
+    """
+    conditions = list(conditions)
+    if not conditions:
+        raise CompositionError("a conjunction needs at least one condition")
+    if names is not None and len(names) != len(conditions):
+        raise CompositionError(f"got {len(names)} names for {len(conditions)} conditions")
+    factors = [model.given(c, name=None if names is None else names[k])
+               for k, c in enumerate(conditions)]
+    if not plain and len(factors) > 1:
+        factors.append(power(model, 1.0 - len(factors)))
+    return product(factors)
+
+
+# ------------------------------------------------------------------------ operators
+# Installed on DiffusionModel below: ``a * b``, ``a / b``, ``a ** w``, ``a + b`` act on densities
+# exactly as on numbers. A number where a model is expected is refused (diffusers: fail loudly
+# rather than guess what the user meant).
+def _mul(self: DiffusionModel, other: object) -> DiffusionModel:
+    """``a * b``: the product."""
+    if isinstance(other, DiffusionModel):
+        return product([self, other])
+    if isinstance(other, Real):
+        raise TypeError(
+            "multiplying a model by a number is ambiguous: use `model ** w` for a "
+            "guidance strength or `recompose.mixture([a, b], weights=[...])` for weights"
+        )
+    return NotImplemented
+
+
+def _truediv(self: DiffusionModel, other: object) -> DiffusionModel:
+    """``a / b``: the quotient ``a · b^{−1}``."""
+    if isinstance(other, DiffusionModel):
+        return product([self, power(other, -1.0)])
+    if isinstance(other, Real):
+        raise TypeError("dividing a model by a number is ambiguous: use `model ** w`")
+    return NotImplemented
+
+
+def _pow(self: DiffusionModel, w: object) -> DiffusionModel:
+    """``a ** w``: the power (``w`` a real number or a 0-d tensor)."""
+    if isinstance(w, Real) or (isinstance(w, Tensor) and w.ndim == 0):
+        return power(self, float(w))
+    return NotImplemented
+
+
+def _add(self: DiffusionModel, other: object) -> DiffusionModel:
+    """``a + b``: the equal-weight mixture."""
+    if isinstance(other, DiffusionModel):
+        return mixture([self, other])
+    raise TypeError(
+        "adding a number to a model is meaningless; `a + b` is the equal-weight mixture"
+    )
+
+
+DiffusionModel.__mul__ = DiffusionModel.__rmul__ = _mul
+DiffusionModel.__truediv__ = _truediv
+DiffusionModel.__pow__ = _pow
+DiffusionModel.__add__ = DiffusionModel.__radd__ = _add

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 __all__ = ["TrainConfig", "ClassifierConfig"]
 
@@ -44,21 +44,10 @@ class TrainConfig:
             raise ValueError("label_dropout must lie in [0, 1]")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        if not d["label_dropout"]:  # keeps unconditional configs identical to earlier files
-            del d["label_dropout"]
-        return d
+        return asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
-        return cls(**d)
 
 
 @dataclass(frozen=True)

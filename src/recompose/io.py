@@ -5,7 +5,8 @@ under ``"recompose"``, a JSON config (network, parameterisation, schedule, data,
 settings). Loading builds the network from that config and never executes code (no pickle).
 
 A *training checkpoint* is a folder holding ``model.safetensors`` (as above, EMA weights),
-``trainer.safetensors`` (raw weights, optimizer moments, RNG state) and ``config.json``.
+``trainer.safetensors`` (raw weights, RNG state), ``optimizer.pt`` (the optimizer's
+``state_dict``, read with ``torch.load(weights_only=True)``) and ``trainer.json``.
 Every write goes to a temporary sibling and is moved into place with ``os.replace``, so an
 interrupted write never leaves a half-written checkpoint.
 """
@@ -98,7 +99,12 @@ def read_model_file(path: Path | str) -> tuple[dict[str, Tensor], dict]:
 
 
 class atomic_dir:  # noqa: N801 - used as a context manager, reads like a function
-    """Context manager: build a folder's contents in a temporary sibling, then swap it in."""
+    """Context manager: build a folder's contents in a temporary sibling, then swap it in.
+
+    On an exception inside the block (or during the swap) the previous folder, if any, is
+    left as it was and the temporary sibling is removed. Only a crash between the two renames
+    of the swap can leave the previous contents under ``.<name>.old`` (readers such as
+    :meth:`recompose.training.trainer.Trainer.load` look there)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -113,10 +119,17 @@ class atomic_dir:  # noqa: N801 - used as a context manager, reads like a functi
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
         old = None
-        if self.path.exists():
-            old = self.path.with_name(f".{self.path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.path, old)
-        os.replace(self.tmp, self.path)
+        try:
+            if self.path.exists():
+                # A folder cannot be replaced in one rename: move the old one aside first.
+                old = self.path.with_name(f".{self.path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(self.path, old)
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            if old is not None and not self.path.exists():
+                os.replace(old, self.path)  # put the previous contents back
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

@@ -5,8 +5,6 @@ r"""Sample-quality metrics against a target (shapes: samples ``(N, *D)``, flatte
 * :func:`wasserstein2` — exact empirical 2-Wasserstein distance between two point sets by
   linear assignment on squared distances (scipy's ``linear_sum_assignment``),
   ``W2 = sqrt(mean ‖x_i − y_π(i)‖²)``. Cost ``O(N³)``: keep ``N ≤ ~3000``.
-* :func:`mean_log_prob` — mean exact log-density of the samples under a target with a
-  ``log_prob`` method.
 * :func:`frechet_distance` — FID's formula on any feature vectors (Gaussian fits).
 * :func:`mean_pairwise_distance` — mean distance between samples (diversity).
 """
@@ -20,8 +18,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-__all__ = ["energy_distance", "wasserstein2", "mean_log_prob", "frechet_distance",
-           "mean_pairwise_distance"]
+__all__ = ["energy_distance", "wasserstein2", "frechet_distance", "mean_pairwise_distance"]
 
 
 def _flat(x: Tensor | np.ndarray) -> Tensor:
@@ -56,11 +53,6 @@ def wasserstein2(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> float:
     cost = (torch.cdist(x, y) ** 2).numpy()
     rows, cols = linear_sum_assignment(cost)
     return float(np.sqrt(cost[rows, cols].mean()))
-
-
-def mean_log_prob(samples: Tensor, target: object) -> float:
-    """Mean of ``target.log_prob(samples)`` (exact log-density of the target)."""
-    return float(target.log_prob(samples).to(torch.float64).mean())
 
 
 def frechet_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:

@@ -2,12 +2,28 @@
 
 Samplers: ``"reverse"`` (DDPM ancestral with the composed score — the baseline R3 shows to be
 wrong for compositions), and annealed MCMC with ``"ula"``, ``"uhmc"`` (scores suffice) or
-``"mala"``, ``"hmc"`` (Metropolis-corrected: need energies). See
-:mod:`recompose.diffusion.annealed` for the algorithm and :mod:`recompose.mcmc.step_sizes` for
-the step-size rule ``c · σ_t^p`` and its optional adaptation.
+``"mala"``, ``"hmc"`` (Metropolis-corrected: need energies). The names are shortcuts for the
+kernel factories of :mod:`recompose.mcmc`; a kernel object built by one of them (with its own
+settings) is passed as ``kernel=``::
+
+    rc.sample(model, n, "hmc", num_leapfrog_steps=5)            # name + the factory's options
+    rc.sample(model, n, kernel=rc.mcmc.hmc(num_leapfrog_steps=5))  # the same run
+
+Every argument must apply to the chosen sampler: kernel options are checked against the
+factory's signature, MCMC options are refused for ``"reverse"``, ``target_accept`` needs
+adaptation. Such mistakes raise a one-line ``TypeError`` naming the argument; values out of
+range raise ``ValueError``.
+
+Randomness: ``seed=`` or ``generator=``; with neither, torch's default generator is used (as
+torch and diffusers do), so two unseeded calls differ and ``torch.manual_seed`` applies.
+
+See :mod:`recompose.diffusion.annealed` for the algorithm and :mod:`recompose.mcmc.step_sizes`
+for the step-size rule ``c · σ_t^p`` and its optional adaptation.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 from torch import Tensor
@@ -15,6 +31,7 @@ from torch import Tensor
 from .diffusion.annealed import LevelCallback, SampleResult, annealed_mcmc, reverse_diffusion
 from .errors import CapabilityError
 from .mcmc import KERNELS
+from .mcmc.base import Kernel
 from .mcmc.step_sizes import (
     DEFAULT_STEP,
     DEFAULT_TARGET_ACCEPT,
@@ -45,78 +62,134 @@ def _progress_callback(
     return callback, bar
 
 
+def _inapplicable(name: str, sampler: str, why: str = "") -> TypeError:
+    return TypeError(f"{name} does not apply to sampler {sampler!r}{why}")
+
+
+def _resolve_kernel(sampler: str | None, kernel: Kernel | None, options: dict) -> Kernel | None:
+    """The kernel to run (``None`` for reverse diffusion); refuses options that do not apply."""
+    if kernel is not None:
+        if not isinstance(kernel, Kernel):
+            raise TypeError("kernel must be a Kernel built by recompose.mcmc (e.g. "
+                            f"rc.mcmc.hmc(num_leapfrog_steps=5)), got {type(kernel).__name__}")
+        if sampler is not None:
+            raise TypeError(f"give either a sampler name ({sampler!r}) or kernel=, not both")
+        if options:
+            name = next(iter(options))
+            raise TypeError(f"{name} cannot be combined with kernel=; set it in the factory, "
+                            f"e.g. rc.mcmc.{kernel.name}({name}=...)")
+        return kernel
+    sampler = "hmc" if sampler is None else sampler
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        hint = "; pass kernel objects as kernel=" if isinstance(sampler, Kernel) else ""
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of "
+                         f"{', '.join(SAMPLERS)}{hint}")
+    if sampler == "reverse":
+        if options:
+            raise _inapplicable(next(iter(options)), sampler, " (reverse diffusion has no kernel)")
+        return None
+    factory = KERNELS[sampler]
+    allowed = list(inspect.signature(factory).parameters)
+    for name in options:
+        if name not in allowed:
+            raise _inapplicable(name, sampler, f" (its kernel options: "
+                                               f"{', '.join(allowed) or 'none'})")
+    return factory(**options)
+
+
 def sample(
     model: DiffusionModel,
     n: int,
-    sampler: str = "hmc",
+    sampler: str | None = None,
     *,
+    kernel: Kernel | None = None,
     num_levels: int = 100,
-    num_steps: int = 10,
+    num_steps: int | None = None,
     step_size: float | None = None,
     step_power: float | None = None,
     adapt: bool | None = None,
     target_accept: float | None = None,
-    reverse_step: bool = True,
-    denoise: bool = True,
-    num_leapfrog_steps: int = 3,
-    damping: float = 0.5,
-    mass: float | Tensor = 1.0,
+    reverse_step: bool | None = None,
+    denoise: bool | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
     x_init: Tensor | None = None,
     clip: tuple[float, float] | None = None,
     callback: LevelCallback | None = None,
     progress: bool = False,
+    **kernel_options: object,
 ) -> SampleResult:
     """Draw ``n`` samples from ``model`` (any model or composite).
 
     Args:
         model: a :class:`~recompose.DiffusionModel`, e.g. ``a * b ** -0.3``.
         n: number of chains / samples.
-        sampler: ``"reverse" | "ula" | "uhmc" | "mala" | "hmc"``.
+        sampler: ``"reverse" | "ula" | "uhmc" | "mala" | "hmc"`` (default ``"hmc"``), a
+            shortcut for the kernel factory of that name.
+        kernel: a kernel object instead of ``sampler``, e.g.
+            ``rc.mcmc.hmc(num_leapfrog_steps=3, damping=0.5)``; it carries its own settings.
         num_levels: noise levels ``T`` (R3: 100).
-        num_steps: MCMC steps per level ``K`` (R3: 10).
+        num_steps: MCMC steps per level ``K`` (R3 and default: 10). MCMC samplers only.
         step_size: multiplier ``c`` in ``step = c · σ_t^p``; default per sampler (see
-            :data:`~recompose.mcmc.step_sizes.DEFAULT_STEP`).
+            :data:`~recompose.mcmc.step_sizes.DEFAULT_STEP`). MCMC samplers only.
         step_power: ``p``; 0 for a constant step. Default 2 for ULA/MALA, 1 for (U-)HMC.
         adapt: adapt ``c`` toward ``target_accept`` (MALA/HMC only); default on for them.
-        target_accept: default 0.574 (MALA) / 0.65 (HMC).
+        target_accept: default 0.574 (MALA) / 0.65 (HMC); only when adapting.
         reverse_step: a DDPM predictor step between levels (free: reuses the kernel's score).
+            Default ``True``. MCMC samplers only.
         denoise: end with Tweedie's denoiser at the cleanest level, as reverse diffusion does
             (free); ``False`` returns samples of the cleanest level's target (R3 notebook).
-        num_leapfrog_steps, damping, mass: U-HMC/HMC settings (R3: 3, 0.5, 1).
-        generator: a ``torch.Generator`` on the model's device; or give ``seed``.
+            Default ``True``. MCMC samplers only.
+        generator: a ``torch.Generator`` on the model's device; or give ``seed``; with neither,
+            torch's default generator is used (unseeded calls differ).
         x_init: initial chains at the noisiest level; default ``N(0, I)``.
         clip: data range ``(lo, hi)`` (e.g. ``(-1, 1)`` for images): clamp Tweedie's ``x̂₀``
             inside every DDPM step (reverse diffusion, predictor steps, final denoise), as
             DDPM's ``clip_denoised``; MCMC steps are not clipped. Default: no clipping.
         callback: called once per level with a dict (``level``, ``t``, ``x``, …).
         progress: show a progress bar.
+        **kernel_options: arguments of the named sampler's kernel factory, e.g.
+            ``num_leapfrog_steps``, ``damping`` (fraction of momentum kept) and ``mass`` for
+            ``"uhmc"``/``"hmc"`` (R3: 3, 0.5, 1); none for ``"ula"``/``"mala"``.
 
     Returns:
         :class:`~recompose.diffusion.annealed.SampleResult` with ``.x`` ``(n, *D)`` and ``.info``.
+
+    Raises:
+        TypeError: an argument that does not apply to the chosen sampler (named in the message).
+        ValueError: a value out of range, or an unknown sampler name.
     """
     if not isinstance(model, DiffusionModel):
         raise TypeError(f"model must be a DiffusionModel, got {type(model).__name__}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    kernel = _resolve_kernel(sampler, kernel, kernel_options)
+    name = "reverse" if kernel is None else kernel.name
+    mcmc_options = {"num_steps": num_steps, "step_size": step_size, "step_power": step_power,
+                    "adapt": adapt, "target_accept": target_accept,
+                    "reverse_step": reverse_step, "denoise": denoise}
+    if kernel is None:
+        for option, value in mcmc_options.items():
+            if value is not None:
+                raise _inapplicable(option, name, " (it has no MCMC steps)")
+    num_steps = 10 if num_steps is None else num_steps
     if num_levels < 1 or num_steps < 0:
         raise ValueError("num_levels must be ≥ 1 and num_steps ≥ 0")
     device, dtype = model_device_dtype(model)
-    if generator is None:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(0 if seed is None else int(seed))
-    elif seed is not None:
+    if generator is not None and seed is not None:
         raise ValueError("give either generator= or seed=, not both")
+    if seed is not None:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(seed))
 
-    if sampler in ("mala", "hmc") and not model.has_energy:
+    if kernel is not None and kernel.needs_energy and not model.has_energy:
         raise CapabilityError(
-            f"{sampler.upper()} needs energies for its Metropolis-Hastings test but "
+            f"{name.upper()} needs energies for its Metropolis-Hastings test but "
             f"{model.describe()} is score-only; use energy-parameterised models, or the "
             "'ula', 'uhmc' or 'reverse' samplers"
         )
+    if kernel is not None:
+        rule, adapter = _step_rule(kernel, step_size, step_power, adapt, target_accept, device)
     if x_init is None:
         x_init = torch.randn((n, *model.event_shape), generator=generator, device=device,
                              dtype=dtype)
@@ -126,42 +199,59 @@ def sample(
     levels = model.schedule.levels(num_levels)
     cb, bar = (callback, None)
     if progress:
-        cb, bar = _progress_callback(num_levels, sampler, callback)
+        cb, bar = _progress_callback(num_levels, name, callback)
     if clip is not None:
         clip = (float(clip[0]), float(clip[1]))
         if not clip[0] < clip[1]:
             raise ValueError(f"clip must be (lo, hi) with lo < hi, got {clip}")
     settings = {"num_levels": num_levels, "n": n, "clip": clip}
     try:
-        if sampler == "reverse":
+        if kernel is None:
             result = reverse_diffusion(model, x_init, levels, generator, cb, clip)
         else:
-            if sampler in ("uhmc", "hmc"):
-                kernel = KERNELS[sampler](num_leapfrog_steps, damping, mass)
-            else:
-                kernel = KERNELS[sampler]()
-            c, p = DEFAULT_STEP[sampler]
-            rule = StepSizeRule(c if step_size is None else step_size,
-                                p if step_power is None else step_power)
-            if adapt is None:
-                adapt = sampler in DEFAULT_TARGET_ACCEPT
-            if adapt and sampler not in DEFAULT_TARGET_ACCEPT:
-                raise ValueError(f"adapt needs an acceptance rate: only mala and hmc adapt, "
-                                 f"not {sampler}")
-            adapter = None
-            if adapt:
-                adapter = AcceptanceAdapter(target_accept or DEFAULT_TARGET_ACCEPT[sampler],
-                                            device=device)
+            reverse_step = True if reverse_step is None else reverse_step
+            denoise = True if denoise is None else denoise
             result = annealed_mcmc(model, x_init, levels, kernel, num_steps, rule, adapter,
                                    reverse_step, denoise, generator, cb, clip)
             settings |= {"num_steps": num_steps, "step_size": rule.scale,
-                         "step_power": rule.power, "adapt": bool(adapt),
+                         "step_power": rule.power, "adapt": adapter is not None,
                          "target_accept": adapter.target if adapter else None,
-                         "reverse_step": reverse_step, "denoise": denoise}
-            if sampler in ("uhmc", "hmc"):
-                settings |= {"num_leapfrog_steps": num_leapfrog_steps, "damping": damping}
+                         "reverse_step": reverse_step, "denoise": denoise,
+                         **kernel.params}
     finally:
         if bar is not None:
             bar.close()
     result.info.settings = settings
     return result
+
+
+def _step_rule(
+    kernel: Kernel,
+    step_size: float | None,
+    step_power: float | None,
+    adapt: bool | None,
+    target_accept: float | None,
+    device: torch.device,
+) -> tuple[StepSizeRule, AcceptanceAdapter | None]:
+    """The step-size rule ``c · σ^p`` and the optional acceptance adapter for ``kernel``."""
+    name = kernel.name
+    c, p = DEFAULT_STEP.get(name, (step_size, step_power))
+    if step_size is None and c is None or step_power is None and p is None:
+        raise ValueError(f"kernel {name!r} has no default step size; give step_size= and "
+                         "step_power=")
+    rule = StepSizeRule(c if step_size is None else step_size,
+                        p if step_power is None else step_power)
+    if adapt is None:
+        adapt = kernel.needs_energy
+    if adapt and not kernel.needs_energy:
+        raise _inapplicable("adapt", name, " (adapt needs an acceptance rate: only mala and "
+                                          "hmc adapt)")
+    if target_accept is not None and not adapt:
+        raise _inapplicable("target_accept", name, " with adapt=False")
+    if not adapt:
+        return rule, None
+    target = target_accept if target_accept is not None else DEFAULT_TARGET_ACCEPT.get(name)
+    if target is None:
+        raise ValueError(f"kernel {name!r} has no default target acceptance; give "
+                         "target_accept=")
+    return rule, AcceptanceAdapter(target, device=device)

@@ -56,12 +56,23 @@ class Schedule:
         raise NotImplementedError
 
     def __call__(self, t: float | Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(α_t, σ_t)`` with the shape (and float dtype) of ``t``."""
+        """Return ``(α_t, σ_t)`` with the shape (and float dtype) of ``t``.
+
+        ``t`` outside ``[0, 1]`` raises ``ValueError`` for Python numbers and CPU tensors (a
+        comparison in host memory, no synchronisation). On an accelerator, reading the check
+        back would stall the device on every call of the sampling loop, so there the bad
+        entries become NaN instead (no sync), which the samplers' finiteness checks report.
+        """
         t = torch.as_tensor(t)
         dtype = t.dtype if t.is_floating_point() else torch.get_default_dtype()
-        if bool(((t < 0) | (t > 1)).any()):
-            raise ValueError("t must lie in [0, 1]")
-        a2 = self.alpha_sq(t.to(torch.float64))
+        t64 = t.to(torch.float64)
+        a2 = self.alpha_sq(t64)
+        outside = (t64 < 0) | (t64 > 1)
+        if t.device.type == "cpu":
+            if bool(outside.any()):
+                raise ValueError("t must lie in [0, 1]")
+        else:
+            a2 = a2.masked_fill(outside, math.nan)
         return a2.sqrt().to(dtype), (1.0 - a2).sqrt().to(dtype)
 
     def levels(self, num_levels: int = 100) -> Levels:

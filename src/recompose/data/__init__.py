@@ -8,7 +8,7 @@ from .toy2d import TOY2D, Box, Ring, Toy2D, get_toy2d
 
 __all__ = ["TOY2D", "Toy2D", "Box", "Ring", "get_toy2d", "get_dataset", "DATASETS"]
 
-DATASETS = (*TOY2D, "digits", "clevr", "clevr-presence")
+DATASETS = (*TOY2D, "digits", "clevr")
 
 
 def get_dataset(name: str) -> object:
@@ -23,8 +23,4 @@ def get_dataset(name: str) -> object:
         from .clevr import ClevrPositions
 
         return ClevrPositions()
-    if name == "clevr-presence":
-        from .clevr import ClevrPresence
-
-        return ClevrPresence()
     raise KeyError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

@@ -11,8 +11,7 @@ and ``y`` downwards. Centres lie in ``[margin, 1 − margin]`` and are at least 
 :func:`make_scenes` draws scenes from a ``torch.Generator`` (fully seeded) and returns the
 images with every object's position (padded with NaN) and a count. :class:`ClevrPositions` is
 the training set of the position model, as in R3: each image is labelled with the position of
-*one* of its objects (uniformly chosen at every draw). :func:`presence_map` is the ground-truth
-target of the checker (1 within ``hit_radius`` pixels of an object centre).
+*one* of its objects (uniformly chosen at every draw).
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["SceneSpec", "make_scenes", "render", "presence_map", "ClevrPositions",
-           "ClevrPresence", "COLOURS"]
+__all__ = ["SceneSpec", "make_scenes", "object_positions", "render", "ClevrPositions",
+           "COLOURS"]
 
 COLOURS = torch.tensor([[0.85, 0.2, 0.2], [0.2, 0.75, 0.25], [0.2, 0.4, 0.9],
                         [0.9, 0.8, 0.2], [0.7, 0.3, 0.8], [0.2, 0.8, 0.85]])
@@ -40,8 +39,8 @@ class SceneSpec:
     min_dist: float = 5.0 / 16  # normalised, centre to centre
 
 
-def _positions(n: int, k: Tensor, spec: SceneSpec, gen: torch.Generator,
-               tries: int = 512) -> Tensor:
+def object_positions(n: int, k: Tensor, spec: SceneSpec, gen: torch.Generator,
+                     tries: int = 512) -> Tensor:
     """``(n, max_objects, 2)`` centres (NaN-padded): per scene, the first of ``tries`` uniform
     candidate sets whose centres are all ``min_dist`` apart (rounds repeat for failures)."""
     m = spec.max_objects
@@ -103,26 +102,18 @@ def make_scenes(n: int, generator: torch.Generator, spec: SceneSpec = SceneSpec(
         k = torch.randint(spec.min_objects, spec.max_objects + 1, (n,), generator=generator)
     else:
         k = torch.full((n,), num_objects)
-    pos = _positions(n, k, spec, generator)
+    pos = object_positions(n, k, spec, generator)
     shape = torch.randint(0, 2, (n, spec.max_objects), generator=generator)
     colour = COLOURS[torch.randint(0, len(COLOURS), (n, spec.max_objects), generator=generator)]
     colour = colour * (0.85 + 0.3 * torch.rand(n, spec.max_objects, 1, generator=generator))
     return {"x": render(pos, shape, colour, spec), "pos": pos, "count": k}
 
 
-def presence_map(pos: Tensor, spec: SceneSpec = SceneSpec(), hit_radius: float = 1.0) -> Tensor:
-    """``(n, 1, H, W)``: 1 where a pixel centre is within ``hit_radius`` pixels of a centre."""
-    s = spec.size
-    grid = (torch.arange(s) + 0.5) / s
-    gy, gx = torch.meshgrid(grid, grid, indexing="ij")
-    d = ((gx - pos[..., 0, None, None].nan_to_num(-10.0)) ** 2
-         + (gy - pos[..., 1, None, None].nan_to_num(-10.0)) ** 2).sqrt() * s
-    return (d <= hit_radius).any(dim=1, keepdim=True).float()
+class ClevrPositions:
+    """Training data of the position model: ``(x, p)`` with ``p`` one object's centre, from a
+    fixed, seeded set of scenes (built once, then sampled with replacement)."""
 
-
-class _Fixed:
-    """A fixed, seeded set of scenes (built once, then sampled with replacement)."""
-
+    name = "clevr"
     num_scenes = 20000
     seed = 12345
 
@@ -132,25 +123,7 @@ class _Fixed:
         self.x, self.pos, self.count = scenes["x"], scenes["pos"], scenes["count"]
         self.event_shape = (3, spec.size, spec.size)
 
-
-class ClevrPositions(_Fixed):
-    """Training data of the position model: ``(x, p)`` with ``p`` one object's centre."""
-
-    name = "clevr"
-
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         idx = torch.randint(self.num_scenes, (n,), generator=generator)
         which = (torch.rand(n, generator=generator) * self.count[idx]).long()
         return self.x[idx], self.pos[idx, which]
-
-
-class ClevrPresence(_Fixed):
-    """Training data of the checker: ``(x, presence map)`` from other seeded scenes."""
-
-    name = "clevr-presence"
-    seed = 777
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        idx = torch.randint(self.num_scenes, (n,), generator=generator)
-        return self.x[idx], presence_map(self.pos[idx], self.spec)
-

@@ -17,7 +17,12 @@ not the diffusion of the composition::
   kernel already holds at ``x``, so it costs no extra evaluation.
 * ``denoise`` ends every sampler the same way as DDPM ends reverse diffusion, so samplers are
   compared on equal terms; ``denoise=False`` returns samples of ``π_0`` (the R3 notebook).
-* The momentum of U-HMC/HMC is carried across levels, as in the R3 notebook.
+* Each level starts with ``kernel.init(x, π_i, generator, previous=state)``: the kernel decides
+  what it carries from the previous level's last state (U-HMC/HMC: the momentum, as in the R3
+  notebook; ULA/MALA: nothing).
+* ``SampleInfo.divergent[i]`` is the fraction of transitions (chains × steps) at level ``i``
+  that the kernel flagged as divergent (``Info.is_divergent``: a non-finite proposal, or an HMC
+  energy error above :data:`~recompose.mcmc.base.DIVERGENCE_THRESHOLD`).
 * ``clip`` (images in a known range) clamps Tweedie's ``x̂₀`` inside every DDPM step, the
   predictor steps and the final denoise (see :func:`~recompose.diffusion.reverse.ddpm_step`);
   MCMC steps are never clipped.
@@ -57,6 +62,7 @@ class SampleInfo:
     acceptance: list[float]  # mean MH acceptance probability per level (1 for unadjusted)
     acceptance_min: list[float]  # lowest per-chain mean acceptance at each level
     step_size: list[float]  # final step size used at each level (nan for reverse diffusion)
+    divergent: list[float]  # fraction of transitions flagged divergent per level (0 if none)
     score_evals: int = 0  # composite score evaluations per chain
     energy_evals: int = 0  # composite energy evaluations per chain
     network_score_evals: int = 0  # leaf-network gradient evaluations per chain
@@ -119,6 +125,7 @@ def reverse_diffusion(
         acceptance=ones,
         acceptance_min=ones,
         step_size=[float("nan")] * num,
+        divergent=[0.0] * num,
         score_evals=num,
         network_score_evals=num * model.num_networks,
         wall_time=time.perf_counter() - start,
@@ -149,6 +156,7 @@ def annealed_mcmc(
     acc_mean = torch.ones(num, dtype=torch.float64, device=x.device)
     acc_min = torch.ones(num, dtype=torch.float64, device=x.device)
     steps = torch.zeros(num, dtype=torch.float64, device=x.device)
+    divergent = torch.zeros(num, dtype=torch.float64, device=x.device)
     with torch.no_grad():
         for i in reversed(range(num)):
             t_i = levels.t[i].to(x.dtype)
@@ -158,30 +166,31 @@ def annealed_mcmc(
             elif state is not None:
                 x = state.x
             target = model.at(t_i)
-            new_state = kernel.init(x, target, generator)
-            if state is not None and hasattr(state, "momentum"):
-                new_state = new_state._replace(momentum=state.momentum)
-            state = new_state
+            state = kernel.init(x, target, generator, previous=state)
             score_evals += 1
             energy_evals += int(kernel.needs_energy)
 
             base = step_rule(levels.sigma[i]).to(x.device)
             accept_sum = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+            divergent_sum = torch.zeros((), dtype=torch.float64, device=x.device)
             for _ in range(num_steps):
                 size = base * adapter.multiplier() if adapter is not None else base
                 state, info = kernel.step(state, target, size.to(x.dtype), generator)
                 score_evals += info.score_evals
                 energy_evals += info.energy_evals
                 accept_sum = accept_sum + info.accept_prob.to(torch.float64)
+                divergent_sum = divergent_sum + info.is_divergent.sum()
                 if adapter is not None:
                     adapter.update(info.accept_prob)
             per_chain = accept_sum / max(num_steps, 1)
             acc_mean[i], acc_min[i] = per_chain.mean(), per_chain.min()
+            divergent[i] = divergent_sum / (max(num_steps, 1) * x.shape[0])
             steps[i] = size if num_steps > 0 else base
             _finite_or_raise(state.x, i, levels)
             if callback is not None:
                 callback({"level": i, "t": float(levels.t[i]), "x": state.x,
-                          "acceptance": float(acc_mean[i]), "step_size": float(steps[i])})
+                          "acceptance": float(acc_mean[i]), "step_size": float(steps[i]),
+                          "divergent": float(divergent[i])})
         x = state.x
         if denoise:  # Tweedie's x̂₀ from the cached composed score at level 0: no extra cost
             x = ddpm_step(state.x, state.score, levels, 0, generator, clip)
@@ -193,6 +202,7 @@ def annealed_mcmc(
         acceptance=acc_mean.tolist(),
         acceptance_min=acc_min.tolist(),
         step_size=steps.tolist(),
+        divergent=divergent.tolist(),
         score_evals=score_evals,
         energy_evals=energy_evals,
         network_score_evals=score_evals * leaves,

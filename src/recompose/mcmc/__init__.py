@@ -1,9 +1,15 @@
-"""MCMC kernels as pure ``init``/``step`` functions of explicit state (see :mod:`.base`)."""
+"""MCMC kernels as pure ``init``/``step`` functions of explicit state (see :mod:`.base`).
 
-from .base import HamiltonianState, Info, Kernel, LangevinState, Target
+Each factory (:func:`ula`, :func:`mala`, :func:`uhmc`, :func:`hmc`) returns a :class:`Kernel`
+that carries its settings; pass it to :func:`recompose.sample` as ``kernel=``.
+"""
+
+from .base import DIVERGENCE_THRESHOLD, HamiltonianState, Info, Kernel, LangevinState, Target
 from .hmc import hmc
-from .integrators import kinetic_energy, leapfrog, refresh_momentum
+from .integrators import leapfrog
+from .langevin import langevin_log_q, langevin_proposal
 from .mala import mala
+from .mass import kinetic_energy, refresh_momentum, sample_momentum
 from .proposal import metropolis_hastings, select
 from .step_sizes import AcceptanceAdapter, StepSizeRule
 from .uhmc import uhmc
@@ -17,12 +23,16 @@ __all__ = [
     "Info",
     "LangevinState",
     "HamiltonianState",
+    "DIVERGENCE_THRESHOLD",
     "ula",
     "mala",
     "uhmc",
     "hmc",
     "KERNELS",
     "leapfrog",
+    "langevin_proposal",
+    "langevin_log_q",
+    "sample_momentum",
     "refresh_momentum",
     "kinetic_energy",
     "metropolis_hastings",

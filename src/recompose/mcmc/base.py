@@ -3,22 +3,29 @@ r"""MCMC building blocks: a static target density, kernel states, per-step diagn
 A :class:`Target` is ``π(x) ∝ exp(−E(x))`` at one frozen noise level. Kernels follow the
 blackjax pattern of pure functions of explicit state::
 
-    state = kernel.init(x, target)
+    state = kernel.init(x, target, generator, previous=None)
     state, info = kernel.step(state, target, step_size, generator)
 
 * ``state.x`` has shape ``(B, *D)``; ``state.energy`` ``(B,)`` (or ``None`` for score-only
   kernels); ``state.score`` the shape of ``x``. States cache energy and score at ``x`` so a
   step never re-evaluates the current point.
+* ``previous`` is the kernel's last state at the previous noise level (annealing). Each kernel
+  decides what it carries over: U-HMC/HMC carry the momentum, ULA/MALA carry nothing.
 * ``info.accept_prob`` and ``info.accepted`` are ``(B,)``: one decision per chain. Unadjusted
   kernels report ones, so downstream code never branches.
+* ``info.is_divergent`` ``(B,)`` bool flags a transition whose proposal is not finite
+  (position, score or energy), or, for HMC, whose energy error ``H(x_L, v_L) − H(x, v)``
+  exceeds :data:`DIVERGENCE_THRESHOLD` (one-sided, as blackjax and Stan).
 * ``info.score_evals`` / ``info.energy_evals`` count target evaluations made by the step (per
   chain). An ``energy_and_score`` call counts once in each.
 * Inputs are never modified in place.
+* A :class:`Kernel` is built by a factory (:func:`~recompose.mcmc.hmc` …) and carries its own
+  settings in ``params`` (JSON-ready, for the run record).
 """
-
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 import torch
@@ -28,7 +35,21 @@ from .._types import EnergyFn, EnergyScoreFn, ScoreFn
 from ..errors import CapabilityError
 from ..utils import energy_and_score_autograd
 
-__all__ = ["Target", "Kernel", "Info", "LangevinState", "HamiltonianState", "require_energy"]
+__all__ = [
+    "Target",
+    "Kernel",
+    "Info",
+    "LangevinState",
+    "HamiltonianState",
+    "require_energy",
+    "not_finite",
+    "DIVERGENCE_THRESHOLD",
+]
+
+# A transition is divergent when its energy error H_new − H_old exceeds this many nats: the
+# acceptance probability is then below e^−1000, i.e. zero in float64. Same value as blackjax's
+# ``divergence_threshold`` and Stan's (Betancourt 2017, "A Conceptual Introduction to HMC" §6.2).
+DIVERGENCE_THRESHOLD = 1000.0
 
 
 class Target(NamedTuple):
@@ -58,6 +79,7 @@ class Info(NamedTuple):
 
     accept_prob: Tensor  # (B,)
     accepted: Tensor  # (B,) bool
+    is_divergent: Tensor  # (B,) bool: non-finite proposal, or |ΔH| > DIVERGENCE_THRESHOLD
     score_evals: int
     energy_evals: int
 
@@ -80,13 +102,20 @@ class HamiltonianState(NamedTuple):
 
 
 class Kernel(NamedTuple):
-    """A transition kernel: ``init(x, target, generator=None) -> state`` and
-    ``step(state, target, step_size, generator) -> (state, info)``."""
+    """A transition kernel with its settings.
+
+    * ``init(x, target, generator=None, previous=None) -> state``; ``previous`` is the last
+      state at the previous noise level, from which the kernel takes what it carries.
+    * ``step(state, target, step_size, generator=None) -> (state, info)``.
+    * ``needs_energy``: the kernel has a Metropolis–Hastings test (needs ``target.energy``).
+    * ``params``: the factory's arguments, JSON-ready, recorded with every run.
+    """
 
     name: str
     init: Callable[..., NamedTuple]
     step: Callable[..., tuple[NamedTuple, Info]]
     needs_energy: bool
+    params: Mapping[str, object] = MappingProxyType({})
 
 
 def require_energy(target: Target, kernel: str) -> None:
@@ -99,12 +128,20 @@ def require_energy(target: Target, kernel: str) -> None:
         )
 
 
-def ones_info(x: Tensor, score_evals: int, energy_evals: int = 0) -> Info:
-    """Info for unadjusted kernels: every proposal is 'accepted'."""
+def not_finite(*tensors: Tensor) -> Tensor:
+    """``(B,)`` bool: rows of any of ``tensors`` (each ``(B, …)``) holding a NaN or an inf."""
+    bad = [~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1) for t in tensors]
+    return torch.stack(bad).any(dim=0)
+
+
+def ones_info(x: Tensor, score: Tensor, score_evals: int, energy_evals: int = 0) -> Info:
+    """Info for unadjusted kernels at the new point ``(x, score)``: every proposal is
+    'accepted'; divergent where the new point is not finite."""
     b = x.shape[0]
     return Info(
         accept_prob=torch.ones(b, device=x.device, dtype=x.dtype),
         accepted=torch.ones(b, device=x.device, dtype=torch.bool),
+        is_divergent=not_finite(x, score),
         score_evals=score_evals,
         energy_evals=energy_evals,
     )

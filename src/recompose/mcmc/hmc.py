@@ -12,33 +12,68 @@ As :mod:`~recompose.mcmc.uhmc`, followed by a Metropolis–Hastings test on the 
 The flip makes the kernel reversible, so partial-refresh HMC leaves ``π(x) N(v; 0, M)`` exactly
 invariant (the R3 code kept ``v'`` without flipping). With ``d = 0`` this is standard HMC.
 Cost per transition: ``L`` score evaluations, the last one together with its energy.
+A transition is divergent where ``H(x_L, v_L)`` or ``x_L`` is not finite or the energy error
+``H(x_L, v_L) − H(x, v') > 1000`` (:data:`~recompose.mcmc.base.DIVERGENCE_THRESHOLD`). The test
+is one-sided, as in blackjax and Stan: a large energy *drop* is accepted and leaves the chain
+valid (it happens to chains far out in the tail, e.g. after a coarse predictor step).
+Across noise levels the momentum is carried exactly as in U-HMC (``init(..., previous)``).
 """
 
 from __future__ import annotations
+
+from types import MappingProxyType
 
 import torch
 from torch import Tensor
 
 from ..utils import per_chain
-from .base import HamiltonianState, Info, Kernel, Target, require_energy
-from .integrators import kinetic_energy, leapfrog, refresh_momentum
+from .base import (
+    DIVERGENCE_THRESHOLD,
+    HamiltonianState,
+    Info,
+    Kernel,
+    Target,
+    not_finite,
+    require_energy,
+)
+from .integrators import check_num_leapfrog_steps, leapfrog
+from .mass import (
+    check_damping,
+    inverse_mass,
+    kinetic_energy,
+    mass_record,
+    refresh_momentum,
+    sample_momentum,
+)
 from .proposal import metropolis_hastings, select
-from .uhmc import _check, init_momentum
 
 __all__ = ["hmc"]
 
 
 def hmc(num_leapfrog_steps: int = 3, damping: float = 0.5, mass: Tensor | float = 1.0) -> Kernel:
-    """Metropolis-corrected HMC kernel (needs energies). R3 defaults: ``L = 3``, ``d = 0.5``."""
-    _check(num_leapfrog_steps, damping)
-    inv_mass = 1.0 / mass
+    """Metropolis-corrected HMC kernel (needs energies). R3 defaults: ``L = 3``, ``d = 0.5``.
+
+    Args:
+        num_leapfrog_steps: leapfrog steps ``L`` per transition (≥ 1).
+        damping: fraction ``d ∈ [0, 1)`` of the momentum kept at each refresh (0: standard HMC).
+        mass: diagonal mass ``M``, a positive float or tensor broadcastable to one event.
+    """
+    check_num_leapfrog_steps(num_leapfrog_steps)
+    check_damping(damping)
+    inv_mass = inverse_mass(mass)
 
     def init(
-        x: Tensor, target: Target, generator: torch.Generator | None = None
+        x: Tensor,
+        target: Target,
+        generator: torch.Generator | None = None,
+        previous: HamiltonianState | None = None,
     ) -> HamiltonianState:
         require_energy(target, "HMC")
         energy, score = target.energy_and_score(x)
-        return HamiltonianState(x, init_momentum(x, mass, generator), energy, score)
+        momentum = sample_momentum(x, mass, generator)
+        if previous is not None:  # carried across levels; the draw above keeps the stream
+            momentum = previous.momentum
+        return HamiltonianState(x, momentum, energy, score)
 
     def step(
         state: HamiltonianState,
@@ -62,7 +97,10 @@ def hmc(num_leapfrog_steps: int = 3, damping: float = 0.5, mass: Tensor | float 
             energy=torch.where(accepted, e1, state.energy),
             score=select(accepted, s1, state.score),
         )
-        info = Info(accept_prob.to(x0.dtype), accepted, num_leapfrog_steps, 1)
+        divergent = not_finite(x1, h1) | (h1 - h0 > DIVERGENCE_THRESHOLD)
+        info = Info(accept_prob.to(x0.dtype), accepted, divergent, num_leapfrog_steps, 1)
         return new, info
 
-    return Kernel(name="hmc", init=init, step=step, needs_energy=True)
+    params = {"num_leapfrog_steps": num_leapfrog_steps, "damping": float(damping),
+              "mass": mass_record(mass)}
+    return Kernel("hmc", init, step, needs_energy=True, params=MappingProxyType(params))

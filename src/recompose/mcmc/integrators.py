@@ -10,22 +10,29 @@ leapfrog step of size ``h`` is (Neal 2011, "MCMC using Hamiltonian dynamics", eq
 The scores at the end of one step are the scores at the start of the next, so ``L`` steps cost
 ``L`` new score evaluations (the start score is cached in the kernel state). The map is
 volume-preserving and time-reversible; its energy error over a fixed time is ``O(h²)``.
-Every update creates new tensors: the R3 PyTorch code updated ``x``/``v`` in place, so its
-acceptance test compared a tensor with itself and lost the kinetic energy.
+The mass matrix itself (momentum draws, kinetic energy) lives in :mod:`.mass`; the
+integrator only needs ``M⁻¹``. Every update creates new tensors: the R3 PyTorch code updated
+``x``/``v`` in place, so its acceptance test compared a tensor with itself and lost the kinetic
+energy.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
 from .._types import ScoreFn
-from ..utils import batch_sum
 
-__all__ = ["leapfrog", "refresh_momentum", "kinetic_energy"]
+__all__ = ["leapfrog", "check_num_leapfrog_steps"]
+
+
+def check_num_leapfrog_steps(num_leapfrog_steps: int) -> int:
+    """Refuse a leapfrog count that is not an integer ≥ 1."""
+    if isinstance(num_leapfrog_steps, bool) or not isinstance(num_leapfrog_steps, int) \
+            or num_leapfrog_steps < 1:
+        raise ValueError(f"num_leapfrog_steps must be an integer ≥ 1, got {num_leapfrog_steps!r}")
+    return num_leapfrog_steps
 
 
 def leapfrog(
@@ -34,11 +41,11 @@ def leapfrog(
     score: Tensor,
     score_fn: ScoreFn,
     step_size: Tensor | float,
-    num_steps: int,
+    num_leapfrog_steps: int,
     inv_mass: Tensor | float = 1.0,
     final_fn: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
-    """Run ``num_steps`` leapfrog steps from ``(x, v)`` whose score is ``score``.
+    """Run ``num_leapfrog_steps`` leapfrog steps from ``(x, v)`` whose score is ``score``.
 
     ``step_size`` is a float or a tensor broadcastable to ``x`` (use ``append_dims`` for
     per-chain sizes). ``final_fn`` (optional) returns ``(energy, score)`` and is used at the last
@@ -46,32 +53,15 @@ def leapfrog(
 
     Returns ``(x_L, v_L, energy_L or None, score_L)``; the inputs are untouched.
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be ≥ 1, got {num_steps}")
+    check_num_leapfrog_steps(num_leapfrog_steps)
     energy = None
-    for i in range(num_steps):
+    for i in range(num_leapfrog_steps):
         v = v + 0.5 * step_size * score
         x = x + step_size * inv_mass * v
-        if final_fn is not None and i == num_steps - 1:
+        if final_fn is not None and i == num_leapfrog_steps - 1:
             energy, score = final_fn(x)
         else:
             score = score_fn(x)
         v = v + 0.5 * step_size * score
     return x, v, energy, score
 
-
-def refresh_momentum(
-    v: Tensor, damping: float, mass: Tensor | float, generator: object = None
-) -> Tensor:
-    r"""Partial momentum refresh ``v' = d·v + √(1 − d²)·√M ⊙ ξ`` (Horowitz 1991).
-
-    ``d`` (``damping`` in the R3 code) is the fraction of momentum kept: ``d = 0`` is a full
-    refresh (standard HMC), ``d → 1`` keeps the trajectory going. ``N(0, M)`` is invariant.
-    """
-    noise = torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
-    return damping * v + math.sqrt(1.0 - damping**2) * torch.sqrt(torch.as_tensor(mass)) * noise
-
-
-def kinetic_energy(v: Tensor, inv_mass: Tensor | float) -> Tensor:
-    """``½ vᵀ M⁻¹ v`` per chain, float64, shape ``(B,)``."""
-    return 0.5 * batch_sum((v.to(torch.float64) ** 2) * inv_mass)

@@ -1,34 +1,38 @@
 r"""Metropolis-adjusted Langevin algorithm (MALA; Roberts & Tweedie 1996).
 
-Proposal as ULA, then a Metropolis–Hastings test that makes ``π`` exactly invariant::
+Proposal as ULA (:mod:`.langevin`), then a Metropolis–Hastings test that makes ``π`` exactly
+invariant::
 
     x' = x + η s(x) + √(2η) ξ
     log q(x' | x) = −‖x' − x − η s(x)‖² / (4η)            (noise variance 2η ⇒ 4η, not 2η²)
     log r = −E(x') + E(x) + log q(x | x') − log q(x' | x)
 
 Accept per chain with probability ``min(1, r)``; on rejection keep ``x``. Needs energies.
-One step costs one ``energy_and_score`` evaluation (at ``x'``).
+One step costs one ``energy_and_score`` evaluation (at ``x'``). A proposal whose energy or
+position is not finite is divergent (and rejected). Nothing is carried across noise levels.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
-from ..utils import batch_sum, per_chain
-from .base import Info, Kernel, LangevinState, Target, require_energy
+from ..utils import per_chain
+from .base import Info, Kernel, LangevinState, Target, not_finite, require_energy
+from .langevin import langevin_log_q, langevin_proposal
 from .proposal import metropolis_hastings, select
 
-__all__ = ["mala", "langevin_log_q"]
+__all__ = ["mala"]
 
 
-def langevin_log_q(x_to: Tensor, x_from: Tensor, score_from: Tensor, eta: Tensor) -> Tensor:
-    """``log q(x_to | x_from)`` up to a constant, in float64, shape ``(B,)``."""
-    diff = (x_to - x_from - eta * score_from).to(torch.float64)
-    return -batch_sum(diff**2) / (4 * eta.to(torch.float64).reshape(-1))
-
-
-def _init(x: Tensor, target: Target, generator: torch.Generator | None = None) -> LangevinState:
+def _init(
+    x: Tensor,
+    target: Target,
+    generator: torch.Generator | None = None,
+    previous: NamedTuple | None = None,
+) -> LangevinState:
     require_energy(target, "MALA")
     energy, score = target.energy_and_score(x)
     return LangevinState(x=x, energy=energy, score=score)
@@ -42,8 +46,7 @@ def _step(
 ) -> tuple[LangevinState, Info]:
     x = state.x
     eta = per_chain(step_size, x)
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    x_prop = x + eta * state.score + torch.sqrt(2 * eta) * noise
+    x_prop = langevin_proposal(x, state.score, eta, generator)
     e_prop, s_prop = target.energy_and_score(x_prop)
 
     log_ratio = (
@@ -58,9 +61,11 @@ def _step(
         energy=torch.where(accepted, e_prop, state.energy),
         score=select(accepted, s_prop, state.score),
     )
-    return new, Info(accept_prob.to(x.dtype), accepted, score_evals=1, energy_evals=1)
+    divergent = not_finite(x_prop, e_prop, s_prop)
+    info = Info(accept_prob.to(x.dtype), accepted, divergent, score_evals=1, energy_evals=1)
+    return new, info
 
 
 def mala() -> Kernel:
-    """The Metropolis-adjusted Langevin kernel (needs energies)."""
+    """The Metropolis-adjusted Langevin kernel (needs energies; no settings)."""
     return Kernel(name="mala", init=_init, step=_step, needs_energy=True)

@@ -4,46 +4,55 @@ One transition with step ``h``, ``L`` leapfrog steps, damping ``d`` and diagonal
 
     v' = d·v + √(1 − d²) √M ⊙ ξ                       partial refresh (N(0, M) invariant)
     (x, v) ← leapfrog_L(x, v')                          no accept/reject
-    momentum v is carried to the next transition (and across noise levels)
 
-This discretises underdamped Langevin dynamics; it needs scores only and is biased at finite
-``h`` (the bias shrinks as ``h → 0``). One transition costs ``L`` score evaluations: the
-gradient at the end of one leapfrog step is reused by the next (the R3 code spent ``2L``).
+``d`` (``damping``) is the fraction of momentum kept (:mod:`.mass`). This discretises
+underdamped Langevin dynamics; it needs scores only and is biased at finite ``h`` (the bias
+shrinks as ``h → 0``). One transition costs ``L`` score evaluations: the gradient at the end of
+one leapfrog step is reused by the next (the R3 code spent ``2L``).
+
+Across noise levels the momentum is carried (R3 notebook): ``init(x, target, generator,
+previous)`` takes ``previous.momentum``. ``init`` draws a fresh ``v ~ N(0, M)`` in every case
+and discards it when a momentum is carried, so the random stream, hence every seeded result, is
+the same as in earlier versions. A transition is divergent where its end point is not finite.
 """
 
 from __future__ import annotations
+
+from types import MappingProxyType
 
 import torch
 from torch import Tensor
 
 from ..utils import per_chain
 from .base import HamiltonianState, Info, Kernel, Target, ones_info
-from .integrators import leapfrog, refresh_momentum
+from .integrators import check_num_leapfrog_steps, leapfrog
+from .mass import check_damping, inverse_mass, mass_record, refresh_momentum, sample_momentum
 
 __all__ = ["uhmc"]
 
 
-def _check(num_leapfrog_steps: int, damping: float) -> None:
-    if num_leapfrog_steps < 1:
-        raise ValueError(f"num_leapfrog_steps must be ≥ 1, got {num_leapfrog_steps}")
-    if not 0.0 <= damping < 1.0:
-        raise ValueError(f"damping must lie in [0, 1), got {damping}")
-
-
-def init_momentum(x: Tensor, mass: Tensor | float, generator: torch.Generator | None) -> Tensor:
-    """Draw ``v ~ N(0, M)``."""
-    return refresh_momentum(torch.zeros_like(x), 0.0, mass, generator)
-
-
 def uhmc(num_leapfrog_steps: int = 3, damping: float = 0.5, mass: Tensor | float = 1.0) -> Kernel:
-    """Unadjusted HMC kernel (R3 defaults: ``L = 3``, ``d = 0.5``, ``M = I``)."""
-    _check(num_leapfrog_steps, damping)
-    inv_mass = 1.0 / mass
+    """Unadjusted HMC kernel (R3 defaults: ``L = 3``, ``d = 0.5``, ``M = I``).
+
+    Args:
+        num_leapfrog_steps: leapfrog steps ``L`` per transition (≥ 1).
+        damping: fraction ``d ∈ [0, 1)`` of the momentum kept at each refresh.
+        mass: diagonal mass ``M``, a positive float or tensor broadcastable to one event.
+    """
+    check_num_leapfrog_steps(num_leapfrog_steps)
+    check_damping(damping)
+    inv_mass = inverse_mass(mass)
 
     def init(
-        x: Tensor, target: Target, generator: torch.Generator | None = None
+        x: Tensor,
+        target: Target,
+        generator: torch.Generator | None = None,
+        previous: HamiltonianState | None = None,
     ) -> HamiltonianState:
-        return HamiltonianState(x, init_momentum(x, mass, generator), None, target.score(x))
+        momentum = sample_momentum(x, mass, generator)
+        if previous is not None:  # carried across levels; the draw above keeps the stream
+            momentum = previous.momentum
+        return HamiltonianState(x, momentum, None, target.score(x))
 
     def step(
         state: HamiltonianState,
@@ -56,6 +65,10 @@ def uhmc(num_leapfrog_steps: int = 3, damping: float = 0.5, mass: Tensor | float
         x, v, _, score = leapfrog(
             state.x, v, state.score, target.score, h, num_leapfrog_steps, inv_mass
         )
-        return HamiltonianState(x, v, None, score), ones_info(x, score_evals=num_leapfrog_steps)
+        info = ones_info(x, score, score_evals=num_leapfrog_steps)
+        return HamiltonianState(x, v, None, score), info
 
-    return Kernel(name="uhmc", init=init, step=step, needs_energy=False)
+    params = {"num_leapfrog_steps": num_leapfrog_steps, "damping": float(damping),
+              "mass": mass_record(mass)}
+    return Kernel("uhmc", init, step, needs_energy=False, params=MappingProxyType(params))
+

@@ -101,10 +101,6 @@ class GaussianMixture(DiffusionModel):
         self.register_buffer("eigvals", lam.contiguous())
         self.register_buffer("eigvecs", rot.contiguous() if rot is not None else None)
 
-    @property
-    def num_components(self) -> int:
-        return self.means.shape[0]
-
     def covariances(self) -> Tensor:
         """``(K, D, D)`` covariances at ``t = 0``."""
         if self.eigvecs is None:

@@ -8,32 +8,49 @@ A :class:`DiffusionModel` describes a family of time-``t`` marginal densities ``
 * ``energy_and_score(x, t)`` both at once (one forward + one backward for a network);
 * ``at(t)`` freezes time and returns an MCMC :class:`~recompose.mcmc.base.Target`.
 
-Operators act on densities exactly as on numbers (see :mod:`recompose.compose`)::
+Operators act on densities exactly as on numbers::
 
     a * b        product           a ** w      power (w real, negative allowed)
     a / b        quotient          a + b       equal-weight mixture
 
 Multiplying a model by a *number* is refused: say ``a ** w`` for a guidance strength or
-``recompose.mixture([a, b], weights=[...])`` for mixture weights.
+``recompose.mixture([a, b], weights=[...])`` for mixture weights. The operators are defined
+with the algebra they spell, in :mod:`recompose.compose`, which installs them on
+:class:`DiffusionModel` when it is imported (``import recompose`` always imports it): defining
+them here would make this module and ``compose`` import each other.
+
+**Shared network calls.** A leaf that is one of several views of one network (the conditions
+of a conditional network, :mod:`.conditional`) says so through :attr:`~DiffusionModel.batch_slot`;
+the model named there evaluates a weighted product of its views in one call
+(:meth:`~DiffusionModel.stacked`). :class:`~recompose.compose.Product` groups its factors by
+slot, so ``∏_k p_t(x | c_k)^{w_k}`` costs one network call on ``K·B`` inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from numbers import Real
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import CapabilityError
+from ..mcmc.base import Target
 from ..schedules import Schedule
 from ..utils import energy_and_score_autograd
 
-if TYPE_CHECKING:
-    from ..mcmc.base import Target
+__all__ = ["BatchSlot", "DiffusionModel", "model_device_dtype"]
 
-__all__ = ["DiffusionModel", "model_device_dtype"]
+
+class BatchSlot(NamedTuple):
+    """A leaf's place in a network call shared with other views of the same network.
+
+    Leaves whose slots name the same ``network`` (by identity) are evaluated together by
+    ``network.stacked(conditions, weights)``.
+    """
+
+    network: DiffusionModel  # the model that owns the network and evaluates the stacked batch
+    condition: Tensor | None  # this leaf's encoded condition; None = the null condition
 
 
 class DiffusionModel(nn.Module):
@@ -69,8 +86,6 @@ class DiffusionModel(nn.Module):
 
     def at(self, t: float | Tensor) -> Target:
         """Freeze time: the static density ``p_t`` as an MCMC target."""
-        from ..mcmc.base import Target
-
         if self.has_energy:
             return Target(
                 score=lambda x: self.score(x, t),
@@ -96,47 +111,34 @@ class DiffusionModel(nn.Module):
     def extra_repr(self) -> str:
         return f"event_shape={self.event_shape}, has_energy={self.has_energy}"
 
+    # --------------------------------------------------------- shared network calls
+    @property
+    def batch_slot(self) -> BatchSlot | None:
+        """Where this leaf joins a batched call shared with other views of its network.
+
+        ``None`` (the default) when it cannot share: it is then evaluated on its own.
+        """
+        return None
+
+    def stacked(self, conditions: Sequence[Tensor | None], weights: Sequence[float]
+                ) -> DiffusionModel:
+        """``∏_k p_t(x | c_k)^{w_k}`` over this model's conditions, in one network call.
+
+        Only for models that appear as ``batch_slot.network``. The result is a model whose
+        ``energy``/``score``/``energy_and_score`` on ``(B, *D)`` inputs call the network once on
+        ``K·B`` inputs and equal ``Σ_k w_k`` of the separately evaluated terms.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot evaluate stacked conditions")
+
     # --------------------------------------------------------------- operators
-    def __mul__(self, other: object) -> DiffusionModel:
-        from ..compose import product
+    if TYPE_CHECKING:  # installed by recompose.compose (see the module docstring)
 
-        if isinstance(other, DiffusionModel):
-            return product([self, other])
-        if isinstance(other, Real):
-            raise TypeError(
-                "multiplying a model by a number is ambiguous: use `model ** w` for a "
-                "guidance strength or `recompose.mixture([a, b], weights=[...])` for weights"
-            )
-        return NotImplemented
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, other: object) -> DiffusionModel:
-        from ..compose import power, product
-
-        if isinstance(other, DiffusionModel):
-            return product([self, power(other, -1.0)])
-        if isinstance(other, Real):
-            raise TypeError("dividing a model by a number is ambiguous: use `model ** w`")
-        return NotImplemented
-
-    def __pow__(self, w: object) -> DiffusionModel:
-        from ..compose import power
-
-        if isinstance(w, Real) or (isinstance(w, Tensor) and w.ndim == 0):
-            return power(self, float(w))
-        return NotImplemented
-
-    def __add__(self, other: object) -> DiffusionModel:
-        from ..compose import mixture
-
-        if isinstance(other, DiffusionModel):
-            return mixture([self, other])
-        raise TypeError(
-            "adding a number to a model is meaningless; `a + b` is the equal-weight mixture"
-        )
-
-    __radd__ = __add__
+        def __mul__(self, other: object) -> DiffusionModel: ...
+        def __rmul__(self, other: object) -> DiffusionModel: ...
+        def __truediv__(self, other: object) -> DiffusionModel: ...
+        def __pow__(self, w: object) -> DiffusionModel: ...
+        def __add__(self, other: object) -> DiffusionModel: ...
+        def __radd__(self, other: object) -> DiffusionModel: ...
 
     # nn.Module defines __hash__/__eq__ by identity, which the algebra relies on.
 

@@ -1,5 +1,6 @@
-r"""Conditional models: a condition fixed (:class:`Conditioned`), and many conditions of one
-network evaluated in a single batched call (:func:`shared_network_terms`).
+r"""Conditional models: a condition fixed (:class:`Conditioned`), and the stacking that lets many
+conditions of one network share a single batched call (:func:`stack_copies`,
+:func:`weighted_sum`).
 
 A conditional network ``f_θ(x, t, c)`` trained with condition dropout defines a family of
 densities ``p_t(x | c)`` plus the unconditional ``p_t(x)`` (the null condition ``c = ∅``).
@@ -11,11 +12,15 @@ has
 
     E(x, t) = Σ_k w_k E_θ(x, t, c_k),        s(x, t) = Σ_k w_k s_θ(x, t, c_k).
 
-Instead of ``K`` network calls on ``B`` chains, :func:`shared_network_terms` stacks the
-``K`` copies of ``x`` into one ``(K·B, *D)`` batch with conditions ``(c_1…c_1, …, c_K…c_K)``,
-calls the network once, and reduces the ``(K, B)`` energies (or ``(K, B, *D)`` ε's) with the
-weights. Autograd through the stacking sums the gradients of the copies, so the score is
-exact. :class:`~recompose.compose.Product` does this by itself for factors sharing a network.
+Instead of ``K`` network calls on ``B`` chains, :func:`stack_copies` stacks the ``K`` copies of
+``x`` into one ``(K·B, *D)`` batch with conditions ``(c_1…c_1, …, c_K…c_K)``, the network is
+called once, and :func:`weighted_sum` reduces its ``(K·B, …)`` output with the weights. Autograd
+through the stacking sums the gradients of the copies, so a score obtained as ``−∇ₓE`` is exact.
+Which network output is stacked, and how it becomes an energy or a score, is the
+parameterisation's business (:meth:`~recompose.models.parameterization.EnergyModel.stacked`,
+:meth:`~recompose.models.parameterization.ScoreModel.stacked`); a leaf joins such a call
+through its :attr:`~recompose.models.base.DiffusionModel.batch_slot`, and
+:class:`~recompose.compose.Product` groups its factors by that slot.
 """
 
 from __future__ import annotations
@@ -25,10 +30,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..utils import append_dims, as_time, energy_and_score_autograd
-from .base import DiffusionModel
+from ..utils import append_dims, as_time
+from .base import BatchSlot, DiffusionModel
 
-__all__ = ["Conditioned", "shared_network_terms", "condition_batch"]
+__all__ = ["Conditioned", "condition_batch", "stack_copies", "weighted_sum"]
 
 
 def condition_batch(model: DiffusionModel, cond: Tensor | None, n: int) -> Tensor:
@@ -63,6 +68,11 @@ class Conditioned(DiffusionModel):
             name = f"{parent.describe()}|{shown}"
         self.name = name
 
+    @property
+    def batch_slot(self) -> BatchSlot:
+        """A view of the parent's network: it joins the parent's batched call with ``c``."""
+        return BatchSlot(self.parent, self.cond)
+
     def _c(self, x: Tensor) -> Tensor:
         return condition_batch(self.parent, self.cond.to(x.device), x.shape[0])
 
@@ -80,39 +90,33 @@ class Conditioned(DiffusionModel):
         return self.parent.energy_and_score(x, t, self._c(x))
 
 
-def _stack(parent: DiffusionModel, x: Tensor, t: float | Tensor,
-           conds: Sequence[Tensor | None]) -> tuple[Tensor, Tensor, Tensor]:
-    b, k = x.shape[0], len(conds)
+def stack_copies(model: DiffusionModel, x: Tensor, t: float | Tensor,
+                 conditions: Sequence[Tensor | None]) -> tuple[Tensor, Tensor, Tensor]:
+    """One network batch for ``K = len(conditions)`` copies of ``B`` chains.
+
+    Args:
+        model: the conditional model whose network will be called (encodes the null condition
+            and broadcasts single conditions, see :func:`condition_batch`).
+        x: ``(B, *D)`` chains.
+        t: scalar or ``(B,)`` times.
+        conditions: ``K`` encoded conditions (``None`` = the null condition), each one value
+            or one per chain.
+
+    Returns:
+        ``(xs, ts, cs)``: ``(K·B, *D)`` copies of ``x``, ``(K·B,)`` times and ``(K·B, …)``
+        conditions, copy ``k`` occupying rows ``k·B … (k+1)·B − 1``.
+    """
+    b, k = x.shape[0], len(conditions)
     xs = torch.cat([x] * k)
     ts = as_time(t, b, x).repeat(k)
-    cs = torch.cat([condition_batch(parent, None if c is None else c.to(x.device), b)
-                    for c in conds])
+    cs = torch.cat([condition_batch(model, None if c is None else c.to(x.device), b)
+                    for c in conditions])
     return xs, ts, cs
 
 
-def shared_network_terms(
-    parent: DiffusionModel, x: Tensor, t: float | Tensor, conds: Sequence[Tensor | None],
-    weights: Sequence[float], need: str = "both",
-) -> tuple[Tensor | None, Tensor | None]:
-    """``(Σ_k w_k E(x, t, c_k), Σ_k w_k s(x, t, c_k))`` from one network call on ``K·B`` inputs.
-
-    ``need`` is ``"energy"``, ``"score"`` or ``"both"``; the other entry is ``None``.
-    """
-    b, k = x.shape[0], len(conds)
-    w = torch.tensor(list(weights), dtype=x.dtype, device=x.device)
-    t_b = as_time(t, b, x)
-    _, sigma = parent.schedule(t_b)
-    if parent.has_energy:
-        def energy(z: Tensor) -> Tensor:
-            xs, ts, cs = _stack(parent, z, t_b, conds)
-            u = parent.potential(xs, ts, cs).reshape(k, b)
-            return (w[:, None] * u).sum(0) / sigma
-
-        if need == "energy":
-            return energy(x), None
-        e, s = energy_and_score_autograd(energy, x)
-        return (e if need == "both" else None), s
-    xs, ts, cs = _stack(parent, x, t_b, conds)
-    eps = parent.epsilon(xs, ts, cs).reshape((k, b) + tuple(x.shape[1:]))
-    eps = (append_dims(w, eps.ndim) * eps).sum(0)
-    return None, -eps / append_dims(sigma, x.ndim)
+def weighted_sum(stacked: Tensor, weights: Sequence[float]) -> Tensor:
+    """``Σ_k w_k v_k`` of a ``(K·B, …)`` batch laid out by :func:`stack_copies` -> ``(B, …)``."""
+    k = len(weights)
+    v = stacked.reshape((k, stacked.shape[0] // k) + tuple(stacked.shape[1:]))
+    w = torch.tensor(list(weights), dtype=v.dtype, device=v.device)
+    return (append_dims(w, v.ndim) * v).sum(0)

@@ -78,12 +78,10 @@ def pretrained(name: str, parameterization: str = "energy") -> DiffusionModel:
 
 
 def shipped_path(name: str) -> Path:
-    """Path of a shipped model or classifier file (``digits-energy``, ``clevr-checker``, …)."""
+    """Path of a shipped model or classifier file (``digits-energy``, ``digits-noisy-clf``, …)."""
     ref = resources.files("recompose") / "pretrained" / f"{name}.safetensors"
     path = Path(str(ref))
     if not path.is_file():
-        family = name.split("-")[0]
-        how = "--all" if family in PRETRAINED else f"--{family}"
-        raise CheckpointError(f"shipped file {path.name} is missing from the install; retrain "
-                              f"with `recompose train {how}` or reinstall recompose")
+        raise CheckpointError(f"shipped file {path.name} is missing from the install; "
+                              "reinstall recompose")
     return path

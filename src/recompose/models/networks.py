@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SinusoidalEmbedding", "ResMLP", "TimeClassifier", "ConvClassifier",
-           "PositionUNet", "PresenceNet", "build_network", "NETWORKS"]
+__all__ = ["SinusoidalEmbedding", "ResMLP", "TimeClassifier", "PositionUNet", "build_network",
+           "register_network", "NETWORKS"]
 
 
 class SinusoidalEmbedding(nn.Module):
@@ -135,35 +135,6 @@ class TimeClassifier(nn.Module):
         return self.head(h)
 
 
-class ConvClassifier(nn.Module):
-    """Clean-image classifier for evaluation: ``x (B, C, H, W) -> logits (B, classes)``.
-
-    Two 3×3 conv stages (with 2×2 pooling) then a ``feature_dim`` bottleneck; :meth:`features`
-    returns that bottleneck, the space in which Fréchet distances are computed.
-    """
-
-    def __init__(self, in_channels: int = 1, size: int = 8, num_classes: int = 10,
-                 channels: int = 32, feature_dim: int = 32) -> None:
-        super().__init__()
-        self.config = {"arch": "conv_classifier", "in_channels": in_channels, "size": size,
-                       "num_classes": num_classes, "channels": channels,
-                       "feature_dim": feature_dim}
-        c = channels
-        self.trunk = nn.Sequential(
-            nn.Conv2d(in_channels, c, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(c, c, 3, padding=1), nn.SiLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c, 2 * c, 3, padding=1), nn.SiLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(2 * c * (size // 4) ** 2, feature_dim), nn.SiLU(),
-        )
-        self.head = nn.Linear(feature_dim, num_classes)
-
-    def features(self, x: Tensor) -> Tensor:
-        return self.trunk(x)
-
-    def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
-        return self.head(self.trunk(x))
-
-
 class _ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, emb_dim: int) -> None:
         super().__init__()
@@ -252,30 +223,18 @@ class PositionUNet(nn.Module):
         return self.out(F.silu(self.out_norm(h)))
 
 
-class PresenceNet(nn.Module):
-    """Fully convolutional object detector: ``x (B, C, S, S) -> logits (B, 1, S, S)`` that a
-    pixel lies within one pixel of an object centre (receptive field 11 px)."""
-
-    def __init__(self, in_channels: int = 3, channels: int = 32) -> None:
-        super().__init__()
-        self.config = {"arch": "presence_net", "in_channels": in_channels,
-                       "channels": channels}
-        c = channels
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, c, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(c, c, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(c, c, 3, padding=2, dilation=2), nn.SiLU(),
-            nn.Conv2d(c, c, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(c, 1, 1),
-        )
-
-    def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
-        return self.body(x)
+NETWORKS: dict[str, type[nn.Module]] = {"resmlp": ResMLP, "time_classifier": TimeClassifier,
+                                        "position_unet": PositionUNet}
 
 
-NETWORKS = {"resmlp": ResMLP, "time_classifier": TimeClassifier,
-            "conv_classifier": ConvClassifier, "position_unet": PositionUNet,
-            "presence_net": PresenceNet}
+def register_network(arch: str, cls: type[nn.Module]) -> None:
+    """Make ``cls`` buildable (and its model files loadable) under ``config["arch"] == arch``.
+
+    ``cls(**config_without_arch)`` must rebuild the network; set ``self.config`` to that dict.
+    """
+    if arch in NETWORKS and NETWORKS[arch] is not cls:
+        raise ValueError(f"network architecture {arch!r} is already registered")
+    NETWORKS[arch] = cls
 
 
 def build_network(config: dict) -> nn.Module:

@@ -2,10 +2,12 @@ r"""Adapters from networks to the model contract: score (ε) and energy paramete
 
 Both wrap a network ``f_θ(x, t)`` with the shape of ``x``; ``σ_t`` comes from the schedule.
 
-* :class:`ScoreModel` (ε-prediction): ``ε̂ = f_θ(x, t)``, ``s = −ε̂ / σ_t``. No energy.
+* :class:`ScoreModel` (ε-prediction): ``ε̂ = f_θ(x, t)``, ``s = −ε̂ / σ_t``
+  (:func:`score_from_epsilon`). No energy.
 * :class:`EnergyModel` (R3 §3): a scalar ``U_θ(x, t)`` per sample whose gradient is the
   ε-prediction, ``ε̂ = ∇ₓ U_θ``. Then ``s = −∇ₓU_θ/σ_t``, so the model's energy is
-  ``E(x, t) = U_θ(x, t) / σ_t`` (``p_t ∝ e^{−E}``, up to an unknown ``c(t)``). Forms:
+  ``E(x, t) = U_θ(x, t) / σ_t`` (:func:`energy_from_potential`; ``p_t ∝ e^{−E}``, up to an
+  unknown ``c(t)``), and its score is ``s = −∇ₓE`` by autograd. Forms:
 
   - ``"ae"`` (default; the R3 2D notebook): ``U_θ = ‖f_θ(x, t) − x‖²`` (no ½);
   - ``"l2"`` (the R3 PyTorch code at HEAD): ``U_θ = ½‖f_θ(x, t)‖²``.
@@ -16,26 +18,53 @@ since the DSM loss differentiates through ``∇ₓU_θ``).
 Conditional networks (``net(x, t, c)``, see :mod:`.networks`): every method takes an optional
 encoded condition batch ``c`` (``None`` = the null condition, i.e. the unconditional model the
 network learned through label dropout), and :meth:`~_Learned.given` fixes a condition, giving
-the leaf model ``p_t(x | c)`` (:class:`~.conditional.Conditioned`).
+the leaf model ``p_t(x | c)`` (:class:`~.conditional.Conditioned`). Both conversions are
+linear in the network output (``U_θ`` or ``ε̂``), so a weighted product of ``K`` conditions of
+one network, ``∏_k p_t(x | c_k)^{w_k}``, is the conversion of ``Σ_k w_k U_θ(x, t, c_k)`` (or of
+``Σ_k w_k ε̂``), computed from one network call on ``K·B`` stacked inputs
+(:meth:`EnergyModel.stacked`, :meth:`ScoreModel.stacked`).
 """
 
 from __future__ import annotations
 
-from enum import Enum
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from ..errors import CapabilityError
 from ..schedules import Schedule
 from ..utils import append_dims, as_time, batch_sum, energy_and_score_autograd
-from .base import DiffusionModel
+from .base import BatchSlot, DiffusionModel
+from .conditional import Conditioned, stack_copies, weighted_sum
 
-__all__ = ["Parameterization", "ScoreModel", "EnergyModel", "epsilon_prediction"]
+__all__ = ["ScoreModel", "EnergyModel", "epsilon_prediction", "energy_from_potential",
+           "score_from_epsilon"]
 
 
-class Parameterization(str, Enum):
-    SCORE = "score"
-    ENERGY = "energy"
+def energy_from_potential(potential: Tensor, sigma: Tensor) -> Tensor:
+    """``E = U_θ / σ_t``: the energy of a potential whose gradient is the ε-prediction.
+
+    Args:
+        potential: ``(B,)`` values of ``U_θ(x, t)``.
+        sigma: ``(B,)`` noise levels ``σ_t``.
+
+    Returns:
+        ``(B,)`` energies.
+    """
+    return potential / sigma
+
+
+def score_from_epsilon(epsilon: Tensor, sigma: Tensor) -> Tensor:
+    """``s = −ε̂ / σ_t`` (Tweedie: the noise prediction is ``−σ_t`` times the score).
+
+    Args:
+        epsilon: ``(B, *D)`` noise prediction.
+        sigma: ``(B,)`` noise levels ``σ_t``.
+
+    Returns:
+        ``(B, *D)`` score.
+    """
+    return -epsilon / append_dims(sigma, epsilon.ndim)
 
 
 class _Learned(DiffusionModel):
@@ -61,16 +90,29 @@ class _Learned(DiffusionModel):
                 f"{self.describe()} was not trained with conditions; load a conditional model "
                 "(trained with label dropout) to use .given()"
             )
-        from .conditional import Conditioned
-
         return Conditioned(self, value, name=name)
+
+    @property
+    def batch_slot(self) -> BatchSlot | None:
+        """A conditional network's null-condition view (``p_t(x)``) shares its calls with the
+        views ``self.given(c)``; an unconditional network has nothing to share with."""
+        return BatchSlot(self, None) if self.conditional else None
+
+    def _check_stack(self, conditions: Sequence[Tensor | None], weights: Sequence[float]
+                     ) -> None:
+        if not self.conditional:
+            raise CapabilityError(f"{self.describe()} is not a conditional model")
+        if len(conditions) != len(weights) or not conditions:
+            raise ValueError(
+                f"stacking {self.describe()} needs one weight per condition, got "
+                f"{len(conditions)} conditions and {len(weights)} weights"
+            )
 
 
 class ScoreModel(_Learned):
     """ε-prediction network as a score-only model."""
 
     has_energy = False
-    parameterization = Parameterization.SCORE
 
     def __init__(self, net: nn.Module, schedule: Schedule, event_shape: tuple[int, ...],
                  name: str | None = None) -> None:
@@ -83,14 +125,19 @@ class ScoreModel(_Learned):
     def score(self, x: Tensor, t: float | Tensor, c: Tensor | None = None) -> Tensor:
         t = as_time(t, x.shape[0], x)
         _, sigma = self.schedule(t)
-        return -self.epsilon(x, t, c) / append_dims(sigma, x.ndim)
+        return score_from_epsilon(self.epsilon(x, t, c), sigma)
+
+    def stacked(self, conditions: Sequence[Tensor | None], weights: Sequence[float]
+                ) -> DiffusionModel:
+        """``∏_k p_t(x | c_k)^{w_k}``: score ``−(Σ_k w_k ε̂(x, t, c_k)) / σ_t``, one call."""
+        self._check_stack(conditions, weights)
+        return _StackedScore(self, conditions, weights)
 
 
 class EnergyModel(_Learned):
     """Energy-parameterised model, ``E(x, t) = U_θ(x, t)/σ_t`` with ``∇ₓU_θ = ε̂``."""
 
     has_energy = True
-    parameterization = Parameterization.ENERGY
 
     def __init__(self, net: nn.Module, schedule: Schedule, event_shape: tuple[int, ...],
                  form: str = "ae", name: str | None = None) -> None:
@@ -110,7 +157,7 @@ class EnergyModel(_Learned):
     def energy(self, x: Tensor, t: float | Tensor, c: Tensor | None = None) -> Tensor:
         t = as_time(t, x.shape[0], x)
         _, sigma = self.schedule(t)
-        return self.potential(x, t, c) / sigma
+        return energy_from_potential(self.potential(x, t, c), sigma)
 
     def energy_and_score(self, x: Tensor, t: float | Tensor,
                          c: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -123,6 +170,55 @@ class EnergyModel(_Learned):
                 c: Tensor | None = None) -> Tensor:
         _, grad = energy_and_score_autograd(lambda z: self.potential(z, t, c), x, create_graph)
         return -grad
+
+    def stacked(self, conditions: Sequence[Tensor | None], weights: Sequence[float]
+                ) -> DiffusionModel:
+        """``∏_k p_t(x | c_k)^{w_k}``: energy ``(Σ_k w_k U_θ(x, t, c_k)) / σ_t``, one call."""
+        self._check_stack(conditions, weights)
+        return _StackedEnergy(self, conditions, weights)
+
+
+class _Stacked(DiffusionModel):
+    """``∏_k p_t(x | c_k)^{w_k}`` over conditions of one network (built by ``model.stacked``).
+
+    Internal to :class:`~recompose.compose.Product`, which holds it beside its factors (not as a
+    submodule); ``network`` is a reference to the factors' own network.
+    """
+
+    def __init__(self, network: _Learned, conditions: Sequence[Tensor | None],
+                 weights: Sequence[float]) -> None:
+        super().__init__()
+        self.network = network
+        self.conditions = list(conditions)
+        self.weights = [float(w) for w in weights]
+        self.schedule = network.schedule
+        self.event_shape = tuple(network.event_shape)
+        self.has_energy = network.has_energy
+
+    def describe(self) -> str:
+        return f"stacked({self.network.describe()}, K={len(self.conditions)})"
+
+
+class _StackedEnergy(_Stacked):
+    """Energy ``(Σ_k w_k U_θ(x, t, c_k)) / σ_t``; the score is its autograd (base class)."""
+
+    def energy(self, x: Tensor, t: float | Tensor) -> Tensor:
+        t = as_time(t, x.shape[0], x)
+        _, sigma = self.schedule(t)
+        xs, ts, cs = stack_copies(self.network, x, t, self.conditions)
+        potential = weighted_sum(self.network.potential(xs, ts, cs), self.weights)
+        return energy_from_potential(potential, sigma)
+
+
+class _StackedScore(_Stacked):
+    """Score ``−(Σ_k w_k ε̂(x, t, c_k)) / σ_t``; no energy."""
+
+    def score(self, x: Tensor, t: float | Tensor) -> Tensor:
+        t = as_time(t, x.shape[0], x)
+        _, sigma = self.schedule(t)
+        xs, ts, cs = stack_copies(self.network, x, t, self.conditions)
+        return score_from_epsilon(weighted_sum(self.network.epsilon(xs, ts, cs), self.weights),
+                                  sigma)
 
 
 def epsilon_prediction(model: DiffusionModel, x: Tensor, t: Tensor,

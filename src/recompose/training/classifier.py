@@ -4,8 +4,10 @@ classifiers used only for evaluation (never for generation).
 Noise-conditional (``noisy=True``): ``t ~ U(0, 1)``, ``x_t = α_t x₀ + σ_t ε`` and the network
 sees ``(x_t, t)``; loss ``−log p_θ(y | x_t, t)``. Clean: the network sees ``x₀`` (plus optional
 Gaussian input noise ``augment_noise·ε`` so it is not thrown by slightly noisy samples).
-Integer targets use cross-entropy; float targets (multi-label, e.g. presence per cell) use
-binary cross-entropy. Adam with weight decay, full determinism from ``config.seed``.
+The loss is cross-entropy on class labels unless another ``loss(logits, target)`` is given;
+the data is the library dataset ``config.data`` unless another sampler (``sample(n,
+generator) -> (x, target)``) is given. Adam with weight decay, full determinism from
+``config.seed``.
 
 The result is one model file (:mod:`recompose.io`) with ``kind = "classifier"`` in its config;
 :func:`load_classifier` rebuilds the network.
@@ -24,26 +26,24 @@ from torch import Tensor, nn
 
 from ..config import ClassifierConfig
 from ..data import get_dataset
+from ..diffusion.forward import q_sample
 from ..io import CheckpointError, read_model_file, save_model_file
 from ..models.networks import build_network
 from ..schedules import get_schedule
-from ..utils import append_dims
 
-__all__ = ["train_classifier", "load_classifier", "classifier_loss"]
-
-
-def classifier_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Cross-entropy for integer labels, mean binary cross-entropy for float targets."""
-    if target.is_floating_point():
-        return F.binary_cross_entropy_with_logits(logits, target)
-    return F.cross_entropy(logits, target)
+__all__ = ["train_classifier", "load_classifier"]
 
 
 def train_classifier(config: ClassifierConfig, out: Path | str,
-                     progress: Callable[[int, float], None] | None = None) -> nn.Module:
-    """Train and write ``out`` (a ``.safetensors`` model file); returns the network (eval)."""
-    torch.set_num_threads(config.threads)
-    data = get_dataset(config.data)
+                     progress: Callable[[int, float], None] | None = None,
+                     data: object | None = None,
+                     loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy) -> nn.Module:
+    """Train and write ``out`` (a ``.safetensors`` model file); returns the network (eval).
+
+    ``data``: a sampler ``sample(n, generator) -> (x, target)`` (default: the dataset named
+    ``config.data``); ``loss(logits, target)``: default cross-entropy on class labels.
+    """
+    data = get_dataset(config.data) if data is None else data
     torch.manual_seed(config.seed)
     net = build_network(config.network)
     schedule = get_schedule(config.schedule)
@@ -56,20 +56,18 @@ def train_classifier(config: ClassifierConfig, out: Path | str,
         noise = torch.randn(x0.shape, generator=gen)
         if config.noisy:
             t = torch.rand(len(x0), generator=gen)
-            alpha, sigma = schedule(t)
-            x = append_dims(alpha, x0.ndim) * x0 + append_dims(sigma, x0.ndim) * noise
-            logits = net(x, t)
+            logits = net(q_sample(x0, t, schedule, noise), t)
         else:
             logits = net(x0 + config.augment_noise * noise)
-        loss = classifier_loss(logits, y)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"classifier loss is {loss.item()} at step {step}")
+        value = loss(logits, y)
+        if not math.isfinite(value.item()):
+            raise FloatingPointError(f"classifier loss is {value.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         opt.step()
         sched.step()
         if progress is not None:
-            progress(step, loss.item())
+            progress(step, value.item())
     meta = {"kind": "classifier", "network": config.network, "schedule": config.schedule,
             "noisy": config.noisy, "event_shape": list(data.event_shape),
             "train": config.to_dict(), "step": config.steps,

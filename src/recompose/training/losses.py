@@ -13,9 +13,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..diffusion.forward import q_sample
 from ..models.base import DiffusionModel
 from ..models.parameterization import epsilon_prediction
-from ..utils import append_dims, batch_sum
+from ..utils import batch_sum
 
 __all__ = ["dsm_loss"]
 
@@ -29,7 +30,6 @@ def dsm_loss(
     t = t_min + (1 - t_min) * torch.rand(b, generator=generator, device=x0.device,
                                          dtype=x0.dtype)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    alpha, sigma = model.schedule(t)
-    xt = append_dims(alpha, x0.ndim) * x0 + append_dims(sigma, x0.ndim) * noise
+    xt = q_sample(x0, t, model.schedule, noise)
     eps = epsilon_prediction(model, xt, t, c)
     return batch_sum((eps - noise) ** 2) / x0[0].numel()

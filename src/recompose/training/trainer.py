@@ -1,9 +1,18 @@
 """A small, resumable training loop: Adam, EMA weights, atomic checkpoints, JSON-lines log.
 
 Determinism: all randomness (initial weights, data, ``t``, noise) comes from ``torch``
-generators seeded from ``config.seed`` and saved in every checkpoint, and the thread count is
-fixed by ``config.threads``; so a resumed run equals an uninterrupted one bit for bit, and a
-rerun with the same config reproduces the shipped weights on the same platform.
+generators seeded from ``config.seed`` (the data/noise generator's state is saved in every
+checkpoint), and :meth:`Trainer.run` trains with ``config.threads`` threads; so a resumed run
+equals an uninterrupted one bit for bit, and a rerun with the same config reproduces the
+shipped weights on the same platform. Nothing global changes: the initial weights are drawn
+under :func:`torch.random.fork_rng` (the caller's global RNG state is restored) and the thread
+count is restored when :meth:`Trainer.run` returns.
+
+Checkpoint folder (written atomically by :func:`recompose.io.atomic_dir`):
+``model.safetensors`` (EMA weights + config, the model file), ``trainer.safetensors`` (raw
+weights and the generator state), ``optimizer.pt`` (``torch.save`` of the optimizer's
+``state_dict``, read back with ``weights_only=True``: tensors and plain containers only, no
+code) and ``trainer.json`` (step, config, loss history).
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import TrainConfig
 from ..data import get_dataset
-from ..io import CheckpointError, atomic_dir, atomic_write_text, save_model_file
+from ..io import CheckpointError, atomic_dir, atomic_write_text, read_model_file, save_model_file
 from ..models.base import DiffusionModel
 from ..models.loading import build_model
 from ..utils import append_dims
@@ -35,10 +45,12 @@ class Trainer:
     def __init__(self, config: TrainConfig, out: Path | str) -> None:
         self.config = config
         self.out = Path(out)
-        torch.set_num_threads(config.threads)
         self.data = get_dataset(config.data)
-        torch.manual_seed(config.seed)  # initial weights
-        self.model = build_model(self._model_config())
+        # Initial weights come from the global CPU generator (the nn.Module initialisers);
+        # seed it inside fork_rng so the caller's random state is left as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(config.seed)
+            self.model = build_model(self._model_config())
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.gen = torch.Generator().manual_seed(config.seed + 1)
@@ -58,15 +70,11 @@ class Trainer:
         with atomic_dir(self.out / "checkpoint") as tmp:
             save_model_file(tmp / "model.safetensors", self.ema.state_dict(), meta)
             tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-            opt = self.opt.state_dict()
-            for idx, st in opt["state"].items():
-                for k, v in st.items():
-                    tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v)
             tensors["rng"] = self.gen.get_state()
             save_file({k: v.contiguous() for k, v in tensors.items()},
                       str(tmp / "trainer.safetensors"))
-            state = {"step": self.step, "config": self.config.to_dict(),
-                     "param_groups": opt["param_groups"], "losses": self.losses}
+            torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
+            state = {"step": self.step, "config": self.config.to_dict(), "losses": self.losses}
             (tmp / "trainer.json").write_text(json.dumps(state))
 
     def load(self) -> bool:
@@ -79,11 +87,11 @@ class Trainer:
         try:
             state = json.loads((folder / "trainer.json").read_text())
             tensors = load_file(str(folder / "trainer.safetensors"))
-            from ..io import read_model_file
-
             ema, _ = read_model_file(folder / "model.safetensors")
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"cannot resume from {folder}: {err}") from None
+            opt_state = torch.load(folder / "optimizer.pt", weights_only=True)
+        except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise CheckpointError(f"cannot resume from {folder}: {first}") from None
         if state["config"] != self.config.to_dict():
             raise CheckpointError(
                 f"{folder} was written by a run with different settings; use another --out "
@@ -92,11 +100,6 @@ class Trainer:
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items()
                                     if k.startswith("model.")})
         self.ema.load_state_dict(ema)
-        opt_state: dict = {"state": {}, "param_groups": state["param_groups"]}
-        for k, v in tensors.items():
-            if k.startswith("opt."):
-                _, idx, name = k.split(".", 2)
-                opt_state["state"].setdefault(int(idx), {})[name] = v
         self.opt.load_state_dict(opt_state)
         self.gen.set_state(tensors["rng"])
         self.step = state["step"]
@@ -134,16 +137,23 @@ class Trainer:
 
     def run(self, stop_at: int | None = None,
             progress: Callable[[int, float], None] | None = None) -> DiffusionModel:
-        """Train to ``config.steps`` (or ``stop_at``), checkpointing every interval."""
+        """Train to ``config.steps`` (or ``stop_at``), checkpointing every
+        ``config.checkpoint_every`` steps and always after the last step; ``config.threads``
+        threads while training (the caller's count is restored on return)."""
         end = min(self.config.steps, stop_at or self.config.steps)
         start = time.perf_counter()
-        while self.step < end:
-            loss = self.train_step()
-            self.losses.append(loss)
-            if progress is not None:
-                progress(self.step, loss)
-            if self.step % self.config.checkpoint_every == 0 or self.step == end:
-                self.save()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.config.threads)
+        try:
+            while self.step < end:
+                loss = self.train_step()
+                self.losses.append(loss)
+                if progress is not None:
+                    progress(self.step, loss)
+                if self.step % self.config.checkpoint_every == 0 or self.step == end:
+                    self.save()
+        finally:
+            torch.set_num_threads(threads)
         atomic_write_text(self.out / "config.json", self.config.to_json())
         self.elapsed = time.perf_counter() - start
         return self.ema

@@ -1,4 +1,4 @@
-"""Plotting helpers (matplotlib, Agg backend); every function returns a Figure."""
+"""Plotting helpers (matplotlib ``Figure`` objects, no pyplot); every function returns a Figure."""
 
 from .plots import acceptance_plot, density_levels, image_grid, scatter_grid
 

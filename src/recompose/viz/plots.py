@@ -3,20 +3,22 @@
 * :func:`scatter_grid` — one scatter panel per (row, column) cell, like R3's 2D figure.
 * :func:`acceptance_plot` — MH acceptance (and step size) per noise level.
 * :func:`density_levels` — heat-maps of a composed 2D target's density at a few levels.
-* :func:`image_grid` — a grid of image samples ``(N, C, H, W)``.
+* :func:`tile` — images ``(N, C, H, W)`` as one mosaic array; the image plots below use it:
+  :func:`image_grid` (one mosaic) and :func:`image_panels` (one titled mosaic per entry).
+
+Figures are built with the object-oriented :class:`matplotlib.figure.Figure` API, never
+``pyplot``: no global figure registry, no backend to select, no side effects at import.
+``fig.savefig(path)`` picks a canvas from the file extension.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 __all__ = ["scatter_grid", "acceptance_plot", "density_levels", "image_grid", "tile",
            "image_panels"]
@@ -26,8 +28,8 @@ def scatter_grid(cells: dict[tuple[str, str], np.ndarray], rows: Sequence[str],
                  cols: Sequence[str], lim: float = 1.2, size: float = 1.9,
                  titles: dict[tuple[str, str], str] | None = None) -> Figure:
     """``cells[(row, col)]`` is an ``(N, 2)`` array; missing cells are left blank."""
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(size * len(cols), size * len(rows)),
-                             squeeze=False)
+    fig = Figure(figsize=(size * len(cols), size * len(rows)))
+    axes = fig.subplots(len(rows), len(cols), squeeze=False)
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
             ax = axes[i][j]
@@ -55,7 +57,8 @@ def scatter_grid(cells: dict[tuple[str, str], np.ndarray], rows: Sequence[str],
 def acceptance_plot(t: Sequence[float], acceptance: Sequence[float],
                     step_size: Sequence[float] | None = None, label: str = "") -> Figure:
     """Mean MH acceptance against noise level ``t`` (and the step size on a second axis)."""
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig = Figure(figsize=(5, 3))
+    ax = fig.subplots()
     ax.plot(t, acceptance, color="C0", label=label or "acceptance")
     ax.set_xlabel("t (noise level)")
     ax.set_ylabel("mean acceptance")
@@ -75,7 +78,8 @@ def density_levels(model: object, ts: Sequence[float], lim: float = 1.5,
     ``|score|`` for a score-only model, at the given levels."""
     axis = torch.linspace(-lim, lim, grid)
     xx = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
-    fig, axes = plt.subplots(1, len(ts), figsize=(2.2 * len(ts), 2.4), squeeze=False)
+    fig = Figure(figsize=(2.2 * len(ts), 2.4))
+    axes = fig.subplots(1, len(ts), squeeze=False)
     for ax, t in zip(axes[0], ts):
         if model.has_energy:
             e = model.energy(xx, float(t)).double()
@@ -93,25 +97,12 @@ def density_levels(model: object, ts: Sequence[float], lim: float = 1.5,
     return fig
 
 
-def image_grid(x: torch.Tensor, nrow: int = 8) -> Figure:
-    """Show images ``(N, C, H, W)`` with values in about ``[−1, 1]``."""
-    x = x.detach().cpu().clamp(-1, 1).add(1).div(2)
-    n = x.shape[0]
-    ncol = min(nrow, n)
-    nrows = (n + ncol - 1) // ncol
-    fig, axes = plt.subplots(nrows, ncol, figsize=(ncol, nrows), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < n:
-            img = x[k].permute(1, 2, 0).numpy()
-            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray")
-    fig.tight_layout()
-    return fig
-
-
 def tile(x: torch.Tensor, nrow: int) -> np.ndarray:
-    """Images ``(N, C, H, W)`` in about ``[−1, 1]`` as one ``(rows·H, nrow·W, C)`` mosaic in
-    ``[0, 1]`` (1-pixel white gutters)."""
+    """Images ``(N, C, H, W)`` in about ``[−1, 1]`` as one ``(rows·(H+1)−1, nrow·(W+1)−1, C)``
+    mosaic in ``[0, 1]``, row-major, with 1-pixel white gutters (``rows = ⌈N/nrow⌉``)."""
+    if x.ndim != 4 or nrow < 1:
+        raise ValueError(f"tile needs images (N, C, H, W) and nrow ≥ 1, got {tuple(x.shape)}, "
+                         f"nrow={nrow}")
     x = x.detach().cpu().float().clamp(-1, 1).add(1).div(2)
     n, c, h, w = x.shape
     rows = (n + nrow - 1) // nrow
@@ -123,6 +114,24 @@ def tile(x: torch.Tensor, nrow: int) -> np.ndarray:
     return out
 
 
+def _show_mosaic(ax: Axes, img: np.ndarray) -> None:
+    """Draw a :func:`tile` mosaic on ``ax`` (grey-scale for one channel), without axes."""
+    ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.axis("off")
+
+
+def image_grid(x: torch.Tensor, nrow: int = 8) -> Figure:
+    """Images ``(N, C, H, W)`` with values in about ``[−1, 1]`` as one mosaic, ``nrow`` per
+    row."""
+    ncol = min(nrow, x.shape[0])
+    rows = (x.shape[0] + ncol - 1) // ncol
+    fig = Figure(figsize=(ncol, rows))
+    _show_mosaic(fig.subplots(), tile(x, ncol))
+    fig.tight_layout()
+    return fig
+
+
 def image_panels(panels: dict[str, torch.Tensor], nrow: int = 10,
                  panel_width: float = 2.6, markers: torch.Tensor | None = None,
                  ncols: int | None = None) -> Figure:
@@ -131,14 +140,12 @@ def image_panels(panels: dict[str, torch.Tensor], nrow: int = 10,
     small rings on every panel (e.g. the requested object positions)."""
     ncols = ncols or len(panels)
     nrows = (len(panels) + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_width * ncols,
-                                                    (panel_width + 0.7) * nrows), squeeze=False)
+    fig = Figure(figsize=(panel_width * ncols, (panel_width + 0.7) * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax, (title, x) in zip(axes.flat, panels.items()):
-        img = tile(x, nrow)
-        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1,
-                  interpolation="nearest")
+        _show_mosaic(ax, tile(x, nrow))
         if markers is not None:
             h, w = x.shape[-2:]
             for k, pos in enumerate(markers[: len(x)]):
@@ -146,6 +153,5 @@ def image_panels(panels: dict[str, torch.Tensor], nrow: int = 10,
                 ax.scatter(q * (w + 1) + pos[:, 0] * w - 0.5, r * (h + 1) + pos[:, 1] * h - 0.5,
                            s=14, facecolors="none", edgecolors="white", linewidths=0.6)
         ax.set_title(title, fontsize=9)
-        ax.axis("off")
     fig.tight_layout()
     return fig

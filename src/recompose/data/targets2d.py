@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..data.toy2d import Box, Ring, get_toy2d
+from .toy2d import Box, Ring, get_toy2d
 
 __all__ = ["WINDOW", "ProductTarget", "MixtureTarget", "NegationTarget", "TARGETS"]
 

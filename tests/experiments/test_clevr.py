@@ -4,14 +4,14 @@ import pytest
 import torch
 
 import recompose as rc
-from recompose.data.clevr import SceneSpec, make_scenes
-from recompose.experiments.clevr import (
+from experiments.clevr import (
     Checker,
     checker_accuracy,
     compose_positions,
     request_positions,
     score_images,
 )
+from recompose.data.clevr import SceneSpec, make_scenes
 
 
 @pytest.fixture(scope="module")

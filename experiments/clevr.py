@@ -23,12 +23,11 @@ objects (detections — local maxima of the presence map above ½ — farther th
 (non-overlapping, seeded per image). The checker's own accuracy on held-out real scenes is
 reported with every run.
 
-Run: ``recompose reproduce clevr`` (reduced protocol) or ``python -m recompose.experiments.clevr``.
+Run: ``python -m experiments.clevr`` (reduced protocol: ``experiments/configs/clevr.json``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -39,13 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..compose import power, product
-from ..data.clevr import SceneSpec, _positions, make_scenes
-from ..io import atomic_dir
-from ..models.base import DiffusionModel
-from ..models.loading import load_model, shipped_path
-from ..sampling import sample
-from ..training.classifier import load_classifier
+from recompose.compose import conjunction
+from recompose.data.clevr import SceneSpec, make_scenes, object_positions
+from recompose.io import atomic_dir
+from recompose.models.base import DiffusionModel
+from recompose.models.loading import load_model, shipped_path
+from recompose.sampling import sample
+
+from .common import markdown_table, parse_config
+from .evaluators import load_evaluator
 
 __all__ = ["compose_positions", "Checker", "load_clevr", "request_positions", "score_images",
            "run", "main"]
@@ -65,16 +66,14 @@ def compose_positions(model: DiffusionModel, positions: Tensor, plain: bool = Fa
     """``p(x)^{1−K} Π_k p(x | p_k)`` for positions ``(K, 2)`` or per chain ``(B, K, 2)``."""
     positions = torch.as_tensor(positions, dtype=torch.float32)
     k = positions.shape[-2]
-    factors = [model.given(positions[..., j, :], name=f"A|p{j + 1}") for j in range(k)]
-    if not plain and k > 1:
-        factors.append(power(model, 1.0 - k))
-    return product(factors)
+    return conjunction(model, [positions[..., j, :] for j in range(k)], plain=plain,
+                       names=[f"A|p{j + 1}" for j in range(k)])
 
 
 def request_positions(n: int, k: int, seed: int, spec: SceneSpec | None = None) -> Tensor:
     """``(n, k, 2)`` non-overlapping requested positions, drawn like real scenes."""
     spec = spec or SceneSpec()
-    pos = _positions(n, torch.full((n,), k), spec, torch.Generator().manual_seed(seed))
+    pos = object_positions(n, torch.full((n,), k), spec, torch.Generator().manual_seed(seed))
     return pos[:, :k]
 
 
@@ -82,7 +81,7 @@ class Checker:
     """Presence detector on images ``(B, 3, S, S)``; never trained on generated images."""
 
     def __init__(self, threshold: float = 0.5, match_px: float = 1.5) -> None:
-        self.net, self.config = load_classifier(shipped_path("clevr-checker"))
+        self.net, self.config = load_evaluator("clevr-checker")
         self.threshold, self.match_px = threshold, match_px
 
     @torch.no_grad()
@@ -155,7 +154,8 @@ def _cell(model: DiffusionModel, sampler: str, k: int, n: int, seed: int, num_le
           num_steps: int, checker: Checker) -> dict:
     positions = request_positions(n, k, seed=10_000 * k + seed)
     comp = compose_positions(model, positions)
-    r = sample(comp, n, sampler, num_levels=num_levels, num_steps=num_steps, seed=seed,
+    r = sample(comp, n, sampler, num_levels=num_levels, seed=seed,
+               num_steps=None if sampler == "reverse" else num_steps,
                clip=(-1.0, 1.0), progress=False)
     x = r.x.clamp(-1, 1)
     return {"sampler": sampler, "K": k, "seed": seed, "num_steps": num_steps,
@@ -236,34 +236,31 @@ def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
 
 def markdown(rows: list[dict], sweep: list[dict], floor: dict, ks: tuple[int, ...],
              images: int) -> str:
-    lines = [f"Composition accuracy (all K objects present), {images} images per cell; "
-             "recall / spurious objects per image at K = max:", "",
-             "| model | sampler | " + " | ".join(f"K={k}" for k in ks)
-             + " | recall | spurious | net evals / image (K=max) |",
-             "|" + "---|" * (len(ks) + 5)]
+    head = ["model", "sampler", *(f"K={k}" for k in ks), "recall", "spurious",
+            "net evals / image (K=max)"]
+    table = []
     for p, s in CELLS:
         cell = [r for r in rows if (r["parameterization"], r["sampler"]) == (p, s)]
-        if not cell:
-            continue
-        accs = " | ".join(f"{r['accuracy'][0]:.2f}" for r in cell)
-        last = cell[-1]
-        lines.append(f"| {p} | {s} | {accs} | {last['recall'][0]:.2f} | "
-                     f"{last['spurious'][0]:.2f} | {last['network_evals']} |")
-    lines += ["", "Accuracy against MCMC steps per level (energy model):", "",
-              "| sampler | steps / level | accuracy | recall | net evals / image |",
-              "|---|---|---|---|---|"]
-    for r in sweep:
-        lines.append(f"| {r['sampler']} | {r['num_steps']} | {r['accuracy'][0]:.2f} | "
-                     f"{r['recall'][0]:.2f} | {r['network_evals']} |")
-    lines += ["", f"Checker on {floor['scenes']} held-out real scenes: recall "
-              f"{floor['recall']:.3f}, false-positive rate {floor['false_positive_rate']:.3f}, "
-              f"balanced accuracy {floor['balanced_accuracy']:.3f}, exact object count "
-              f"{floor['count_accuracy']:.3f}."]
-    return "\n".join(lines)
+        if cell:
+            last = cell[-1]
+            table.append([p, s, *(f"{r['accuracy'][0]:.2f}" for r in cell),
+                          f"{last['recall'][0]:.2f}", f"{last['spurious'][0]:.2f}",
+                          last["network_evals"]])
+    steps = [[r["sampler"], r["num_steps"], f"{r['accuracy'][0]:.2f}",
+              f"{r['recall'][0]:.2f}", r["network_evals"]] for r in sweep]
+    return "\n".join([
+        f"Composition accuracy (all K objects present), {images} images per cell; "
+        "recall / spurious objects per image at K = max:", "", markdown_table(head, table), "",
+        "Accuracy against MCMC steps per level (energy model):", "",
+        markdown_table(["sampler", "steps / level", "accuracy", "recall", "net evals / image"],
+                       steps), "",
+        f"Checker on {floor['scenes']} held-out real scenes: recall {floor['recall']:.3f}, "
+        f"false-positive rate {floor['false_positive_rate']:.3f}, balanced accuracy "
+        f"{floor['balanced_accuracy']:.3f}, exact object count {floor['count_accuracy']:.3f}."])
 
 
 def _figures(out: Path, cells: list[dict], k: int, num_steps: int) -> None:
-    from ..viz.plots import image_panels
+    from recompose.viz.plots import image_panels
 
     panels, markers = {}, None
     for p, s in CELLS:
@@ -279,20 +276,14 @@ def _figures(out: Path, cells: list[dict], k: int, num_steps: int) -> None:
         fig.savefig(out / f"clevr_K{k}.png", dpi=130)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/clevr"))
-    parser.add_argument("--n", type=int, default=32, help="images per cell and seed")
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--levels", type=int, default=50)
-    parser.add_argument("--mcmc-steps", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    res = run(args.out, n=args.n, seeds=tuple(range(args.seeds)), num_levels=args.levels,
-              num_steps=args.mcmc_steps, threads=args.threads)
+def main(argv: list[str] | None = None) -> None:
+    c = parse_config("clevr", __doc__, argv)
+    res = run(c["out"], n=c["n"], seeds=tuple(range(c["seeds"])), ks=tuple(c["ks"]),
+              num_levels=c["levels"], num_steps=c["mcmc_steps"],
+              steps_sweep=tuple(c["steps_sweep"]), sweep_k=c["sweep_k"],
+              sweep_samplers=tuple(c["sweep_samplers"]), threads=c["threads"])
     print(res["table"])
-    print(f"\n{res['elapsed_s']:.0f} s; outputs in {args.out}")
+    print(f"\n{res['elapsed_s']:.0f} s; outputs in {c['out']}")
 
 
 if __name__ == "__main__":

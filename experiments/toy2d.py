@@ -17,12 +17,11 @@ W2 against 2,000 target draws stays a 2,000-point assignment). Metrics against t
 smoothed targets of :mod:`.targets2d`: mean log-likelihood, exact W2 to 2,000 target draws,
 fraction in the ideal support; mean ± sd over seeds.
 
-Run: ``recompose reproduce toy2d`` or ``python -m recompose.experiments.toy2d --out DIR``.
+Run: ``python -m experiments.toy2d`` (protocol: ``experiments/configs/toy2d.json``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -34,23 +33,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..compose import mixture
-from ..io import atomic_dir
-from ..metrics import wasserstein2
-from ..models.base import DiffusionModel
-from ..models.loading import pretrained
-from ..models.normalization import Normalized, normalize_by_quadrature
-from ..sampling import sample
-from .targets2d import TARGETS
+from recompose.cli.demo import NEGATION_ALPHA, build, mixture_normalizers
+from recompose.data.targets2d import TARGETS
+from recompose.io import atomic_dir
+from recompose.metrics import wasserstein2
+from recompose.sampling import sample
 
-__all__ = ["CELLS", "ANCHOR", "build", "run", "main"]
+from .common import markdown_table, parse_config
+
+__all__ = ["CELLS", "ANCHOR", "run", "main"]
 
 COMPOSITIONS = ("product", "mixture", "negation")
 EXTRA_COMPOSITIONS = ("negation_r3",)  # R3 notebook's form, large**1.3 / small**0.3
 CELLS = [("score", "reverse"), ("score", "ula"), ("score", "uhmc"),
          ("energy", "reverse"), ("energy", "ula"), ("energy", "uhmc"),
          ("energy", "mala"), ("energy", "hmc")]
-NEGATION_ALPHA = 0.3
 
 # The reference run of the R3 notebook (r3-reference.md, Part B §4.3): energy models, 1,000
 # chains (500 for mixture/negation), one seed. Product: LL / in-support / W2; mixture and
@@ -78,39 +75,6 @@ ANCHOR = {
 ANCHOR |= {("negation_r3", s): v for (c, s), v in list(ANCHOR.items()) if c == "negation"}
 
 
-def mixture_normalizers() -> dict[str, tuple[list[float], list[float]]]:
-    """Quadrature ``log Z(t)`` tables of the two bar energy models (computed once)."""
-    out = {}
-    for name in ("left_bar", "right_bar"):
-        norm = normalize_by_quadrature(pretrained(name, "energy"), num_times=51, grid=64)
-        out[name] = (norm.times.tolist(), norm.log_z.tolist())
-    return out
-
-
-def build(composition: str, parameterization: str,
-          normalizers: dict[str, tuple[list[float], list[float]]] | None = None
-          ) -> DiffusionModel:
-    """The composed model of one experiment."""
-    if composition == "product":
-        return pretrained("ring", parameterization) * pretrained("bar", parameterization)
-    if composition == "negation":
-        return (pretrained("large_box", parameterization)
-                / pretrained("small_box", parameterization) ** NEGATION_ALPHA)
-    if composition == "negation_r3":
-        return (pretrained("large_box", parameterization) ** (1 + NEGATION_ALPHA)
-                / pretrained("small_box", parameterization) ** NEGATION_ALPHA)
-    if composition == "mixture":
-        normalizers = normalizers or mixture_normalizers()
-        parts = []
-        for name in ("left_bar", "right_bar"):
-            times, log_z = normalizers[name]
-            parts.append(Normalized(pretrained(name, parameterization),
-                                    torch.tensor(times), torch.tensor(log_z)))
-        return mixture(parts, [0.5, 0.5])
-    known = COMPOSITIONS + EXTRA_COMPOSITIONS
-    raise KeyError(f"unknown composition {composition!r}; choose one of {known}")
-
-
 def _worker_init() -> None:
     torch.set_num_threads(1)
 
@@ -123,7 +87,8 @@ def _run_cell(task: dict) -> dict:
     """Sample one cell and score it (in a worker, so metrics run in parallel too)."""
     model = build(task["composition"], task["parameterization"], task["normalizers"])
     r = sample(model, task["n"], task["sampler"], num_levels=task["num_levels"],
-               num_steps=task["num_steps"], seed=task["seed"])
+               num_steps=None if task["sampler"] == "reverse" else task["num_steps"],
+               seed=task["seed"])
     target = TARGETS[task["composition"]]()
     ref = _target_draws(task["composition"], task["seed"], task["n_target"])
     return {**{k: v for k, v in task.items() if k != "normalizers"},
@@ -238,9 +203,9 @@ def _fmt(v: tuple[float, float], digits: int = 2) -> str:
 
 
 def markdown(summary: list[dict]) -> str:
-    head = ("| composition | model | sampler | LL ↑ | W2 ↓ | in support ↑ | grad evals | "
-            "energy evals | time (s) | acceptance | reference run (LL / W2 / support) |")
-    lines = [head, "|" + "---|" * 11]
+    head = ["composition", "model", "sampler", "LL ↑", "W2 ↓", "in support ↑", "grad evals",
+            "energy evals", "time (s)", "acceptance", "reference run (LL / W2 / support)"]
+    rows = []
     for e in summary:
         a = e["anchor"]
         anchor = " / ".join(f"{a[k]:.2f}" if k in a else "–" for k in ("LL", "W2", "support"))
@@ -251,14 +216,13 @@ def markdown(summary: list[dict]) -> str:
                     f"{e['wall_time']:.0f}", f"{e['acceptance']:.2f}" if mh else "–"]
         else:
             model, sampler, cost = "exact draws", "–", ["–"] * 4
-        cells = [e["composition"], model, sampler, _fmt(e["LL"]), _fmt(e["W2"], 3),
-                 _fmt(e["support"]), *cost, anchor]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([e["composition"], model, sampler, _fmt(e["LL"]), _fmt(e["W2"], 3),
+                     _fmt(e["support"]), *cost, anchor])
+    return markdown_table(head, rows)
 
 
 def _figures(out: Path, samples: dict, rows: dict, compositions: tuple[str, ...]) -> None:
-    from ..viz.plots import acceptance_plot, scatter_grid
+    from recompose.viz.plots import acceptance_plot, scatter_grid
 
     cols = ["target"] + [f"{s} ({p})" for p, s in CELLS]
     if not any(c != "mixture" for c in compositions):
@@ -278,20 +242,13 @@ def _figures(out: Path, samples: dict, rows: dict, compositions: tuple[str, ...]
             fig.savefig(out / f"acceptance_{comp}_{s}.png", dpi=110)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/toy2d"))
-    parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--compositions", nargs="+", default=list(COMPOSITIONS),
-                        choices=list(COMPOSITIONS + EXTRA_COMPOSITIONS))
-    args = parser.parse_args()
-    res = run(args.out, n=args.n, seeds=tuple(range(args.seeds)), workers=args.workers,
-              compositions=tuple(args.compositions))
+def main(argv: list[str] | None = None) -> None:
+    c = parse_config("toy2d", __doc__, argv)
+    res = run(c["out"], n=c["n"], seeds=tuple(range(c["seeds"])), num_levels=c["levels"],
+              num_steps=c["mcmc_steps"], workers=c["workers"], n_target=c["n_target"],
+              compositions=tuple(c["compositions"]))
     print(res["table"])
-    print(f"\n{res['elapsed_s']:.0f} s; outputs in {args.out}")
+    print(f"\n{res['elapsed_s']:.0f} s; outputs in {c['out']}")
 
 
 if __name__ == "__main__":

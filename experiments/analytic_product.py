@@ -5,19 +5,22 @@ the ring's modes, ``(0, ±0.5)``. The exact product ``A·B`` at ``t = 0`` is aga
 mixture (:func:`recompose.gmm_product`), so every metric is against exact samples / the exact
 density. Budget as in R3: ``T = 100`` levels, ``K = 10`` MCMC steps per level.
 
-Run: ``python -m recompose.experiments.analytic_product`` (prints a Markdown table).
+Run: ``python -m experiments.analytic_product`` (prints the table, writes ``--out``).
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import math
 import statistics
 
 import torch
 
-from .. import GaussianMixture, gmm_product, sample
-from ..metrics import energy_distance, wasserstein2
+from recompose import GaussianMixture, gmm_product, sample
+from recompose.io import atomic_dir
+from recompose.metrics import energy_distance, wasserstein2
+
+from .common import markdown_table, parse_config
 
 __all__ = ["problem", "run"]
 
@@ -62,7 +65,8 @@ def run(n: int = 2000, seeds: tuple[int, ...] = (0, 1, 2), num_levels: int = 100
                                                      refs, exact),
              "score evals": "–", "energy evals": "–", "time (s)": "–", "acceptance": "–"}]
     for name in tqdm(SAMPLERS, desc="samplers", disable=not progress):
-        results = [sample(model, n, name, num_levels=num_levels, num_steps=num_steps, seed=s)
+        results = [sample(model, n, name, num_levels=num_levels, seed=s,
+                          num_steps=None if name == "reverse" else num_steps)
                    for s in seeds]
         info = results[0].info
         acc = statistics.mean(r.info.mean_acceptance for r in results)
@@ -74,19 +78,20 @@ def run(n: int = 2000, seeds: tuple[int, ...] = (0, 1, 2), num_levels: int = 100
 
 
 def markdown(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(list(rows[0]), [list(r.values()) for r in rows])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--seeds", type=int, default=3)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    config = parse_config("analytic_product", __doc__, argv)
     torch.set_num_threads(1)
-    print(markdown(run(args.n, tuple(range(args.seeds)))))
+    rows = run(config["n"], tuple(range(config["seeds"])), config["levels"],
+               config["mcmc_steps"], progress=True)
+    table = markdown(rows)
+    with atomic_dir(config["out"]) as tmp:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        (tmp / "table.md").write_text(table + "\n")
+    print(table)
+    print(f"\noutputs in {config['out']}/")
 
 
 if __name__ == "__main__":

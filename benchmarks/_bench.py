@@ -1,4 +1,5 @@
-"""Benchmarks printed as tables (ratios measured side by side in one process).
+"""Benchmarks printed as tables (ratios measured side by side in one process); run the
+scripts beside this module (``python benchmarks/NAME.py``).
 
 * :func:`sampler_overhead` — wall time of annealed HMC / MALA on the shipped product
   ``ring * bar`` (energy models) over the wall time of the *same number* of bare network
@@ -17,10 +18,10 @@ import time
 
 import torch
 
-from ..config import TrainConfig
-from ..models.loading import pretrained
-from ..sampling import sample
-from ..training.trainer import Trainer
+from recompose.config import TrainConfig
+from recompose.models.loading import pretrained
+from recompose.sampling import sample
+from recompose.training.trainer import Trainer
 
 __all__ = ["sampler_overhead", "parameterization_cost", "product_batching"]
 
@@ -121,7 +122,7 @@ def _best_time(fn: object, repeats: int, calls: int) -> float:
 def product_batching(n: int = 32, repeats: int = 5, calls: int = 5,
                      ks: tuple[int, ...] = (1, 2, 3, 4, 5), plain: bool = True) -> str:
     """Time per composite energy+gradient vs ``K`` (batched vs per-term calls)."""
-    from .clevr import compose_positions, load_clevr, request_positions
+    from experiments.clevr import compose_positions, load_clevr, request_positions
 
     model = load_clevr("energy")
     x = torch.randn((n, *model.event_shape), generator=torch.Generator().manual_seed(0))

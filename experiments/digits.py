@@ -24,12 +24,11 @@ split (500 images, 50 per class), never anything used in generation:
 
 The "real data" row scores the 1,297 training digits exactly like samples (the floor).
 
-Run: ``recompose reproduce digits`` or ``python -m recompose.experiments.digits --out DIR``.
+Run: ``python -m experiments.digits`` (protocol: ``experiments/configs/digits.json``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -41,15 +40,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..compose import cfg, guide
-from ..data.digits import digits_split
-from ..io import atomic_dir
-from ..metrics import frechet_distance, mean_pairwise_distance
-from ..models.base import DiffusionModel
-from ..models.classifier import ClassifierFactor
-from ..models.loading import load_model, shipped_path
-from ..sampling import sample
-from ..training.classifier import load_classifier
+from recompose.compose import cfg, guide
+from recompose.data.digits import digits_split
+from recompose.io import atomic_dir
+from recompose.metrics import frechet_distance, mean_pairwise_distance
+from recompose.models.base import DiffusionModel
+from recompose.models.classifier import ClassifierFactor
+from recompose.models.loading import load_model, shipped_path
+from recompose.sampling import sample
+from recompose.training.classifier import load_classifier
+
+from .common import markdown_table, parse_config
+from .evaluators import load_evaluator
 
 __all__ = ["KINDS", "SAMPLERS", "SCALES", "digits_file", "load_digits", "guided",
            "evaluate", "run", "main"]
@@ -93,7 +95,7 @@ class Evaluator:
     """The clean evaluator and the held-out reference features."""
 
     def __init__(self) -> None:
-        self.net, self.config = load_classifier(digits_file("digits-evaluator"))
+        self.net, self.config = load_evaluator("digits-evaluator")
         self.x_test, self.y_test = digits_split("test")
         self.f_test = self.features(self.x_test)
 
@@ -133,7 +135,8 @@ def _run_cell(task: dict) -> dict:
     y = labels_for(task["n"])
     model = guided(task["kind"], task["scale"], y, models)
     r = sample(model, task["n"], task["sampler"], num_levels=task["num_levels"],
-               num_steps=task["num_steps"], seed=task["seed"], progress=False)
+               num_steps=None if task["sampler"] == "reverse" else task["num_steps"],
+               seed=task["seed"], progress=False)
     return {**task, "x": r.x.clamp(-1, 1).numpy(), "info": r.info.to_dict()}
 
 
@@ -164,24 +167,23 @@ def real_floor(ev: Evaluator) -> dict:
 
 
 def markdown(rows: list[dict], floor: dict) -> str:
-    head = ("| guidance | scale | sampler | accuracy ↑ | FD ↓ | FD per class ↓ | diversity | "
-            "net evals / sample | acceptance |")
-    lines = [head, "|" + "---|" * 9]
-    lines.append(f"| real digits (train split) | – | – | {floor['accuracy']:.3f} | "
-                 f"{floor['fd']:.2f} | {floor['fd_class']:.2f} | {floor['diversity']:.2f} "
-                 "| – | – |")
+    head = ["guidance", "scale", "sampler", "accuracy ↑", "FD ↓", "FD per class ↓", "diversity",
+            "net evals / sample", "acceptance"]
+    lines = [["real digits (train split)", "–", "–", f"{floor['accuracy']:.3f}",
+              f"{floor['fd']:.2f}", f"{floor['fd_class']:.2f}", f"{floor['diversity']:.2f}",
+              "–", "–"]]
     for r in rows:
         acc = f"{r['acceptance']:.2f}" if r["sampler"] in ("mala", "hmc") else "–"
-        lines.append(
-            f"| {r['kind']} | {r['scale']:g} | {r['sampler']} | "
-            f"{r['accuracy'][0]:.3f} ± {r['accuracy'][1]:.3f} | {r['fd'][0]:.2f} ± "
-            f"{r['fd'][1]:.2f} | {r['fd_class'][0]:.2f} ± {r['fd_class'][1]:.2f} | "
-            f"{r['diversity'][0]:.2f} | {r['network_evals']} | {acc} |")
-    return "\n".join(lines)
+        lines.append([r["kind"], f"{r['scale']:g}", r["sampler"],
+                      f"{r['accuracy'][0]:.3f} ± {r['accuracy'][1]:.3f}",
+                      f"{r['fd'][0]:.2f} ± {r['fd'][1]:.2f}",
+                      f"{r['fd_class'][0]:.2f} ± {r['fd_class'][1]:.2f}",
+                      f"{r['diversity'][0]:.2f}", r["network_evals"], acc])
+    return markdown_table(head, lines)
 
 
 def _figures(out: Path, cells: list[dict], scales: tuple[float, ...]) -> None:
-    from ..viz.plots import image_panels
+    from recompose.viz.plots import image_panels
 
     for kind in {c["kind"] for c in cells}:
         for scale in scales:
@@ -243,24 +245,13 @@ def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2),
     return {"rows": rows, "real": floor, "table": table, "elapsed_s": elapsed}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/digits"))
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--levels", type=int, default=100)
-    parser.add_argument("--mcmc-steps", type=int, default=3)
-    parser.add_argument("--scales", type=float, nargs="+", default=list(SCALES))
-    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
-    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
-    args = parser.parse_args()
-    res = run(args.out, n=args.n, seeds=tuple(range(args.seeds)), scales=tuple(args.scales),
-              kinds=tuple(args.kinds), samplers=tuple(args.samplers), num_levels=args.levels,
-              num_steps=args.mcmc_steps, workers=args.workers)
+def main(argv: list[str] | None = None) -> None:
+    c = parse_config("digits", __doc__, argv)
+    res = run(c["out"], n=c["n"], seeds=tuple(range(c["seeds"])), scales=tuple(c["scales"]),
+              kinds=tuple(c["kinds"]), samplers=tuple(c["samplers"]), num_levels=c["levels"],
+              num_steps=c["mcmc_steps"], workers=c["workers"])
     print(res["table"])
-    print(f"\n{res['elapsed_s']:.0f} s; outputs in {args.out}")
+    print(f"\n{res['elapsed_s']:.0f} s; outputs in {c['out']}")
 
 
 if __name__ == "__main__":

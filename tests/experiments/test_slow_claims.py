@@ -5,7 +5,7 @@ import pytest
 
 @pytest.mark.slow
 def test_mcmc_beats_reverse_diffusion_on_the_learned_product(tmp_path):
-    from recompose.experiments.toy2d import run
+    from experiments.toy2d import run
 
     res = run(tmp_path / "toy2d", n=500, seeds=(0, 1), compositions=("product",),
               progress=False)

@@ -1,0 +1,46 @@
+"""The experiment scripts' shared plumbing: configs, overrides, output folders, tables."""
+
+import json
+
+import pytest
+
+from experiments.common import CONFIG_DIR, load_config, markdown_table, parse_config
+
+
+def test_every_config_is_valid_json_with_an_output_folder():
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+    assert names == ["analytic_product", "clevr", "digits", "toy2d"]
+    for name in names:
+        assert "out" in load_config(name)
+
+
+def test_options_override_the_checked_in_protocol(tmp_path):
+    c = parse_config("toy2d", "", ["--n", "7", "--compositions", "product", "--out",
+                                   str(tmp_path / "o")])
+    assert c["n"] == 7 and c["compositions"] == ["product"]
+    assert c["seeds"] == load_config("toy2d")["seeds"]
+
+
+def test_an_earlier_run_is_never_overwritten_without_asking(tmp_path, capsys):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "table.md").write_text("results of an earlier run")
+    with pytest.raises(SystemExit) as err:
+        parse_config("clevr", "", ["--out", str(out)])
+    assert err.value.code == 2 and "--overwrite" in capsys.readouterr().err
+    assert (out / "table.md").read_text() == "results of an earlier run"
+    assert parse_config("clevr", "", ["--out", str(out), "--overwrite"])["out"] == out
+
+
+def test_markdown_table():
+    assert markdown_table(["a", "b"], [[1, "x"], [2.5, "y"]]) == (
+        "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | y |")
+
+
+def test_analytic_product_writes_its_outputs(tmp_path):
+    from experiments.analytic_product import main
+
+    out = tmp_path / "ap"
+    main(["--n", "50", "--seeds", "2", "--levels", "3", "--mcmc-steps", "1", "--out", str(out)])
+    assert json.loads((out / "config.json").read_text())["n"] == 50
+    assert (out / "table.md").read_text().startswith("| sampler |")
