@@ -17,10 +17,10 @@ import statistics
 import torch
 
 from recompose import GaussianMixture, gmm_product, sample
-from recompose.io import atomic_dir
+from recompose.io import run_folder
 from recompose.metrics import energy_distance, wasserstein2
 
-from .common import markdown_table, parse_config
+from .common import markdown_table, parse_config, script
 
 __all__ = ["problem", "run"]
 
@@ -81,13 +81,14 @@ def markdown(rows: list[dict]) -> str:
     return markdown_table(list(rows[0]), [list(r.values()) for r in rows])
 
 
+@script
 def main(argv: list[str] | None = None) -> None:
     config = parse_config("analytic_product", __doc__, argv)
     torch.set_num_threads(1)
     rows = run(config["n"], tuple(range(config["seeds"])), config["levels"],
                config["mcmc_steps"], progress=True)
     table = markdown(rows)
-    with atomic_dir(config["out"]) as tmp:
+    with run_folder(config["out"], config["overwrite"]) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
         (tmp / "table.md").write_text(table + "\n")
     print(table)

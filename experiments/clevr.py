@@ -40,12 +40,12 @@ from torch import Tensor
 
 from recompose.compose import conjunction
 from recompose.data.clevr import SceneSpec, make_scenes, object_positions
-from recompose.io import atomic_dir
+from recompose.io import run_folder
 from recompose.models.base import DiffusionModel
 from recompose.models.loading import load_model, shipped_path
 from recompose.sampling import sample
 
-from .common import markdown_table, parse_config
+from .common import markdown_table, parse_config, script
 from .evaluators import load_evaluator
 
 __all__ = ["compose_positions", "Checker", "load_clevr", "request_positions", "score_images",
@@ -175,7 +175,7 @@ def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
         ks: tuple[int, ...] = (1, 2, 3, 4, 5),
         num_levels: int = 50, num_steps: int = 4, steps_sweep: tuple[int, ...] = (1, 2, 4, 8),
         sweep_k: int = 4, sweep_samplers: tuple[str, ...] = ("ula", "mala", "hmc"),
-        threads: int = 2, progress: bool = True) -> dict:
+        threads: int = 2, progress: bool = True, overwrite: bool = False) -> dict:
     """Accuracy vs K for every sampler cell, accuracy vs MCMC steps, image grids; all outputs
     written atomically into ``out``."""
     from tqdm.auto import tqdm
@@ -221,7 +221,7 @@ def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
                      "recall": _agg(rev, "recall"), "network_evals": rev[0]["network_evals"]})
     elapsed = time.perf_counter() - start
     tables = markdown(rows, sweep, floor, ks, n * len(seeds))
-    with atomic_dir(out) as tmp:
+    with run_folder(out, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "metrics.json").write_text(json.dumps(
             {"rows": rows, "sweep": sweep, "checker": floor, "elapsed_s": elapsed}, indent=1))
@@ -276,12 +276,14 @@ def _figures(out: Path, cells: list[dict], k: int, num_steps: int) -> None:
         fig.savefig(out / f"clevr_K{k}.png", dpi=130)
 
 
+@script
 def main(argv: list[str] | None = None) -> None:
     c = parse_config("clevr", __doc__, argv)
     res = run(c["out"], n=c["n"], seeds=tuple(range(c["seeds"])), ks=tuple(c["ks"]),
               num_levels=c["levels"], num_steps=c["mcmc_steps"],
               steps_sweep=tuple(c["steps_sweep"]), sweep_k=c["sweep_k"],
-              sweep_samplers=tuple(c["sweep_samplers"]), threads=c["threads"])
+              sweep_samplers=tuple(c["sweep_samplers"]), threads=c["threads"],
+              overwrite=c["overwrite"])
     print(res["table"])
     print(f"\n{res['elapsed_s']:.0f} s; outputs in {c['out']}")
 

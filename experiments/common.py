@@ -8,12 +8,20 @@ used is saved with the results (``OUT/config.json``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import os
-from collections.abc import Sequence
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from multiprocessing import get_context
 from pathlib import Path
 
-__all__ = ["CONFIG_DIR", "load_config", "parse_config", "prepare_out", "markdown_table"]
+import torch
+
+from recompose.io import RunFolderError, check_run_folder
+
+__all__ = ["CONFIG_DIR", "load_config", "parse_config", "markdown_table", "map_in_workers",
+           "script"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -45,22 +53,11 @@ def parse_config(name: str, description: str, argv: list[str] | None = None) -> 
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of an earlier run in --out")
     args = vars(parser.parse_args(argv))
-    overwrite = args.pop("overwrite")
-    if "out" in args:
-        prepare_out(args["out"], overwrite, parser)
+    try:  # before any work: a folder we can write, and never someone else's files
+        check_run_folder(args["out"], args["overwrite"])
+    except RunFolderError as err:
+        parser.error(str(err))
     return args
-
-
-def prepare_out(out: Path, overwrite: bool, parser: argparse.ArgumentParser) -> None:
-    """Refuse, before any work, a folder we cannot write or one holding earlier results."""
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        parser.error(f"{out} exists and is not empty (a previous run's results); pass "
-                     "--overwrite or choose another --out")
-    probe = out.resolve()
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        parser.error(f"cannot write to {out}: {probe} is not a writable folder")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -68,3 +65,53 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def map_in_workers(fn: Callable, tasks: Sequence, workers: int, desc: str,
+                   progress: bool = True) -> list:
+    """``[fn(t) for t in tasks]`` in ``workers`` spawned processes of one thread each, in
+    order. Any exception or interrupt in the parent (Ctrl-C, SIGTERM) terminates the workers
+    at once instead of waiting for the queued tasks."""
+    from tqdm.auto import tqdm
+
+    pool = get_context("spawn").Pool(workers, initializer=_one_thread)
+    try:
+        results = list(tqdm(pool.imap(fn, tasks), total=len(tasks), desc=desc,
+                            disable=not progress))
+        pool.close()
+        return results
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+class _Terminated(KeyboardInterrupt):
+    pass
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+def script(main: Callable[..., None]) -> Callable[..., None]:
+    """An experiment's entry point: SIGTERM stops it like Ctrl-C, and either ends it with one
+    line (what was kept) and exit code 143 / 130 instead of a traceback."""
+
+    @functools.wraps(main)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        signal.signal(signal.SIGTERM, _terminate)
+        try:
+            main(*args, **kwargs)
+        except KeyboardInterrupt as err:
+            term = isinstance(err, _Terminated)
+            print(f"{'terminated' if term else 'interrupted'}: no results were written (an "
+                  "earlier run's results are untouched)", file=sys.stderr)
+            sys.exit(143 if term else 130)
+
+    return wrapper

@@ -32,8 +32,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +40,7 @@ from torch import Tensor
 
 from recompose.compose import cfg, guide
 from recompose.data.digits import digits_split
-from recompose.io import atomic_dir
+from recompose.io import run_folder
 from recompose.metrics import frechet_distance, mean_pairwise_distance
 from recompose.models.base import DiffusionModel
 from recompose.models.classifier import ClassifierFactor
@@ -50,7 +48,7 @@ from recompose.models.loading import load_model, shipped_path
 from recompose.sampling import sample
 from recompose.training.classifier import load_classifier
 
-from .common import markdown_table, parse_config
+from .common import map_in_workers, markdown_table, parse_config, script
 from .evaluators import load_evaluator
 
 __all__ = ["KINDS", "SAMPLERS", "SCALES", "digits_file", "load_digits", "guided",
@@ -124,10 +122,6 @@ def evaluate(x: Tensor, y: Tensor, ev: Evaluator) -> dict:
             "fd": frechet_distance(f, ev.f_test),
             "fd_class": statistics.mean(per_class_fd), "fd_per_class": per_class_fd,
             "diversity": statistics.mean(diversity)}
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)
 
 
 def _run_cell(task: dict) -> dict:
@@ -206,9 +200,8 @@ def _figures(out: Path, cells: list[dict], scales: tuple[float, ...]) -> None:
 def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2),
         scales: tuple[float, ...] = SCALES, kinds: tuple[str, ...] = KINDS,
         samplers: tuple[str, ...] = SAMPLERS, num_levels: int = 100, num_steps: int = 3,
-        workers: int = 2, progress: bool = True) -> dict:
+        workers: int = 2, progress: bool = True, overwrite: bool = False) -> dict:
     """Sample every cell in worker processes, evaluate, write outputs atomically into ``out``."""
-    from tqdm.auto import tqdm
 
     out = Path(out)
     config = {"n": n, "seeds": list(seeds), "scales": list(scales), "kinds": list(kinds),
@@ -221,19 +214,14 @@ def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2),
              for k in kinds for w in scales for s in samplers for seed in seeds]
     cost = {"reverse": 1, "ula": 4, "uhmc": 4, "mala": 4, "hmc": 10}
     tasks.sort(key=lambda t: -cost[t["sampler"]] * (2 if t["kind"] == "cfg" else 1))
-    cells = []
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                             initializer=_worker_init) as pool:
-        futures = [pool.submit(_run_cell, t) for t in tasks]
-        for f in tqdm(futures, desc="digits cells", disable=not progress):
-            cell = f.result()
-            cell["metrics"] = evaluate(torch.as_tensor(cell["x"]), labels_for(n), ev)
-            cells.append(cell)
+    cells = map_in_workers(_run_cell, tasks, workers, "digits cells", progress)
+    for cell in cells:
+        cell["metrics"] = evaluate(torch.as_tensor(cell["x"]), labels_for(n), ev)
     rows = _summary(cells)
     floor = real_floor(ev)
     table = markdown(rows, floor)
     elapsed = time.perf_counter() - start
-    with atomic_dir(out) as tmp:
+    with run_folder(out, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "metrics.json").write_text(json.dumps(
             {"rows": rows, "real": floor, "elapsed_s": elapsed,
@@ -245,11 +233,12 @@ def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2),
     return {"rows": rows, "real": floor, "table": table, "elapsed_s": elapsed}
 
 
+@script
 def main(argv: list[str] | None = None) -> None:
     c = parse_config("digits", __doc__, argv)
     res = run(c["out"], n=c["n"], seeds=tuple(range(c["seeds"])), scales=tuple(c["scales"]),
               kinds=tuple(c["kinds"]), samplers=tuple(c["samplers"]), num_levels=c["levels"],
-              num_steps=c["mcmc_steps"], workers=c["workers"])
+              num_steps=c["mcmc_steps"], workers=c["workers"], overwrite=c["overwrite"])
     print(res["table"])
     print(f"\n{res['elapsed_s']:.0f} s; outputs in {c['out']}")
 

@@ -26,8 +26,6 @@ import json
 import math
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +33,11 @@ import torch
 
 from recompose.cli.demo import NEGATION_ALPHA, build, mixture_normalizers
 from recompose.data.targets2d import TARGETS
-from recompose.io import atomic_dir
+from recompose.io import run_folder
 from recompose.metrics import wasserstein2
 from recompose.sampling import sample
 
-from .common import markdown_table, parse_config
+from .common import map_in_workers, markdown_table, parse_config, script
 
 __all__ = ["CELLS", "ANCHOR", "run", "main"]
 
@@ -73,10 +71,6 @@ ANCHOR = {
     ("negation", "hmc"): {"support": 0.63, "W2": 0.324},
 }
 ANCHOR |= {("negation_r3", s): v for (c, s), v in list(ANCHOR.items()) if c == "negation"}
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)
 
 
 def _target_draws(composition: str, seed: int, n_target: int) -> torch.Tensor:
@@ -113,9 +107,9 @@ def _cells_for(composition: str) -> list[tuple[str, str]]:
 
 def run(out: Path, n: int = 500, seeds: tuple[int, ...] = (0, 1, 2), num_levels: int = 100,
         num_steps: int = 10, workers: int = 2, n_target: int = 2000,
-        compositions: tuple[str, ...] = COMPOSITIONS, progress: bool = True) -> dict:
+        compositions: tuple[str, ...] = COMPOSITIONS, progress: bool = True,
+        overwrite: bool = False) -> dict:
     """Run every cell, write ``out/{config,metrics}.json``, samples, table and figures."""
-    from tqdm.auto import tqdm
 
     out = Path(out)
     config = {"n": n, "seeds": list(seeds), "num_levels": num_levels, "num_steps": num_steps,
@@ -130,13 +124,9 @@ def run(out: Path, n: int = 500, seeds: tuple[int, ...] = (0, 1, 2), num_levels:
     cost = {"reverse": 1, "ula": 11, "mala": 11, "uhmc": 31, "hmc": 31}
     tasks.sort(key=lambda t: -cost[t["sampler"]] * (2 if t["parameterization"] == "energy"
                                                     else 1))
-    results = []
-    ctx = get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-        futures = [pool.submit(_run_cell, t) for t in tasks]
-        for f in tqdm(futures, desc="toy2d cells", disable=not progress):
-            results.append(f.result())
+    results = map_in_workers(_run_cell, tasks, workers, "toy2d cells", progress)
     # Keep the expensive part safe until the outputs are in place (never lose the sampling).
+    out = Path(out).resolve()
     raw = out.with_name(f"{out.name}.cells.json")
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps([{**r, "x": r["x"].tolist()} for r in results]))
@@ -159,7 +149,7 @@ def run(out: Path, n: int = 500, seeds: tuple[int, ...] = (0, 1, 2), num_levels:
     elapsed = time.perf_counter() - start
     summary = _summarise(rows)
     table = markdown(summary)
-    with atomic_dir(out) as tmp:  # all outputs appear together, or not at all
+    with run_folder(out, overwrite) as tmp:  # all outputs appear together, or not at all
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "metrics.json").write_text(json.dumps({"rows": summary, "elapsed_s": elapsed},
                                                      indent=2))
@@ -242,11 +232,12 @@ def _figures(out: Path, samples: dict, rows: dict, compositions: tuple[str, ...]
             fig.savefig(out / f"acceptance_{comp}_{s}.png", dpi=110)
 
 
+@script
 def main(argv: list[str] | None = None) -> None:
     c = parse_config("toy2d", __doc__, argv)
     res = run(c["out"], n=c["n"], seeds=tuple(range(c["seeds"])), num_levels=c["levels"],
               num_steps=c["mcmc_steps"], workers=c["workers"], n_target=c["n_target"],
-              compositions=tuple(c["compositions"]))
+              compositions=tuple(c["compositions"]), overwrite=c["overwrite"])
     print(res["table"])
     print(f"\n{res['elapsed_s']:.0f} s; outputs in {c['out']}")
 

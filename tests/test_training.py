@@ -98,7 +98,7 @@ def test_shipped_models_load_and_fit_their_data(name):
 
 
 def test_pretrained_errors():
-    with pytest.raises(KeyError, match="unknown pretrained model"):
+    with pytest.raises(ValueError, match="unknown pretrained model"):
         pretrained("nope")
     with pytest.raises(ValueError):
         pretrained("ring", "eps")

@@ -19,33 +19,8 @@ from .schedules import CosineSchedule, LinearSchedule, Schedule, get_schedule
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DiffusionModel",
-    "GaussianMixture",
-    "gmm_product",
-    "pretrained",
-    "load_model",
-    "Product",
-    "Power",
-    "Mixture",
-    "product",
-    "power",
-    "mixture",
-    "cfg",
-    "guide",
-    "conjunction",
-    "normalize",
-    "parse",
-    "sample",
-    "SAMPLERS",
-    "SampleResult",
-    "SampleInfo",
-    "Schedule",
-    "CosineSchedule",
-    "LinearSchedule",
-    "get_schedule",
-    "CapabilityError",
-    "CompositionError",
-    "ExpressionError",
-    "mcmc",
-]
+__all__ = ["DiffusionModel", "GaussianMixture", "gmm_product", "pretrained", "load_model",
+           "Product", "Power", "Mixture", "product", "power", "mixture", "cfg", "guide",
+           "conjunction", "normalize", "parse", "sample", "SAMPLERS", "SampleResult", "SampleInfo",
+           "Schedule", "CosineSchedule", "LinearSchedule", "get_schedule", "CapabilityError",
+           "CompositionError", "ExpressionError", "mcmc"]

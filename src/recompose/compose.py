@@ -29,9 +29,7 @@ when every ``Eᵢ`` is the exact ``−log p^i_t`` (analytic models) or the parts
 unknown constant. Learned energies are defined up to ``c_i(t)``; see :mod:`recompose.models`.
 
 The operators ``a * b``, ``a / b``, ``a ** w`` and ``a + b`` are defined at the end of this
-module, with the algebra they spell, and installed on
-:class:`~recompose.models.base.DiffusionModel` (which cannot import this module: it is imported
-by it).
+module and installed on :class:`~recompose.models.base.DiffusionModel` (which this module imports).
 """
 
 from __future__ import annotations
@@ -52,11 +50,8 @@ __all__ = ["Product", "Power", "Mixture", "product", "power", "mixture", "cfg", 
 
 def _check_compatible(parts: Sequence[DiffusionModel], what: str,
                       roles: Sequence[str] | None = None) -> None:
-    """Raise unless ``parts`` are models of one data shape under one noise schedule.
-
-    ``roles`` names the parts in messages (default ``part 1``, ``part 2``, …), so the error says
-    which argument does not match.
-    """
+    """Raise unless ``parts`` are models of one data shape under one noise schedule; ``roles``
+    names them in messages (default ``part 1``, ``part 2``, …)."""
     if not parts:
         raise CompositionError(f"{what} needs at least one model")
     roles = [f"part {i + 1}" for i in range(len(parts))] if roles is None else list(roles)
@@ -67,23 +62,30 @@ def _check_compatible(parts: Sequence[DiffusionModel], what: str,
     first = parts[0]
     for role, p in zip(roles[1:], parts[1:]):
         if p.schedule != first.schedule:
-            raise CompositionError(
-                f"cannot form {what}: noise schedules differ, {role} ({p.describe()}) uses "
-                f"{p.schedule} but {roles[0]} ({first.describe()}) uses {first.schedule}; "
-                "compose models trained with the same schedule"
-            )
+            raise CompositionError(f"cannot form {what}: noise schedules differ, {role} "
+                                   f"({p.describe()}) uses {p.schedule} but {roles[0]} "
+                                   f"({first.describe()}) uses {first.schedule}; compose models "
+                                   "trained with the same schedule")
         if tuple(p.event_shape) != tuple(first.event_shape):
-            raise CompositionError(
-                f"cannot form {what}: data shapes differ, {role} ({p.describe()}) has "
-                f"{tuple(p.event_shape)} but {roles[0]} ({first.describe()}) has "
-                f"{tuple(first.event_shape)}"
-            )
+            raise CompositionError(f"cannot form {what}: data shapes differ, {role} "
+                                   f"({p.describe()}) has {tuple(p.event_shape)} but {roles[0]} "
+                                   f"({first.describe()}) has {tuple(first.event_shape)}")
 
 
 def _check_weight(w: float, what: str) -> float:
     w = float(w)
     if not math.isfinite(w):
         raise CompositionError(f"{what} must be finite, got {w}")
+    return w
+
+
+def _check_weights(weights: Sequence[float], n: int, noun: str) -> list[float]:
+    """Mixture weights: one per part, finite and positive (as floats)."""
+    if len(weights) != n:
+        raise CompositionError(f"got {len(weights)} weights for {n} {noun}")
+    w = [_check_weight(v, "a mixture weight") for v in weights]
+    if any(v <= 0 for v in w):
+        raise CompositionError(f"mixture weights must be positive, got {list(weights)}")
     return w
 
 
@@ -160,11 +162,8 @@ class Product(DiffusionModel):
 def _plan_calls(factors: Sequence[DiffusionModel]
                 ) -> tuple[list[DiffusionModel], list[DiffusionModel]]:
     """Split a product's factors into those evaluated on their own and one stacked model per
-    network shared by two or more factors (``network.stacked(conditions, exponents)``).
-
-    Order is kept (factors that cannot share first, then lone views, then the groups), so the
-    sums are taken in one fixed order.
-    """
+    network shared by two or more factors; the order (unshareable factors, lone views, groups)
+    is fixed, so the sums are too."""
     groups: dict[DiffusionModel, list[tuple[DiffusionModel, Tensor | None, float]]] = {}
     single: list[DiffusionModel] = []
     for f in factors:
@@ -191,22 +190,15 @@ class Mixture(DiffusionModel):
         _check_compatible(parts, "a mixture")
         for p in parts:
             if not p.has_energy:
-                raise CapabilityError(
-                    f"a mixture needs each part's energy (an unnormalised density), but "
-                    f"{p.describe()} is score-only; use energy-parameterised models"
-                )
-        if len(weights) != len(parts):
-            raise CompositionError(f"got {len(weights)} weights for {len(parts)} parts")
-        w = [_check_weight(v, "a mixture weight") for v in weights]
-        if any(v <= 0 for v in w):
-            raise CompositionError(f"mixture weights must be positive, got {w}")
+                raise CapabilityError(f"a mixture needs each part's energy (an unnormalised "
+                                      f"density), but {p.describe()} is score-only; use "
+                                      "energy-parameterised models")
+        w = _check_weights(weights, len(parts), "parts")
         total = sum(w)
         self.parts = nn.ModuleList(parts)
         self.weights = tuple(v / total for v in w)
-        self.register_buffer(
-            "log_weights", torch.log(torch.tensor(self.weights, dtype=torch.float64)),
-            persistent=False,
-        )
+        self.register_buffer("log_weights", torch.log(torch.tensor(self.weights,
+                             dtype=torch.float64)), persistent=False)
         self.schedule = parts[0].schedule
         self.event_shape = tuple(parts[0].event_shape)
         self.has_energy = True
@@ -280,12 +272,7 @@ def mixture(models: Sequence[DiffusionModel], weights: Sequence[float] | None = 
     """
     models = list(models)
     weights = [1.0] * len(models) if weights is None else list(weights)
-    if len(weights) != len(models):
-        raise CompositionError(f"got {len(weights)} weights for {len(models)} models")
-    for w in weights:
-        _check_weight(w, "a mixture weight")
-    if any(w <= 0 for w in weights):
-        raise CompositionError(f"mixture weights must be positive, got {weights}")
+    _check_weights(weights, len(models), "models")
     total = sum(weights)
     parts: list[DiffusionModel] = []
     flat: list[float] = []
@@ -344,18 +331,15 @@ def conjunction(model: DiffusionModel, conditions: Sequence[object], plain: bool
 
 
 # ------------------------------------------------------------------------ operators
-# Installed on DiffusionModel below: ``a * b``, ``a / b``, ``a ** w``, ``a + b`` act on densities
-# exactly as on numbers. A number where a model is expected is refused (diffusers: fail loudly
-# rather than guess what the user meant).
+# A number where a model is expected is refused (diffusers: fail loudly rather than guess).
 def _mul(self: DiffusionModel, other: object) -> DiffusionModel:
     """``a * b``: the product."""
     if isinstance(other, DiffusionModel):
         return product([self, other])
     if isinstance(other, Real):
-        raise TypeError(
-            "multiplying a model by a number is ambiguous: use `model ** w` for a "
-            "guidance strength or `recompose.mixture([a, b], weights=[...])` for weights"
-        )
+        raise TypeError("multiplying a model by a number is ambiguous: use `model ** w` for a "
+                        "guidance strength or `recompose.mixture([a, b], weights=[...])` for "
+                        "weights")
     return NotImplemented
 
 
@@ -379,9 +363,8 @@ def _add(self: DiffusionModel, other: object) -> DiffusionModel:
     """``a + b``: the equal-weight mixture."""
     if isinstance(other, DiffusionModel):
         return mixture([self, other])
-    raise TypeError(
-        "adding a number to a model is meaningless; `a + b` is the equal-weight mixture"
-    )
+    raise TypeError("adding a number to a model is meaningless; `a + b` is the equal-weight "
+                    "mixture")
 
 
 DiffusionModel.__mul__ = DiffusionModel.__rmul__ = _mul

@@ -20,26 +20,20 @@ text                                Python it evaluates                         
                                     ``grid``, ``extent``, ``t_min``)
 ==================================  ===========================================  =========
 
-Precedence and associativity are Python's, because the text is parsed by :func:`ast.parse`:
-``**`` binds tightest and associates right (``A ** 2 ** 3 = A ** 8``), a unary minus on its
-right binds first (``A ** -2``) while ``-2 ** 2 = -(2 ** 2)``; ``*`` and ``/`` associate left
-(``A / B / C = (A / B) / C``); ``+`` binds loosest and associates left, so ``A + B + C`` is
-``(A + B) + C`` with weights ``(¼, ¼, ½)``, exactly as in Python (write ``mix(A, B, C)`` for
-thirds). Arithmetic between numbers (``*``, ``/``, ``**``, ``+``, unary ``-``) is folded in
-double precision. A number times a model is refused, as in Python: a strength is ``A ** w``,
-a weight belongs in ``mix(..., weights=[...])``.
+Precedence and associativity are Python's (the text is parsed by :func:`ast.parse`):
+``A ** 2 ** 3 = A ** 8``, ``A ** -2`` works while ``-2 ** 2 = -(2 ** 2)``, ``A / B / C =
+(A / B) / C``, and ``A + B + C = (A + B) + C`` has weights ``(¼, ¼, ½)`` (``mix(A, B, C)``
+gives thirds). Arithmetic between numbers is folded in double precision. A number times a
+model is refused: a strength is ``A ** w``, a weight belongs in ``mix(..., weights=[...])``.
 
-Nothing else is accepted: no attribute access, subscripts, strings, other calls, comparisons
-or lambdas; nothing is ever passed to ``eval``/``exec``/``compile`` to code. The syntax tree is
-walked, and the model built, with explicit stacks: a flat chain of 10⁵ factors parses in about
-a second (building it costs what the same Python operators cost, one composite per operator).
-CPython's own parser refuses nesting deeper than 200 parentheses or a few thousand ``**`` or
-unary ``-``; that is reported as an :class:`ExpressionError`, never a ``RecursionError``.
+Nothing else is accepted (no attributes, subscripts, strings, other calls, comparisons or
+lambdas), and nothing reaches ``eval``/``exec``/``compile``. The tree is walked, and the model
+built, with explicit stacks: a flat chain of 10⁵ factors parses in about a second. Nesting
+beyond CPython's parser limits is an :class:`ExpressionError`, never a ``RecursionError``.
 
-Mixtures of learned energies need ``normalize``: a learned energy is defined up to a
-``t``-dependent constant, which would silently re-weight the mixture. Nothing normalises
-behind the user's back, in Python or on the command line (see
-:mod:`recompose.models.normalization`).
+Mixtures of learned energies need ``normalize`` (a learned energy is defined up to a
+``t``-dependent constant, which would re-weight the mixture); nothing normalises behind the
+user's back (see :mod:`recompose.models.normalization`).
 """
 
 from __future__ import annotations
@@ -65,19 +59,15 @@ _NORMALIZE_KEYWORDS = {"num_times": int, "grid": int, "extent": float, "t_min": 
 
 
 class ExpressionError(ValueError):
-    """A syntax, name or type error in an expression, with its 1-based ``column``.
-
-    ``name`` is the unbound name for an unknown-name error (``None`` otherwise), so a caller
-    can say how to bind it.
-    """
+    """A syntax, name or type error in an expression, with its 1-based ``column``; ``name`` is
+    the unbound name of an unknown-name error (else ``None``)."""
 
     def __init__(self, message: str, column: int, text: str, name: str | None = None) -> None:
         super().__init__(f"{message} (column {column})")
         self.message, self.column, self.text, self.name = message, column, text, name
 
     def pretty(self, width: int = 72) -> str:
-        """The message, the text (a window of ``width`` characters) and a caret under the
-        column."""
+        """The message, the text (a window of ``width`` characters), a caret under the column."""
         text, col = self.text, self.column
         start = 0
         if len(text) > width:
@@ -116,13 +106,9 @@ _OPS = {ast.Sub: "'-' between two terms", ast.FloorDiv: "'//'", ast.Mod: "'%'",
 
 
 class _Compiler:
-    """Checks a syntax tree against the whitelist and lowers it to a postfix program.
-
-    Numbers are folded here; each model-valued node appends one instruction, in post-order, so
-    running the program with a stack rebuilds the tree bottom-up without recursion. Every
-    error that does not depend on the models themselves is raised here, before any model
-    (or a quadrature) is built.
-    """
+    """Checks a syntax tree against the whitelist and lowers it to a postfix program (numbers
+    folded; one instruction per model-valued node, in post-order), raising every error that does
+    not depend on the models before any model is built."""
 
     def __init__(self, text: str, names: Collection[str] | None) -> None:
         self.text, self.names = text, names
@@ -134,8 +120,7 @@ class _Compiler:
         return _char_column(self.text, node.col_offset)
 
     def op_column(self, node: ast.BinOp) -> int:
-        """Column of a binary operator: the first character after the left operand that is
-        neither a space nor a closing parenthesis (comments cannot occur: one line)."""
+        """Column of a binary operator: the first non-space, non-')' after the left operand."""
         i = _char_column(self.text, node.left.end_col_offset) - 1
         while i < len(self.text) and self.text[i] in " )":
             i += 1
@@ -358,13 +343,11 @@ def _char_column(text: str, byte_offset: int) -> int:
 
 
 def _python_ast(text: str) -> ast.Expression:
-    """``ast.parse`` in eval mode, with its failures turned into :class:`ExpressionError`.
+    """``ast.parse`` in eval mode, failures turned into :class:`ExpressionError`.
 
-    CPython builds the Python-level tree recursively, so a flat chain of a few thousand
-    operators exceeds the default recursion limit; such texts are parsed again in a helper
-    thread with a large stack and a recursion limit sized to the text (at most
-    ``MAX_LENGTH``), which keeps the C recursion within that stack. The recursion limit is
-    process-wide: it is raised only while that thread parses, then restored.
+    A flat chain of a few thousand operators exceeds the default recursion limit of CPython's
+    recursive tree builder; such texts are parsed again in a thread with a large stack and a
+    recursion limit sized to the text (process-wide, so restored right after).
     """
     try:
         return ast.parse(text, mode="eval")
@@ -444,11 +427,9 @@ def check(text: str, names: Collection[str] | None = None) -> tuple[str, ...]:
 
 
 def parse(text: str, env: Mapping[str, DiffusionModel]) -> DiffusionModel:
-    """Build the model an expression describes from the models bound in ``env``.
-
-    ``parse("A * B**-0.3", env)`` is ``env["A"] * env["B"]**-0.3``, ``parse("A + B", env)``
-    is ``recompose.mixture([A, B])``: each operator is evaluated with the Python operator or
-    function it spells (grammar in the module docstring).
+    """Build the model an expression describes from the models bound in ``env``:
+    ``parse("A * B**-0.3", env)`` is ``env["A"] * env["B"]**-0.3`` (grammar in the module
+    docstring).
 
     Args:
         text: the expression, e.g. ``"mix(normalize(A), normalize(B), weights=[0.3, 0.7])"``.
@@ -459,9 +440,8 @@ def parse(text: str, env: Mapping[str, DiffusionModel]) -> DiffusionModel:
 
     Raises:
         ExpressionError: syntax, unknown names, or a number where a model belongs (with the
-            column). Errors of the algebra itself (e.g. a mixture of score-only models,
-            :class:`~recompose.errors.CapabilityError`) propagate unchanged, with a note
-            giving the column.
+            column). Errors of the algebra itself (e.g. :class:`~recompose.errors.CapabilityError`)
+            propagate unchanged, with a note giving the column.
     """
     for key, value in env.items():
         if not isinstance(value, DiffusionModel):

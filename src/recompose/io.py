@@ -9,6 +9,14 @@ A *training checkpoint* is a folder holding ``model.safetensors`` (as above, EMA
 ``state_dict``, read with ``torch.load(weights_only=True)``) and ``trainer.json``.
 Every write goes to a temporary sibling and is moved into place with ``os.replace``, so an
 interrupted write never leaves a half-written checkpoint.
+
+A *run folder* (``--out`` of the command line, the experiments' outputs) may be shared with the
+user's own files, so :class:`run_folder` never deletes what recompose did not write: a run
+records the entries it wrote in ``.recompose-run.json``; a later run into the same folder needs
+``overwrite=True``, is refused where no such record exists (a folder of someone else's files),
+and replaces only the recorded entries. Outputs are assembled in a hidden ``.recompose-tmp-*``
+folder inside the run folder and moved in when complete; a killed run's leftover is removed by
+the next run into the same place. :func:`check_run_folder` says all this before any work.
 """
 
 from __future__ import annotations
@@ -29,6 +37,10 @@ __all__ = [
     "read_model_file",
     "atomic_write_text",
     "atomic_dir",
+    "RunFolderError",
+    "RUN_RECORD",
+    "check_run_folder",
+    "run_folder",
 ]
 
 FORMAT = "recompose-model-v1"
@@ -133,3 +145,94 @@ class atomic_dir:  # noqa: N801 - used as a context manager, reads like a functi
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+RUN_RECORD = ".recompose-run.json"
+_TMP_PREFIX = ".recompose-tmp-"
+
+
+class RunFolderError(ValueError):
+    """An output folder that cannot be used: not writable, or holding files we did not write."""
+
+
+def _recorded(folder: Path) -> list[str] | None:
+    """The entries a previous run wrote into ``folder``, or None if it holds no run record."""
+    try:
+        return list(json.loads((folder / RUN_RECORD).read_text())["entries"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_run_folder(out: Path | str, overwrite: bool = False) -> Path:
+    """Check before any work that ``out`` can receive a run's outputs; return it resolved.
+
+    Raises :class:`RunFolderError` if ``out`` is not a creatable, writable folder, if it holds
+    files and ``overwrite`` is False, or if ``overwrite`` is True but the folder's files are not
+    a previous recompose run (then nothing would be safe to replace).
+    """
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out} is a file, not a folder; choose another output folder")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunFolderError(f"cannot create {out}: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunFolderError(f"cannot write to {out}: {probe} is not writable")
+    if not out.exists():
+        return out
+    present = [p.name for p in out.iterdir() if not p.name.startswith(_TMP_PREFIX)]
+    if not present:
+        return out
+    if not overwrite:
+        raise RunFolderError(f"{out} is not empty; pass --overwrite to replace a previous "
+                             "recompose run there, or choose another output folder")
+    if _recorded(out) is None:
+        raise RunFolderError(f"{out} holds files that recompose did not write (no {RUN_RECORD}"
+                             "); it will not replace them: choose another output folder")
+    return out
+
+
+class run_folder:  # noqa: N801 - used as a context manager, reads like a function
+    """``with run_folder(out, overwrite) as tmp:`` write the outputs into ``tmp``.
+
+    On success they replace the previous run's recorded entries in ``out`` (files the user put
+    there are untouched) and the record lists the new entries; on an exception nothing in
+    ``out`` changes and ``tmp`` is removed.
+    """
+
+    def __init__(self, out: Path | str, overwrite: bool = False) -> None:
+        self.out = check_run_folder(out, overwrite)
+
+    def __enter__(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        for stale in self.out.glob(_TMP_PREFIX + "*"):  # a killed run's leftovers
+            shutil.rmtree(stale, ignore_errors=True)
+        self.tmp = Path(tempfile.mkdtemp(dir=self.out, prefix=_TMP_PREFIX))
+        return self.tmp
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        entries = sorted(p.name for p in self.tmp.iterdir())
+        recorded = _recorded(self.out) or []
+        clash = [n for n in entries if (self.out / n).exists() and n not in recorded]
+        if clash:  # a file of the user's where an output goes: keep both, say where
+            kept = self.out / f"recompose-outputs-{self.tmp.name[len(_TMP_PREFIX):]}"
+            os.replace(self.tmp, kept)
+            raise RunFolderError(f"{self.out / clash[0]} was not written by recompose and is "
+                                 f"kept; this run's outputs are in {kept}")
+        try:
+            for name in recorded:  # the previous run's outputs only
+                old = self.out / name
+                if old.is_dir() and not old.is_symlink():
+                    shutil.rmtree(old)
+                else:
+                    old.unlink(missing_ok=True)
+            for name in entries:
+                os.replace(self.tmp / name, self.out / name)
+            atomic_write_text(self.out / RUN_RECORD, json.dumps({"entries": entries}))
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)

@@ -24,20 +24,22 @@ for the step-size rule ``c · σ_t^p`` and its optional adaptation.
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import torch
 from torch import Tensor
 
-from .diffusion.annealed import LevelCallback, SampleResult, annealed_mcmc, reverse_diffusion
+from .diffusion.annealed import (
+    LevelCallback,
+    SampleResult,
+    SamplingWarning,
+    annealed_mcmc,
+    reverse_diffusion,
+)
 from .errors import CapabilityError
 from .mcmc import KERNELS
 from .mcmc.base import Kernel
-from .mcmc.step_sizes import (
-    DEFAULT_STEP,
-    DEFAULT_TARGET_ACCEPT,
-    AcceptanceAdapter,
-    StepSizeRule,
-)
+from .mcmc.step_sizes import DEFAULT_STEP, DEFAULT_TARGET_ACCEPT, AcceptanceAdapter, StepSizeRule
 from .models.base import DiffusionModel, model_device_dtype
 
 __all__ = ["sample", "SAMPLERS"]
@@ -45,9 +47,8 @@ __all__ = ["sample", "SAMPLERS"]
 SAMPLERS = ("reverse", "ula", "uhmc", "mala", "hmc")
 
 
-def _progress_callback(
-    total: int, desc: str, user: LevelCallback | None
-) -> tuple[LevelCallback, object]:
+def _progress_callback(total: int, desc: str, user: LevelCallback | None
+                       ) -> tuple[LevelCallback, object]:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, desc=desc, unit="level", leave=False)
@@ -98,36 +99,23 @@ def _resolve_kernel(sampler: str | None, kernel: Kernel | None, options: dict) -
 
 
 def sample(
-    model: DiffusionModel,
-    n: int,
-    sampler: str | None = None,
-    *,
-    kernel: Kernel | None = None,
-    num_levels: int = 100,
-    num_steps: int | None = None,
-    step_size: float | None = None,
-    step_power: float | None = None,
-    adapt: bool | None = None,
-    target_accept: float | None = None,
-    reverse_step: bool | None = None,
-    denoise: bool | None = None,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    x_init: Tensor | None = None,
-    clip: tuple[float, float] | None = None,
-    callback: LevelCallback | None = None,
-    progress: bool = False,
-    **kernel_options: object,
+    model: DiffusionModel, n: int, sampler: str | None = None, *, kernel: Kernel | None = None,
+    num_levels: int = 100, num_steps: int | None = None, step_size: float | None = None,
+    step_power: float | None = None, adapt: bool | None = None,
+    target_accept: float | None = None, reverse_step: bool | None = None,
+    denoise: bool | None = None, generator: torch.Generator | None = None,
+    seed: int | None = None, x_init: Tensor | None = None,
+    clip: tuple[float, float] | None = None, callback: LevelCallback | None = None,
+    progress: bool = False, **kernel_options: object,
 ) -> SampleResult:
     """Draw ``n`` samples from ``model`` (any model or composite).
 
     Args:
         model: a :class:`~recompose.DiffusionModel`, e.g. ``a * b ** -0.3``.
         n: number of chains / samples.
-        sampler: ``"reverse" | "ula" | "uhmc" | "mala" | "hmc"`` (default ``"hmc"``), a
-            shortcut for the kernel factory of that name.
-        kernel: a kernel object instead of ``sampler``, e.g.
-            ``rc.mcmc.hmc(num_leapfrog_steps=3, damping=0.5)``; it carries its own settings.
+        sampler: ``"reverse" | "ula" | "uhmc" | "mala" | "hmc"`` (default ``"hmc"``).
+        kernel: a kernel object instead of ``sampler`` (with its own settings), e.g.
+            ``rc.mcmc.hmc(num_leapfrog_steps=3, damping=0.5)``.
         num_levels: noise levels ``T`` (R3: 100).
         num_steps: MCMC steps per level ``K`` (R3 and default: 10). MCMC samplers only.
         step_size: multiplier ``c`` in ``step = c · σ_t^p``; default per sampler (see
@@ -135,17 +123,15 @@ def sample(
         step_power: ``p``; 0 for a constant step. Default 2 for ULA/MALA, 1 for (U-)HMC.
         adapt: adapt ``c`` toward ``target_accept`` (MALA/HMC only); default on for them.
         target_accept: default 0.574 (MALA) / 0.65 (HMC); only when adapting.
-        reverse_step: a DDPM predictor step between levels (free: reuses the kernel's score).
-            Default ``True``. MCMC samplers only.
-        denoise: end with Tweedie's denoiser at the cleanest level, as reverse diffusion does
-            (free); ``False`` returns samples of the cleanest level's target (R3 notebook).
-            Default ``True``. MCMC samplers only.
-        generator: a ``torch.Generator`` on the model's device; or give ``seed``; with neither,
-            torch's default generator is used (unseeded calls differ).
+        reverse_step: a DDPM predictor step between levels (free: reuses the kernel's score;
+            default ``True``). MCMC samplers only.
+        denoise: end with Tweedie's denoiser, as reverse diffusion does (free; default
+            ``True``); ``False`` returns samples of the cleanest level's target. MCMC only.
+        generator: a ``torch.Generator`` on the model's device, or give ``seed`` (with
+            neither, torch's default generator).
         x_init: initial chains at the noisiest level; default ``N(0, I)``.
-        clip: data range ``(lo, hi)`` (e.g. ``(-1, 1)`` for images): clamp Tweedie's ``x̂₀``
-            inside every DDPM step (reverse diffusion, predictor steps, final denoise), as
-            DDPM's ``clip_denoised``; MCMC steps are not clipped. Default: no clipping.
+        clip: data range ``(lo, hi)``: clamp Tweedie's ``x̂₀`` inside every DDPM step, as
+            DDPM's ``clip_denoised`` (MCMC steps are not clipped). Default: no clipping.
         callback: called once per level with a dict (``level``, ``t``, ``x``, …).
         progress: show a progress bar.
         **kernel_options: arguments of the named sampler's kernel factory, e.g.
@@ -156,7 +142,7 @@ def sample(
         :class:`~recompose.diffusion.annealed.SampleResult` with ``.x`` ``(n, *D)`` and ``.info``.
 
     Raises:
-        TypeError: an argument that does not apply to the chosen sampler (named in the message).
+        TypeError: an argument that does not apply to the chosen sampler.
         ValueError: a value out of range, or an unknown sampler name.
     """
     if not isinstance(model, DiffusionModel):
@@ -179,9 +165,7 @@ def sample(
     if generator is not None and seed is not None:
         raise ValueError("give either generator= or seed=, not both")
     if seed is not None:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(int(seed))
-
+        generator = torch.Generator(device=device).manual_seed(int(seed))
     if kernel is not None and kernel.needs_energy and not model.has_energy:
         raise CapabilityError(
             f"{name.upper()} needs energies for its Metropolis-Hastings test but "
@@ -197,9 +181,7 @@ def sample(
         raise ValueError(f"x_init must have shape {(n, *model.event_shape)}")
 
     levels = model.schedule.levels(num_levels)
-    cb, bar = (callback, None)
-    if progress:
-        cb, bar = _progress_callback(num_levels, name, callback)
+    cb, bar = _progress_callback(num_levels, name, callback) if progress else (callback, None)
     if clip is not None:
         clip = (float(clip[0]), float(clip[1]))
         if not clip[0] < clip[1]:
@@ -217,22 +199,20 @@ def sample(
                          "step_power": rule.power, "adapt": adapter is not None,
                          "target_accept": adapter.target if adapter else None,
                          "reverse_step": reverse_step, "denoise": denoise,
-                         **kernel.params}
+                         "metropolis": kernel.needs_energy, **kernel.params}
     finally:
         if bar is not None:
             bar.close()
     result.info.settings = settings
+    result.info.warnings = result.info.problems()
+    for problem in result.info.warnings:  # finished, but say so when the samples are suspect
+        warnings.warn(problem, SamplingWarning, stacklevel=2)
     return result
 
 
-def _step_rule(
-    kernel: Kernel,
-    step_size: float | None,
-    step_power: float | None,
-    adapt: bool | None,
-    target_accept: float | None,
-    device: torch.device,
-) -> tuple[StepSizeRule, AcceptanceAdapter | None]:
+def _step_rule(kernel: Kernel, step_size: float | None, step_power: float | None,
+               adapt: bool | None, target_accept: float | None, device: torch.device
+               ) -> tuple[StepSizeRule, AcceptanceAdapter | None]:
     """The step-size rule ``c · σ^p`` and the optional acceptance adapter for ``kernel``."""
     name = kernel.name
     c, p = DEFAULT_STEP.get(name, (step_size, step_power))
@@ -241,8 +221,7 @@ def _step_rule(
                          "step_power=")
     rule = StepSizeRule(c if step_size is None else step_size,
                         p if step_power is None else step_power)
-    if adapt is None:
-        adapt = kernel.needs_energy
+    adapt = kernel.needs_energy if adapt is None else adapt
     if adapt and not kernel.needs_energy:
         raise _inapplicable("adapt", name, " (adapt needs an acceptance rate: only mala and "
                                           "hmc adapt)")

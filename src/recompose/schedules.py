@@ -58,10 +58,9 @@ class Schedule:
     def __call__(self, t: float | Tensor) -> tuple[Tensor, Tensor]:
         """Return ``(α_t, σ_t)`` with the shape (and float dtype) of ``t``.
 
-        ``t`` outside ``[0, 1]`` raises ``ValueError`` for Python numbers and CPU tensors (a
-        comparison in host memory, no synchronisation). On an accelerator, reading the check
-        back would stall the device on every call of the sampling loop, so there the bad
-        entries become NaN instead (no sync), which the samplers' finiteness checks report.
+        ``t`` outside ``[0, 1]`` raises ``ValueError`` on the CPU; on an accelerator (where the
+        check would stall the device every call) those entries become NaN instead, which the
+        samplers' finiteness checks report.
         """
         t = torch.as_tensor(t)
         dtype = t.dtype if t.is_floating_point() else torch.get_default_dtype()
@@ -106,8 +105,7 @@ class CosineSchedule(Schedule):
     name = "cosine"
 
     def __init__(self, s: float = 0.008, min_alpha_sq: float = 1e-6) -> None:
-        self.s = float(s)
-        self.min_alpha_sq = float(min_alpha_sq)
+        self.s, self.min_alpha_sq = float(s), float(min_alpha_sq)
 
     def alpha_sq(self, t: Tensor) -> Tensor:
         def f(u: Tensor) -> Tensor:

@@ -12,14 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = [
-    "append_dims",
-    "batch_sum",
-    "as_time",
-    "per_chain",
-    "energy_and_score_autograd",
-    "check_finite",
-]
+__all__ = ["append_dims", "batch_sum", "as_time", "per_chain", "energy_and_score_autograd",
+           "check_finite", "check_event_shape"]
 
 
 def append_dims(v: Tensor, ndim: int) -> Tensor:
@@ -81,3 +75,10 @@ def per_chain(value: float | Tensor, x: Tensor) -> Tensor:
     if v.shape != (x.shape[0],):
         raise ValueError(f"expected a scalar or shape ({x.shape[0]},), got {tuple(v.shape)}")
     return append_dims(v, x.ndim)
+
+
+def check_event_shape(x: Tensor, event_shape: tuple[int, ...], what: str) -> None:
+    """Refuse ``x`` unless it is ``(B, *event_shape)``, in one line naming the model."""
+    if tuple(x.shape[1:]) != tuple(event_shape) or x.ndim != 1 + len(event_shape):
+        want = ", ".join(["B", *map(str, event_shape)])
+        raise ValueError(f"{what} takes x of shape ({want}), got {tuple(x.shape)}")

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from experiments.common import CONFIG_DIR, load_config, markdown_table, parse_config
+from recompose.io import run_folder
 
 
 def test_every_config_is_valid_json_with_an_output_folder():
@@ -23,8 +24,8 @@ def test_options_override_the_checked_in_protocol(tmp_path):
 
 def test_an_earlier_run_is_never_overwritten_without_asking(tmp_path, capsys):
     out = tmp_path / "old"
-    out.mkdir()
-    (out / "table.md").write_text("results of an earlier run")
+    with run_folder(out) as tmp:
+        (tmp / "table.md").write_text("results of an earlier run")
     with pytest.raises(SystemExit) as err:
         parse_config("clevr", "", ["--out", str(out)])
     assert err.value.code == 2 and "--overwrite" in capsys.readouterr().err

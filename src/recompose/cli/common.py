@@ -7,14 +7,22 @@ the models cannot support); 1 runtime failure (divergence, unreadable checkpoint
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-__all__ = ["Failure", "usage", "handle_errors", "is_quiet", "quiet_option", "check_writable"]
+__all__ = ["Failure", "Terminated", "usage", "handle_errors", "is_quiet", "quiet_option",
+           "prepare_out", "on_interrupt", "overwrite_option"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt (exit code 143)."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 class Failure(click.ClickException):
@@ -34,7 +42,7 @@ def handle_errors(fn: Callable) -> Callable:
     def wrapper(*args: object, **kwargs: object) -> object:
         from ..errors import CapabilityError, CompositionError
         from ..expression import ExpressionError
-        from ..io import CheckpointError
+        from ..io import CheckpointError, RunFolderError
 
         ctx = click.get_current_context()
         debug = (ctx.find_root().params or {}).get("debug", False)
@@ -42,9 +50,11 @@ def handle_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except click.ClickException:
             raise
-        except KeyboardInterrupt:
-            click.echo("interrupted: no partial outputs were written", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as err:
+            what = "terminated" if isinstance(err, Terminated) else "interrupted"
+            kept = ctx.meta.get("recompose.kept", "no results were written")
+            click.echo(f"{what}: {kept}", err=True)
+            sys.exit(143 if isinstance(err, Terminated) else 130)
         except Exception as err:  # noqa: BLE001 - the CLI boundary
             if debug:
                 raise
@@ -52,7 +62,7 @@ def handle_errors(fn: Callable) -> Callable:
                 raise usage(f"bad expression: {err.pretty()}") from None
             if isinstance(err, CapabilityError | CompositionError):
                 raise usage(str(err)) from None
-            if isinstance(err, CheckpointError):
+            if isinstance(err, CheckpointError | RunFolderError):
                 raise Failure(str(err)) from None
             if isinstance(err, FloatingPointError):
                 raise Failure(str(err)) from None
@@ -74,11 +84,22 @@ def quiet_option(fn: Callable) -> Callable:
     return click.option("--quiet", "-q", is_flag=True, help="No progress bars or chatter.")(fn)
 
 
-def check_writable(out: Path) -> None:
-    """Refuse an output folder we cannot create or write, before any work is done."""
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise Failure(f"cannot write to {out}: {probe} is not a writable folder; choose "
-                      "another --out")
+def prepare_out(out: Path, overwrite: bool = False) -> Path:
+    """Check ``--out`` before any work (see :func:`recompose.io.check_run_folder`)."""
+    from ..io import RunFolderError, check_run_folder
+
+    try:
+        return check_run_folder(out, overwrite)
+    except RunFolderError as err:
+        raise usage(str(err)) from None
+
+
+def on_interrupt(kept: str) -> None:
+    """What an interrupted command keeps, for the message of Ctrl-C / SIGTERM."""
+    click.get_current_context().meta["recompose.kept"] = kept
+
+
+def overwrite_option(fn: Callable) -> Callable:
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace the outputs of a previous recompose run in --out (other "
+                             "files there are never touched).")(fn)

@@ -26,14 +26,14 @@ import torch
 
 from ..compose import mixture
 from ..data.targets2d import TARGETS
-from ..io import atomic_dir
+from ..io import run_folder
 from ..metrics import wasserstein2
 from ..models.base import DiffusionModel
 from ..models.loading import pretrained
 from ..models.normalization import Normalized, normalize_by_quadrature
 from ..sampling import sample
 from ..viz.plots import scatter_grid
-from .common import check_writable, handle_errors, is_quiet, quiet_option
+from .common import handle_errors, is_quiet, overwrite_option, prepare_out, quiet_option
 
 __all__ = ["COMPOSITIONS", "NEGATION_ALPHA", "build", "mixture_normalizers", "run_demo", "demo"]
 
@@ -73,7 +73,7 @@ def build(composition: str, parameterization: str,
 
 
 def run_demo(out: Path, n: int = 500, num_levels: int = 50, num_steps: int = 5, seed: int = 0,
-             progress: bool = True) -> str:
+             progress: bool = True, overwrite: bool = False) -> str:
     normalizers = mixture_normalizers()  # once, shared by both samplers' mixture models
     rows, cells, metrics = [], {}, {}
     for comp in ("product", "mixture", "negation"):
@@ -105,7 +105,7 @@ def run_demo(out: Path, n: int = 500, num_levels: int = 50, num_steps: int = 5, 
     table = head + "\n" + "\n".join(rows)
     config = {"command": "demo", "n": n, "num_levels": num_levels, "num_steps": num_steps,
               "seed": seed, "parameterization": "energy", "negation_alpha": 0.3}
-    with atomic_dir(out) as tmp:
+    with run_folder(out, overwrite) as tmp:
         fig = scatter_grid(cells, ["product", "mixture", "negation"],
                            ["target", "reverse", "hmc"], size=2.6)
         fig.savefig(tmp / "demo.png", dpi=120)
@@ -118,15 +118,20 @@ def run_demo(out: Path, n: int = 500, num_levels: int = 50, num_steps: int = 5, 
 
 
 @click.command()
-@click.option("--n", default=500, show_default=True, type=click.IntRange(min=2))
-@click.option("--levels", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--mcmc-steps", default=5, show_default=True, type=click.IntRange(min=0))
-@click.option("--seed", default=0, show_default=True)
+@click.option("--n", default=500, show_default=True, type=click.IntRange(min=2),
+              help="Chains (samples) per composition and sampler.")
+@click.option("--levels", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Noise levels T.")
+@click.option("--mcmc-steps", default=5, show_default=True, type=click.IntRange(min=0),
+              help="HMC steps K per level.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"),
-              show_default=True)
+              show_default=True, help="Output folder (empty, new, or a previous run's with "
+                                      "--overwrite).")
+@overwrite_option
 @quiet_option
 @handle_errors
-def demo(n: int, levels: int, mcmc_steps: int, seed: int, out: Path,
+def demo(n: int, levels: int, mcmc_steps: int, seed: int, out: Path, overwrite: bool = False,
          quiet: bool = False) -> None:
     """Compose the shipped 2D models and compare reverse diffusion with annealed HMC.
 
@@ -139,13 +144,11 @@ def demo(n: int, levels: int, mcmc_steps: int, seed: int, out: Path,
     Example:
       recompose demo --n 1000 --out runs/demo
     """
-    import torch
 
-    check_writable(out)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    prepare_out(out, overwrite)
     t0 = time.perf_counter()
     table = run_demo(out, n=n, num_levels=levels, num_steps=mcmc_steps, seed=seed,
-                     progress=not is_quiet())
+                     progress=not is_quiet(), overwrite=overwrite)
     click.echo(table)
     click.echo(f"\nfinished in {time.perf_counter() - t0:.0f} s; figure and metrics in "
                f"{out}/ (demo.png, metrics.json, config.json)")

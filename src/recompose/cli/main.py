@@ -8,9 +8,12 @@ Ctrl-C never leaves half-written files.
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from .. import __version__
+from .common import raise_terminated
 from .demo import demo
 from .listing import list_
 from .sample import sample
@@ -37,6 +40,7 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, raise_terminated)  # stop like Ctrl-C, exit code 143
     cli(obj={})
 
 

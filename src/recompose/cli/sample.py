@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import click
 
-from .common import check_writable, handle_errors, is_quiet, quiet_option, usage
+from .common import handle_errors, is_quiet, overwrite_option, prepare_out, quiet_option, usage
 
 SAMPLER_CHOICES = click.Choice(["reverse", "ula", "uhmc", "mala", "hmc"])
 
@@ -89,7 +90,8 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
                    '+, mix(A, B, weights=[...]), cfg(C, U, w), normalize(A); e.g. '
                    '"A * B**-0.3" or "mix(normalize(A), normalize(B), weights=[0.3, 0.7])" '
                    '(learned energies need normalize(...) to mix with the given weights).')
-@click.option("--sampler", type=SAMPLER_CHOICES, default="hmc", show_default=True)
+@click.option("--sampler", type=SAMPLER_CHOICES, default="hmc", show_default=True,
+              help="Reverse diffusion, or annealed MCMC (MALA and HMC need energies).")
 @click.option("--parameterization", type=click.Choice(["energy", "score"]), default="energy",
               show_default=True, help="For shipped model names without :score/:energy.")
 @click.option("--levels", default=100, show_default=True, type=click.IntRange(min=1),
@@ -101,14 +103,20 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @click.option("--step-power", type=float, default=None, help="p in c·σ_t^p (0 = constant).")
 @click.option("--adapt/--no-adapt", default=None,
               help="Adapt the step toward a target acceptance (MALA/HMC; on by default).")
-@click.option("--leapfrog", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--damping", default=0.5, show_default=True, type=click.FloatRange(0, 1,
-                                                                                   max_open=True))
-@click.option("--reverse-step/--no-reverse-step", default=True, show_default=True)
-@click.option("--n", default=2000, show_default=True, type=int, help="Number of samples.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--leapfrog", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Leapfrog steps L per U-HMC/HMC transition.")
+@click.option("--damping", default=0.5, show_default=True,
+              type=click.FloatRange(0, 1, max_open=True),
+              help="Fraction of momentum kept at each U-HMC/HMC refresh (0 = full refresh).")
+@click.option("--reverse-step/--no-reverse-step", default=True, show_default=True,
+              help="A DDPM predictor step between levels (annealed samplers).")
+@click.option("--n", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="Number of samples.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output folder (created; must be empty or a previous run's, see "
+                   "--overwrite).")
+@overwrite_option
 @quiet_option
 @handle_errors
 def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: str,
@@ -128,13 +136,10 @@ def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: s
     import numpy as np
 
     from .. import sample as draw
-    from ..io import atomic_dir
+    from ..diffusion.annealed import SamplingWarning
+    from ..io import run_folder
 
-    if n <= 0:
-        raise usage(f"--n must be a positive integer, got {n}")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise usage(f"{out} exists and is not empty; pass --overwrite or choose another --out")
-    check_writable(out)
+    prepare_out(out, overwrite)
     model = build_model(models, expr, parameterization)
     if sampler in ("mala", "hmc") and not model.has_energy:
         from ..errors import CapabilityError
@@ -153,13 +158,17 @@ def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: s
                    "adapt": adapt, "reverse_step": reverse_step}
     if sampler in ("uhmc", "hmc"):
         options |= {"num_leapfrog_steps": leapfrog, "damping": damping}
-    result = draw(model, n, sampler, num_levels=levels, seed=seed, progress=not is_quiet(),
-                  **options)
+    with warnings.catch_warnings(record=True) as caught:  # reported below, in one line each
+        warnings.simplefilter("always", SamplingWarning)
+        result = draw(model, n, sampler, num_levels=levels, seed=seed,
+                      progress=not is_quiet(), **options)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
     x = result.x.detach().cpu()
     metrics = {"sampling": result.info.to_dict(),
                "samples": {"mean": x.reshape(n, -1).mean(0).tolist()[:16],
                            "std": x.reshape(n, -1).std(0).tolist()[:16]}}
-    with atomic_dir(out) as tmp:
+    with run_folder(out, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         np.savez_compressed(tmp / "samples.npz", x=x.numpy())
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
 
 from ..data.toy2d import TOY2D
-from .common import check_writable, handle_errors, is_quiet, quiet_option, usage
+from .common import handle_errors, is_quiet, on_interrupt, prepare_out, quiet_option, usage
 
 
 @click.command()
@@ -74,10 +75,17 @@ def train(config_file: Path | None, data: str | None, parameterization: str | No
         config = TrainConfig(**settings)
     except (TypeError, ValueError) as err:
         raise usage(f"bad training config: {err}") from None
-    check_writable(out)
+    out = Path(out).resolve()
+    resuming = (out / "checkpoint").is_dir()
+    if not resuming:  # a new run: the folder must be new or empty, and writable
+        prepare_out(out)
+    elif not os.access(out, os.W_OK | os.X_OK):
+        raise usage(f"cannot write to {out}")
     trainer = Trainer(config, out)
     if trainer.load():
         click.echo(f"resuming from step {trainer.step}")
+    on_interrupt(f"the checkpoint in {out / 'checkpoint'} (saved every "
+                 f"{config.checkpoint_every} steps) is kept; rerun the same command to resume")
     bar = tqdm(total=config.steps, initial=trainer.step, desc=f"train {config.data}",
                disable=is_quiet())
     trainer.run(progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}",

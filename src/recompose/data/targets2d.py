@@ -32,15 +32,11 @@ WINDOW = Box("window", -1.1, 1.1, -1.1, 1.1)
 FLOOR = 0.01
 
 
-def _in_window(x: Tensor) -> Tensor:
-    return WINDOW.in_support(x)
-
-
 def _smoothed_log_prob(box: Box, x: Tensor) -> Tensor:
     inside = box.in_support(x)
     out = torch.where(inside, torch.tensor(math.log((1 - FLOOR) / box.area)),
                       torch.tensor(math.log(FLOOR / (WINDOW.area - box.area))))
-    return out.to(torch.float64).masked_fill(~_in_window(x), -math.inf)
+    return out.to(torch.float64).masked_fill(~WINDOW.in_support(x), -math.inf)
 
 
 def _uniform_in(region: callable, bounds: Box, n: int, g: torch.Generator) -> Tensor:
@@ -86,7 +82,7 @@ class ProductTarget:
         out: list[Tensor] = []
         while sum(len(o) for o in out) < n:
             c = self.ring.sample(4 * n, g).to(torch.float64)
-            keep = torch.where(self.bar.in_support(c), 1.0, ratio) * _in_window(c)
+            keep = torch.where(self.bar.in_support(c), 1.0, ratio) * WINDOW.in_support(c)
             out.append(c[torch.rand(len(c), generator=g, dtype=torch.float64) < keep])
         return torch.cat(out)[:n]
 
@@ -157,7 +153,7 @@ class NegationTarget:
 
     def log_prob(self, x: Tensor) -> Tensor:
         lp = torch.tensor(self.region_logp, dtype=torch.float64)[self._region(x)]
-        return lp.masked_fill(~_in_window(x), -math.inf)
+        return lp.masked_fill(~WINDOW.in_support(x), -math.inf)
 
     def sample(self, n: int, g: torch.Generator) -> Tensor:
         reg = torch.multinomial(torch.tensor(self.region_mass), n, True, generator=g)

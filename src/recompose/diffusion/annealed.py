@@ -13,21 +13,16 @@ not the diffusion of the composition::
     return x
 
 * ``reverse_step=False`` is the R3 2D notebook (pure annealed MCMC); ``True`` is the R3
-  PyTorch code (a DDPM predictor then MCMC corrector steps). The predictor reuses the score the
-  kernel already holds at ``x``, so it costs no extra evaluation.
-* ``denoise`` ends every sampler the same way as DDPM ends reverse diffusion, so samplers are
-  compared on equal terms; ``denoise=False`` returns samples of ``π_0`` (the R3 notebook).
-* Each level starts with ``kernel.init(x, π_i, generator, previous=state)``: the kernel decides
-  what it carries from the previous level's last state (U-HMC/HMC: the momentum, as in the R3
-  notebook; ULA/MALA: nothing).
-* ``SampleInfo.divergent[i]`` is the fraction of transitions (chains × steps) at level ``i``
-  that the kernel flagged as divergent (``Info.is_divergent``: a non-finite proposal, or an HMC
-  energy error above :data:`~recompose.mcmc.base.DIVERGENCE_THRESHOLD`).
-* ``clip`` (images in a known range) clamps Tweedie's ``x̂₀`` inside every DDPM step, the
-  predictor steps and the final denoise (see :func:`~recompose.diffusion.reverse.ddpm_step`);
-  MCMC steps are never clipped.
-* ``kernel=None`` gives plain reverse diffusion: ``T`` ancestral steps, the last one Tweedie's
-  denoiser to ``t = 0``.
+  PyTorch code (DDPM predictor, then MCMC corrector). The predictor reuses the kernel's cached
+  score at ``x``: no extra evaluation.
+* ``denoise`` ends every sampler as DDPM ends reverse diffusion, so samplers compare on equal
+  terms; ``denoise=False`` returns samples of ``π_0`` (the R3 notebook).
+* ``kernel.init(x, π_i, generator, previous=state)`` lets the kernel carry what it needs from
+  the previous level (U-HMC/HMC: the momentum; ULA/MALA: nothing).
+* ``SampleInfo.divergent[i]``: fraction of transitions (chains × steps) at level ``i`` flagged
+  ``Info.is_divergent``.
+* ``clip`` clamps Tweedie's ``x̂₀`` in every DDPM step (:func:`~.reverse.ddpm_step`), never in
+  MCMC steps. ``kernel=None`` gives plain reverse diffusion (``T`` ancestral steps).
 
 Costs are counted per chain in composite evaluations (``score_evals``, ``energy_evals``; an
 ``energy_and_score`` call counts in both) and in network evaluations (× leaves).
@@ -49,7 +44,14 @@ from ..schedules import Levels
 from ..utils import check_finite
 from .reverse import ddpm_step
 
-__all__ = ["SampleInfo", "SampleResult", "reverse_diffusion", "annealed_mcmc"]
+__all__ = ["SampleInfo", "SampleResult", "SamplingWarning", "reverse_diffusion",
+           "annealed_mcmc", "ACCEPTANCE_FLOOR"]
+
+ACCEPTANCE_FLOOR = 0.05  # mean MH acceptance under which a run is reported as stuck
+
+
+class SamplingWarning(RuntimeWarning):
+    """A run that finished but whose samples are suspect (see :meth:`SampleInfo.problems`)."""
 
 
 @dataclass
@@ -69,10 +71,27 @@ class SampleInfo:
     network_energy_evals: int = 0
     wall_time: float = 0.0
     settings: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # see :meth:`problems`
 
     @property
     def mean_acceptance(self) -> float:
         return float(sum(self.acceptance) / len(self.acceptance))
+
+    def problems(self, acceptance_floor: float = ACCEPTANCE_FLOOR) -> list[str]:
+        """What makes this run's samples suspect: a Metropolis-corrected chain that (almost)
+        never moved, or divergent transitions."""
+        out = []
+        if self.settings.get("metropolis") and self.mean_acceptance < acceptance_floor:
+            out.append(f"{self.sampler}: mean acceptance {self.mean_acceptance:.3f} is under "
+                       f"{acceptance_floor}: the chains barely moved and the samples are close "
+                       "to the predictor's; lower the step size (or enable adaptation)")
+        bad = [i for i, d in enumerate(self.divergent) if d > 0]
+        if bad:
+            worst = max(self.divergent)
+            out.append(f"{self.sampler}: divergent transitions at {len(bad)} of "
+                       f"{len(self.divergent)} levels (up to {worst:.1%} of the chain steps at "
+                       "one level); lower the step size")
+        return out
 
     def to_dict(self) -> dict:
         return asdict(self) | {"mean_acceptance": self.mean_acceptance}
@@ -89,21 +108,40 @@ class SampleResult:
 LevelCallback = Callable[[dict], None]
 
 
-def _finite_or_raise(x: Tensor, i: int, levels: Levels) -> None:
+def _finite_or_raise(x: Tensor, i: int, levels: Levels, advice: str) -> None:
     try:
         check_finite(x, f"sampling diverged at level {i} (t = {float(levels.t[i]):.3f})")
     except FloatingPointError as err:
+        raise FloatingPointError(f"{err}; {advice}") from None
+
+
+def _model_output_or_raise(score: Tensor, x: Tensor, i: int, levels: Levels) -> None:
+    """The model's score at finite points. Not finite where the chains are at the data's scale
+    (diffused data and noise are O(1)) means the model, not the sampler, is at fault."""
+    try:
+        check_finite(score, f"the model's score is not finite at level {i} "
+                            f"(t = {float(levels.t[i]):.3f})")
+    except FloatingPointError as err:
+        if float(x.abs().max()) > FAR:
+            raise FloatingPointError(f"{err} where the chains ran far away (|x| up to "
+                                     f"{float(x.abs().max()):.3g}); {_STEP_ADVICE}") from None
         raise FloatingPointError(
-            f"{err}; use a smaller step size or enable step-size adaptation"
+            f"{err}: the model itself gives non-finite values at finite inputs (check its "
+            "weights and the exponents of the composition); a smaller step size will not help"
         ) from None
 
 
+FAR = 1e4  # |x| beyond which non-finite scores are blamed on runaway chains
+
+
+_STEP_ADVICE = "use a smaller step size or enable step-size adaptation"
+_SCORE_ADVICE = ("the composed score is too large for reverse diffusion's steps (large "
+                 "exponents?); use more levels or an annealed MCMC sampler")
+
+
 def reverse_diffusion(
-    model: DiffusionModel,
-    x_init: Tensor,
-    levels: Levels,
-    generator: torch.Generator | None = None,
-    callback: LevelCallback | None = None,
+    model: DiffusionModel, x_init: Tensor, levels: Levels,
+    generator: torch.Generator | None = None, callback: LevelCallback | None = None,
     clip: tuple[float, float] | None = None,
 ) -> SampleResult:
     """DDPM ancestral sampling with the model's (composed) score from ``x_init`` at level T−1."""
@@ -113,39 +151,26 @@ def reverse_diffusion(
     with torch.no_grad():
         for i in reversed(range(num)):
             score = model.score(x, levels.t[i].to(x.dtype))
+            _model_output_or_raise(score, x, i, levels)
             x = ddpm_step(x, score, levels, i, generator, clip)
-            _finite_or_raise(x, i, levels)
+            _finite_or_raise(x, i, levels, _SCORE_ADVICE)
             if callback is not None:
                 callback({"level": i, "t": float(levels.t[i]), "x": x})
     ones = [1.0] * num
     info = SampleInfo(
-        sampler="reverse",
-        num_chains=x.shape[0],
-        t=levels.t.tolist(),
-        acceptance=ones,
-        acceptance_min=ones,
-        step_size=[float("nan")] * num,
-        divergent=[0.0] * num,
-        score_evals=num,
-        network_score_evals=num * model.num_networks,
+        sampler="reverse", num_chains=x.shape[0], t=levels.t.tolist(), acceptance=ones,
+        acceptance_min=ones, step_size=[float("nan")] * num, divergent=[0.0] * num,
+        score_evals=num, network_score_evals=num * model.num_networks,
         wall_time=time.perf_counter() - start,
     )
     return SampleResult(x, info)
 
 
 def annealed_mcmc(
-    model: DiffusionModel,
-    x_init: Tensor,
-    levels: Levels,
-    kernel: Kernel,
-    num_steps: int,
-    step_rule: StepSizeRule,
-    adapter: AcceptanceAdapter | None = None,
-    reverse_step: bool = True,
-    denoise: bool = True,
-    generator: torch.Generator | None = None,
-    callback: LevelCallback | None = None,
-    clip: tuple[float, float] | None = None,
+    model: DiffusionModel, x_init: Tensor, levels: Levels, kernel: Kernel, num_steps: int,
+    step_rule: StepSizeRule, adapter: AcceptanceAdapter | None = None,
+    reverse_step: bool = True, denoise: bool = True, generator: torch.Generator | None = None,
+    callback: LevelCallback | None = None, clip: tuple[float, float] | None = None,
 ) -> SampleResult:
     """Annealed MCMC over ``levels`` with ``num_steps`` kernel steps per level."""
     start = time.perf_counter()
@@ -167,9 +192,10 @@ def annealed_mcmc(
                 x = state.x
             target = model.at(t_i)
             state = kernel.init(x, target, generator, previous=state)
+            _finite_or_raise(state.x, i, levels, _STEP_ADVICE)  # the predictor step's output
+            _model_output_or_raise(state.score, state.x, i, levels)
             score_evals += 1
             energy_evals += int(kernel.needs_energy)
-
             base = step_rule(levels.sigma[i]).to(x.device)
             accept_sum = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
             divergent_sum = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -186,7 +212,7 @@ def annealed_mcmc(
             acc_mean[i], acc_min[i] = per_chain.mean(), per_chain.min()
             divergent[i] = divergent_sum / (max(num_steps, 1) * x.shape[0])
             steps[i] = size if num_steps > 0 else base
-            _finite_or_raise(state.x, i, levels)
+            _finite_or_raise(state.x, i, levels, _STEP_ADVICE)
             if callback is not None:
                 callback({"level": i, "t": float(levels.t[i]), "x": state.x,
                           "acceptance": float(acc_mean[i]), "step_size": float(steps[i]),
@@ -196,17 +222,10 @@ def annealed_mcmc(
             x = ddpm_step(state.x, state.score, levels, 0, generator, clip)
     leaves = model.num_networks
     info = SampleInfo(
-        sampler=kernel.name,
-        num_chains=x.shape[0],
-        t=levels.t.tolist(),
-        acceptance=acc_mean.tolist(),
-        acceptance_min=acc_min.tolist(),
-        step_size=steps.tolist(),
-        divergent=divergent.tolist(),
-        score_evals=score_evals,
-        energy_evals=energy_evals,
-        network_score_evals=score_evals * leaves,
-        network_energy_evals=energy_evals * leaves,
+        sampler=kernel.name, num_chains=x.shape[0], t=levels.t.tolist(),
+        acceptance=acc_mean.tolist(), acceptance_min=acc_min.tolist(), step_size=steps.tolist(),
+        divergent=divergent.tolist(), score_evals=score_evals, energy_evals=energy_evals,
+        network_score_evals=score_evals * leaves, network_energy_evals=energy_evals * leaves,
         wall_time=time.perf_counter() - start,
     )
     return SampleResult(x, info)

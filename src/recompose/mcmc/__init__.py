@@ -17,26 +17,7 @@ from .ula import ula
 
 KERNELS = {"ula": ula, "mala": mala, "uhmc": uhmc, "hmc": hmc}
 
-__all__ = [
-    "Target",
-    "Kernel",
-    "Info",
-    "LangevinState",
-    "HamiltonianState",
-    "DIVERGENCE_THRESHOLD",
-    "ula",
-    "mala",
-    "uhmc",
-    "hmc",
-    "KERNELS",
-    "leapfrog",
-    "langevin_proposal",
-    "langevin_log_q",
-    "sample_momentum",
-    "refresh_momentum",
-    "kinetic_energy",
-    "metropolis_hastings",
-    "select",
-    "StepSizeRule",
-    "AcceptanceAdapter",
-]
+__all__ = ["Target", "Kernel", "Info", "LangevinState", "HamiltonianState", "DIVERGENCE_THRESHOLD",
+           "ula", "mala", "uhmc", "hmc", "KERNELS", "leapfrog", "langevin_proposal",
+           "langevin_log_q", "sample_momentum", "refresh_momentum", "kinetic_energy",
+           "metropolis_hastings", "select", "StepSizeRule", "AcceptanceAdapter"]

@@ -35,16 +35,8 @@ from .._types import EnergyFn, EnergyScoreFn, ScoreFn
 from ..errors import CapabilityError
 from ..utils import energy_and_score_autograd
 
-__all__ = [
-    "Target",
-    "Kernel",
-    "Info",
-    "LangevinState",
-    "HamiltonianState",
-    "require_energy",
-    "not_finite",
-    "DIVERGENCE_THRESHOLD",
-]
+__all__ = ["Target", "Kernel", "Info", "LangevinState", "HamiltonianState", "require_energy",
+           "not_finite", "DIVERGENCE_THRESHOLD"]
 
 # A transition is divergent when its energy error H_new − H_old exceeds this many nats: the
 # acceptance probability is then below e^−1000, i.e. zero in float64. Same value as blackjax's
@@ -53,8 +45,7 @@ DIVERGENCE_THRESHOLD = 1000.0
 
 
 class Target(NamedTuple):
-    """A static target density for MCMC. ``energy``/``energy_and_score`` are ``None`` when
-    only the score is known."""
+    """A static target density for MCMC (``energy``/``energy_and_score`` ``None``: score only)."""
 
     score: ScoreFn
     energy: EnergyFn | None = None
@@ -67,10 +58,8 @@ class Target(NamedTuple):
     @classmethod
     def from_energy(cls, energy: EnergyFn) -> Target:
         """A target from an energy function alone; the score comes from autograd."""
-
         def both(x: Tensor) -> tuple[Tensor, Tensor]:
             return energy_and_score_autograd(energy, x)
-
         return cls(score=lambda x: both(x)[1], energy=energy, energy_and_score=both)
 
 
@@ -102,14 +91,8 @@ class HamiltonianState(NamedTuple):
 
 
 class Kernel(NamedTuple):
-    """A transition kernel with its settings.
-
-    * ``init(x, target, generator=None, previous=None) -> state``; ``previous`` is the last
-      state at the previous noise level, from which the kernel takes what it carries.
-    * ``step(state, target, step_size, generator=None) -> (state, info)``.
-    * ``needs_energy``: the kernel has a Metropolis–Hastings test (needs ``target.energy``).
-    * ``params``: the factory's arguments, JSON-ready, recorded with every run.
-    """
+    """A transition kernel: ``init``/``step`` as in the module docstring; ``needs_energy``: it
+    has a Metropolis–Hastings test; ``params``: the factory's arguments, JSON-ready."""
 
     name: str
     init: Callable[..., NamedTuple]
@@ -121,11 +104,9 @@ class Kernel(NamedTuple):
 def require_energy(target: Target, kernel: str) -> None:
     """Refuse a Metropolis-corrected kernel on a score-only target, saying what to do."""
     if not target.has_energy:
-        raise CapabilityError(
-            f"{kernel} needs energies for its Metropolis-Hastings test but the target is "
-            "score-only; use an energy-parameterised model, or an unadjusted sampler "
-            "(ula, uhmc) or reverse diffusion"
-        )
+        raise CapabilityError(f"{kernel} needs energies for its Metropolis-Hastings test but "
+                              "the target is score-only; use an energy-parameterised model, or an "
+                              "unadjusted sampler (ula, uhmc) or reverse diffusion")
 
 
 def not_finite(*tensors: Tensor) -> Tensor:
@@ -138,10 +119,6 @@ def ones_info(x: Tensor, score: Tensor, score_evals: int, energy_evals: int = 0)
     """Info for unadjusted kernels at the new point ``(x, score)``: every proposal is
     'accepted'; divergent where the new point is not finite."""
     b = x.shape[0]
-    return Info(
-        accept_prob=torch.ones(b, device=x.device, dtype=x.dtype),
-        accepted=torch.ones(b, device=x.device, dtype=torch.bool),
-        is_divergent=not_finite(x, score),
-        score_evals=score_evals,
-        energy_evals=energy_evals,
-    )
+    return Info(torch.ones(b, device=x.device, dtype=x.dtype),
+                torch.ones(b, device=x.device, dtype=torch.bool), not_finite(x, score),
+                score_evals, energy_evals)

@@ -62,12 +62,8 @@ def hmc(num_leapfrog_steps: int = 3, damping: float = 0.5, mass: Tensor | float 
     check_damping(damping)
     inv_mass = inverse_mass(mass)
 
-    def init(
-        x: Tensor,
-        target: Target,
-        generator: torch.Generator | None = None,
-        previous: HamiltonianState | None = None,
-    ) -> HamiltonianState:
+    def init(x: Tensor, target: Target, generator: torch.Generator | None = None,
+             previous: HamiltonianState | None = None) -> HamiltonianState:
         require_energy(target, "HMC")
         energy, score = target.energy_and_score(x)
         momentum = sample_momentum(x, mass, generator)
@@ -75,19 +71,13 @@ def hmc(num_leapfrog_steps: int = 3, damping: float = 0.5, mass: Tensor | float 
             momentum = previous.momentum
         return HamiltonianState(x, momentum, energy, score)
 
-    def step(
-        state: HamiltonianState,
-        target: Target,
-        step_size: Tensor | float,
-        generator: torch.Generator | None = None,
-    ) -> tuple[HamiltonianState, Info]:
+    def step(state: HamiltonianState, target: Target, step_size: Tensor | float,
+             generator: torch.Generator | None = None) -> tuple[HamiltonianState, Info]:
         x0 = state.x
         h = per_chain(step_size, x0)
         v0 = refresh_momentum(state.momentum, damping, mass, generator)
-        x1, v1, e1, s1 = leapfrog(
-            x0, v0, state.score, target.score, h, num_leapfrog_steps, inv_mass,
-            final_fn=target.energy_and_score,
-        )
+        x1, v1, e1, s1 = leapfrog(x0, v0, state.score, target.score, h, num_leapfrog_steps,
+                                  inv_mass, final_fn=target.energy_and_score)
         h0 = state.energy.to(torch.float64) + kinetic_energy(v0, inv_mass)
         h1 = e1.to(torch.float64) + kinetic_energy(v1, inv_mass)
         accepted, accept_prob = metropolis_hastings(h0 - h1, generator)

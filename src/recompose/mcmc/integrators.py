@@ -36,13 +36,8 @@ def check_num_leapfrog_steps(num_leapfrog_steps: int) -> int:
 
 
 def leapfrog(
-    x: Tensor,
-    v: Tensor,
-    score: Tensor,
-    score_fn: ScoreFn,
-    step_size: Tensor | float,
-    num_leapfrog_steps: int,
-    inv_mass: Tensor | float = 1.0,
+    x: Tensor, v: Tensor, score: Tensor, score_fn: ScoreFn, step_size: Tensor | float,
+    num_leapfrog_steps: int, inv_mass: Tensor | float = 1.0,
     final_fn: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
     """Run ``num_leapfrog_steps`` leapfrog steps from ``(x, v)`` whose score is ``score``.

@@ -20,9 +20,8 @@ from ..utils import batch_sum
 __all__ = ["langevin_proposal", "langevin_log_q"]
 
 
-def langevin_proposal(
-    x: Tensor, score: Tensor, eta: Tensor, generator: torch.Generator | None = None
-) -> Tensor:
+def langevin_proposal(x: Tensor, score: Tensor, eta: Tensor,
+                      generator: torch.Generator | None = None) -> Tensor:
     """``x' = x + η s(x) + √(2η) ξ`` with one ``randn`` draw; the inputs are untouched."""
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x + eta * score + torch.sqrt(2 * eta) * noise

@@ -27,34 +27,22 @@ from .proposal import metropolis_hastings, select
 __all__ = ["mala"]
 
 
-def _init(
-    x: Tensor,
-    target: Target,
-    generator: torch.Generator | None = None,
-    previous: NamedTuple | None = None,
-) -> LangevinState:
+def _init(x: Tensor, target: Target, generator: torch.Generator | None = None,
+          previous: NamedTuple | None = None) -> LangevinState:
     require_energy(target, "MALA")
     energy, score = target.energy_and_score(x)
     return LangevinState(x=x, energy=energy, score=score)
 
 
-def _step(
-    state: LangevinState,
-    target: Target,
-    step_size: Tensor | float,
-    generator: torch.Generator | None = None,
-) -> tuple[LangevinState, Info]:
+def _step(state: LangevinState, target: Target, step_size: Tensor | float,
+          generator: torch.Generator | None = None) -> tuple[LangevinState, Info]:
     x = state.x
     eta = per_chain(step_size, x)
     x_prop = langevin_proposal(x, state.score, eta, generator)
     e_prop, s_prop = target.energy_and_score(x_prop)
-
-    log_ratio = (
-        state.energy.to(torch.float64)
-        - e_prop.to(torch.float64)
-        + langevin_log_q(x, x_prop, s_prop, eta)
-        - langevin_log_q(x_prop, x, state.score, eta)
-    )
+    log_ratio = (state.energy.to(torch.float64) - e_prop.to(torch.float64)
+                 + langevin_log_q(x, x_prop, s_prop, eta)
+                 - langevin_log_q(x_prop, x, state.score, eta))
     accepted, accept_prob = metropolis_hastings(log_ratio, generator)
     new = LangevinState(
         x=select(accepted, x_prop, x),

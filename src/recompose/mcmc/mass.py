@@ -23,14 +23,8 @@ from torch import Tensor
 
 from ..utils import batch_sum
 
-__all__ = [
-    "inverse_mass",
-    "check_damping",
-    "sample_momentum",
-    "refresh_momentum",
-    "kinetic_energy",
-    "mass_record",
-]
+__all__ = ["inverse_mass", "check_damping", "sample_momentum", "refresh_momentum",
+           "kinetic_energy", "mass_record"]
 
 
 def inverse_mass(mass: Tensor | float) -> Tensor | float:
@@ -48,17 +42,15 @@ def check_damping(damping: float) -> float:
     return float(damping)
 
 
-def sample_momentum(
-    x: Tensor, mass: Tensor | float, generator: torch.Generator | None = None
-) -> Tensor:
+def sample_momentum(x: Tensor, mass: Tensor | float,
+                    generator: torch.Generator | None = None) -> Tensor:
     """Draw ``v ~ N(0, M)`` with the shape, dtype and device of ``x`` (one ``randn`` call)."""
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return torch.sqrt(torch.as_tensor(mass)) * noise
 
 
-def refresh_momentum(
-    v: Tensor, damping: float, mass: Tensor | float, generator: torch.Generator | None = None
-) -> Tensor:
+def refresh_momentum(v: Tensor, damping: float, mass: Tensor | float,
+                     generator: torch.Generator | None = None) -> Tensor:
     r"""Partial refresh ``v' = d·v + √(1 − d²)·√M ⊙ ξ``; ``d = damping`` is the fraction kept."""
     noise = torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
     return damping * v + math.sqrt(1.0 - damping**2) * torch.sqrt(torch.as_tensor(mass)) * noise

@@ -16,15 +16,13 @@ from ..utils import append_dims
 __all__ = ["metropolis_hastings", "select"]
 
 
-def metropolis_hastings(
-    log_ratio: Tensor, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor]:
+def metropolis_hastings(log_ratio: Tensor, generator: torch.Generator | None = None
+                        ) -> tuple[Tensor, Tensor]:
     """Per-chain MH decision. Returns ``(accepted (B,) bool, accept_prob (B,) float64)``."""
     log_ratio = torch.nan_to_num(log_ratio.to(torch.float64), nan=-torch.inf)
     accept_prob = log_ratio.clamp(max=0.0).exp()
-    u = torch.rand(
-        log_ratio.shape, generator=generator, device=log_ratio.device, dtype=torch.float64
-    )
+    u = torch.rand(log_ratio.shape, generator=generator, device=log_ratio.device,
+                   dtype=torch.float64)
     accepted = torch.log(u) < log_ratio
     return accepted, accept_prob
 

@@ -17,6 +17,7 @@ with thousands of chains ``ā`` is nearly deterministic and the effect is small 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,12 +27,8 @@ __all__ = ["StepSizeRule", "DEFAULT_STEP", "DEFAULT_TARGET_ACCEPT", "AcceptanceA
 
 # Defaults per kernel: (c, p), fixed a priori as conservative fractions of σ_t (not tuned on
 # any benchmark); MALA/HMC then adapt c toward their target acceptance.
-DEFAULT_STEP: dict[str, tuple[float, float]] = {
-    "ula": (0.05, 2.0),
-    "mala": (0.05, 2.0),
-    "uhmc": (0.1, 1.0),
-    "hmc": (0.1, 1.0),
-}
+DEFAULT_STEP: dict[str, tuple[float, float]] = {"ula": (0.05, 2.0), "mala": (0.05, 2.0),
+                                                "uhmc": (0.1, 1.0), "hmc": (0.1, 1.0)}
 DEFAULT_TARGET_ACCEPT: dict[str, float] = {"mala": 0.574, "hmc": 0.65}
 
 
@@ -43,7 +40,7 @@ class StepSizeRule:
     power: float
 
     def __post_init__(self) -> None:
-        if not (self.scale > 0 and torch.isfinite(torch.tensor(self.scale))):
+        if not (self.scale > 0 and math.isfinite(self.scale)):
             raise ValueError(f"step size must be a positive finite number, got {self.scale}")
 
     def __call__(self, sigma: Tensor | float) -> Tensor:
@@ -56,9 +53,8 @@ class AcceptanceAdapter:
     State is a 0-d tensor on the chains' device so adapting never synchronises with the host.
     """
 
-    def __init__(
-        self, target: float, gain: float = 0.5, device: torch.device | None = None
-    ) -> None:
+    def __init__(self, target: float, gain: float = 0.5,
+                 device: torch.device | None = None) -> None:
         if not 0.0 < target < 1.0:
             raise ValueError(f"target acceptance must lie in (0, 1), got {target}")
         self.target = target

@@ -43,28 +43,19 @@ def uhmc(num_leapfrog_steps: int = 3, damping: float = 0.5, mass: Tensor | float
     check_damping(damping)
     inv_mass = inverse_mass(mass)
 
-    def init(
-        x: Tensor,
-        target: Target,
-        generator: torch.Generator | None = None,
-        previous: HamiltonianState | None = None,
-    ) -> HamiltonianState:
+    def init(x: Tensor, target: Target, generator: torch.Generator | None = None,
+             previous: HamiltonianState | None = None) -> HamiltonianState:
         momentum = sample_momentum(x, mass, generator)
         if previous is not None:  # carried across levels; the draw above keeps the stream
             momentum = previous.momentum
         return HamiltonianState(x, momentum, None, target.score(x))
 
-    def step(
-        state: HamiltonianState,
-        target: Target,
-        step_size: Tensor | float,
-        generator: torch.Generator | None = None,
-    ) -> tuple[HamiltonianState, Info]:
+    def step(state: HamiltonianState, target: Target, step_size: Tensor | float,
+             generator: torch.Generator | None = None) -> tuple[HamiltonianState, Info]:
         h = per_chain(step_size, state.x)
         v = refresh_momentum(state.momentum, damping, mass, generator)
-        x, v, _, score = leapfrog(
-            state.x, v, state.score, target.score, h, num_leapfrog_steps, inv_mass
-        )
+        x, v, _, score = leapfrog(state.x, v, state.score, target.score, h, num_leapfrog_steps,
+                                  inv_mass)
         info = ones_info(x, score, score_evals=num_leapfrog_steps)
         return HamiltonianState(x, v, None, score), info
 

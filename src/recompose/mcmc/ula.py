@@ -24,21 +24,13 @@ from .langevin import langevin_proposal
 __all__ = ["ula"]
 
 
-def _init(
-    x: Tensor,
-    target: Target,
-    generator: torch.Generator | None = None,
-    previous: NamedTuple | None = None,
-) -> LangevinState:
+def _init(x: Tensor, target: Target, generator: torch.Generator | None = None,
+          previous: NamedTuple | None = None) -> LangevinState:
     return LangevinState(x=x, energy=None, score=target.score(x))
 
 
-def _step(
-    state: LangevinState,
-    target: Target,
-    step_size: Tensor | float,
-    generator: torch.Generator | None = None,
-) -> tuple[LangevinState, Info]:
+def _step(state: LangevinState, target: Target, step_size: Tensor | float,
+          generator: torch.Generator | None = None) -> tuple[LangevinState, Info]:
     eta = per_chain(step_size, state.x)
     x_new = langevin_proposal(state.x, state.score, eta, generator)
     new = LangevinState(x=x_new, energy=None, score=target.score(x_new))

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..errors import CompositionError
 from ..schedules import CosineSchedule, Schedule
-from ..utils import as_time
+from ..utils import as_time, check_event_shape
 from .base import DiffusionModel
 
 __all__ = ["GaussianMixture", "gmm_product"]
@@ -51,14 +51,9 @@ class GaussianMixture(DiffusionModel):
     has_energy = True
 
     def __init__(
-        self,
-        means: Tensor | Sequence,
-        stds: Tensor | float | Sequence | None = None,
-        weights: Tensor | Sequence | None = None,
-        *,
-        covs: Tensor | Sequence | None = None,
-        schedule: Schedule | None = None,
-        event_shape: Sequence[int] | None = None,
+        self, means: Tensor | Sequence, stds: Tensor | float | Sequence | None = None,
+        weights: Tensor | Sequence | None = None, *, covs: Tensor | Sequence | None = None,
+        schedule: Schedule | None = None, event_shape: Sequence[int] | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__()
@@ -67,9 +62,7 @@ class GaussianMixture(DiffusionModel):
             raise CompositionError(f"means must have shape (K, D), got {tuple(means.shape)}")
         k, d = means.shape
         weights = torch.ones(k, dtype=torch.float64) if weights is None else _as64(weights)
-        if weights.shape != (k,) or not bool((weights > 0).all()) or not bool(
-            torch.isfinite(weights).all()
-        ):
+        if weights.shape != (k,) or not bool((weights > 0).all() & torch.isfinite(weights).all()):
             raise CompositionError(f"weights must be {k} positive finite numbers")
         if (stds is None) == (covs is None):
             raise CompositionError("give exactly one of stds= or covs=")
@@ -138,6 +131,7 @@ class GaussianMixture(DiffusionModel):
         return logits, xf, inv, m_inv
 
     def energy(self, x: Tensor, t: float | Tensor) -> Tensor:
+        check_event_shape(x, self.event_shape, self.describe())
         if self.eigvecs is None and torch.as_tensor(t).ndim == 0:
             logits = self._diag_scalar_t(x, t)[0]
         else:
@@ -145,6 +139,7 @@ class GaussianMixture(DiffusionModel):
         return (-torch.logsumexp(logits, dim=1)).to(x.dtype)
 
     def energy_and_score(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        check_event_shape(x, self.event_shape, self.describe())
         if self.eigvecs is None and torch.as_tensor(t).ndim == 0:
             logits, xf, inv, m_inv = self._diag_scalar_t(x, t)
             resp = torch.softmax(logits, dim=1)
@@ -167,9 +162,7 @@ class GaussianMixture(DiffusionModel):
         return -self.energy(x, t)
 
     # ------------------------------------------------------------------ sampling
-    def sample(
-        self, n: int, generator: torch.Generator | None = None, t: float = 0.0
-    ) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, t: float = 0.0) -> Tensor:
         """Exact draws from ``p_t`` (default: the data), shape ``(n, *event_shape)``."""
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
@@ -206,11 +199,7 @@ def gmm_product(a: GaussianMixture, b: GaussianMixture) -> GaussianMixture:
     maha = (diff[..., None, :] @ torch.linalg.solve(s, diff[..., None]))[..., 0, 0]
     log_z = -0.5 * (maha + torch.logdet(s) + d * math.log(2 * math.pi))
     logw = a.log_weights[:, None] + b.log_weights[None] + log_z
-    return GaussianMixture(
-        mean.reshape(-1, d),
-        covs=cov.reshape(-1, d, d),
-        weights=torch.softmax(logw.reshape(-1), 0),
-        schedule=a.schedule,
-        event_shape=a.event_shape,
-        name=f"{a.describe()}*{b.describe()} (exact)",
-    )
+    return GaussianMixture(mean.reshape(-1, d), covs=cov.reshape(-1, d, d),
+                           weights=torch.softmax(logw.reshape(-1), 0), schedule=a.schedule,
+                           event_shape=a.event_shape,
+                           name=f"{a.describe()}*{b.describe()} (exact)")

@@ -14,10 +14,8 @@ Operators act on densities exactly as on numbers::
     a / b        quotient          a + b       equal-weight mixture
 
 Multiplying a model by a *number* is refused: say ``a ** w`` for a guidance strength or
-``recompose.mixture([a, b], weights=[...])`` for mixture weights. The operators are defined
-with the algebra they spell, in :mod:`recompose.compose`, which installs them on
-:class:`DiffusionModel` when it is imported (``import recompose`` always imports it): defining
-them here would make this module and ``compose`` import each other.
+``recompose.mixture([a, b], weights=[...])`` for mixture weights. The operators are installed
+by :mod:`recompose.compose` (always imported by ``import recompose``), which imports this module.
 
 **Shared network calls.** A leaf that is one of several views of one network (the conditions
 of a conditional network, :mod:`.conditional`) says so through :attr:`~DiffusionModel.batch_slot`;
@@ -43,10 +41,8 @@ __all__ = ["BatchSlot", "DiffusionModel", "model_device_dtype"]
 
 
 class BatchSlot(NamedTuple):
-    """A leaf's place in a network call shared with other views of the same network.
-
-    Leaves whose slots name the same ``network`` (by identity) are evaluated together by
-    ``network.stacked(conditions, weights)``.
+    """A leaf's place in a network call shared with other views of the same network: leaves
+    naming the same ``network`` are evaluated together by ``network.stacked(conditions, weights)``.
     """
 
     network: DiffusionModel  # the model that owns the network and evaluates the stacked batch
@@ -67,10 +63,9 @@ class DiffusionModel(nn.Module):
     # ----------------------------------------------------------------- contract
     def energy(self, x: Tensor, t: float | Tensor) -> Tensor:
         """Energy ``E(x, t)`` of shape ``(B,)`` (negative log-density up to a constant)."""
-        raise CapabilityError(
-            f"{self.describe()} has no energy (score-only); train or load an energy-"
-            "parameterised model to use mixtures or Metropolis-corrected samplers"
-        )
+        raise CapabilityError(f"{self.describe()} has no energy (score-only); train or load an "
+                              "energy-parameterised model to use mixtures or Metropolis-corrected "
+                              "samplers")
 
     def score(self, x: Tensor, t: float | Tensor) -> Tensor:
         """Score ``∇ₓ log p_t(x)``, shape of ``x``."""
@@ -87,11 +82,8 @@ class DiffusionModel(nn.Module):
     def at(self, t: float | Tensor) -> Target:
         """Freeze time: the static density ``p_t`` as an MCMC target."""
         if self.has_energy:
-            return Target(
-                score=lambda x: self.score(x, t),
-                energy=lambda x: self.energy(x, t),
-                energy_and_score=lambda x: self.energy_and_score(x, t),
-            )
+            return Target(score=lambda x: self.score(x, t), energy=lambda x: self.energy(x, t),
+                          energy_and_score=lambda x: self.energy_and_score(x, t))
         return Target(score=lambda x: self.score(x, t))
 
     # --------------------------------------------------------------- structure
@@ -114,20 +106,15 @@ class DiffusionModel(nn.Module):
     # --------------------------------------------------------- shared network calls
     @property
     def batch_slot(self) -> BatchSlot | None:
-        """Where this leaf joins a batched call shared with other views of its network.
-
-        ``None`` (the default) when it cannot share: it is then evaluated on its own.
-        """
+        """Where this leaf joins a batched call shared with other views of its network (``None``,
+        the default: it is evaluated on its own)."""
         return None
 
     def stacked(self, conditions: Sequence[Tensor | None], weights: Sequence[float]
                 ) -> DiffusionModel:
-        """``∏_k p_t(x | c_k)^{w_k}`` over this model's conditions, in one network call.
-
-        Only for models that appear as ``batch_slot.network``. The result is a model whose
-        ``energy``/``score``/``energy_and_score`` on ``(B, *D)`` inputs call the network once on
-        ``K·B`` inputs and equal ``Σ_k w_k`` of the separately evaluated terms.
-        """
+        """``∏_k p_t(x | c_k)^{w_k}`` over this model's conditions (for models that appear as
+        ``batch_slot.network``): its methods on ``(B, *D)`` inputs call the network once on
+        ``K·B`` inputs and equal ``Σ_k w_k`` of the separately evaluated terms."""
         raise NotImplementedError(f"{type(self).__name__} cannot evaluate stacked conditions")
 
     # --------------------------------------------------------------- operators

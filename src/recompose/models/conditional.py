@@ -45,9 +45,8 @@ def condition_batch(model: DiffusionModel, cond: Tensor | None, n: int) -> Tenso
     if cond.ndim == event_ndim:
         return cond.expand((n,) + tuple(cond.shape))
     if cond.shape[0] != n:
-        raise ValueError(
-            f"{model.describe()}: got conditions for {cond.shape[0]} chains but {n} chains"
-        )
+        raise ValueError(f"{model.describe()}: got conditions for {cond.shape[0]} chains but {n} "
+                         "chains")
     return cond
 
 
@@ -56,11 +55,8 @@ class Conditioned(DiffusionModel):
 
     def __init__(self, parent: DiffusionModel, value: object, name: str | None = None) -> None:
         super().__init__()
-        self.parent = parent
-        self.value = value
-        self.cond = parent.net.encode_condition(value)
-        self.schedule = parent.schedule
-        self.event_shape = tuple(parent.event_shape)
+        self.parent, self.value, self.cond = parent, value, parent.net.encode_condition(value)
+        self.schedule, self.event_shape = parent.schedule, tuple(parent.event_shape)
         self.has_energy = parent.has_energy
         if name is None:
             small = not isinstance(value, Tensor) or value.numel() <= 4
@@ -95,16 +91,13 @@ def stack_copies(model: DiffusionModel, x: Tensor, t: float | Tensor,
     """One network batch for ``K = len(conditions)`` copies of ``B`` chains.
 
     Args:
-        model: the conditional model whose network will be called (encodes the null condition
-            and broadcasts single conditions, see :func:`condition_batch`).
-        x: ``(B, *D)`` chains.
-        t: scalar or ``(B,)`` times.
-        conditions: ``K`` encoded conditions (``None`` = the null condition), each one value
-            or one per chain.
+        model: the conditional model whose network will be called (see :func:`condition_batch`).
+        x: ``(B, *D)`` chains; t: scalar or ``(B,)`` times.
+        conditions: ``K`` encoded conditions (``None`` = null), each one value or one per chain.
 
     Returns:
-        ``(xs, ts, cs)``: ``(K·B, *D)`` copies of ``x``, ``(K·B,)`` times and ``(K·B, …)``
-        conditions, copy ``k`` occupying rows ``k·B … (k+1)·B − 1``.
+        ``(xs, ts, cs)`` of shapes ``(K·B, *D)``, ``(K·B,)``, ``(K·B, …)``; copy ``k`` occupies
+        rows ``k·B … (k+1)·B − 1``.
     """
     b, k = x.shape[0], len(conditions)
     xs = torch.cat([x] * k)

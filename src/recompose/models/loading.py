@@ -9,6 +9,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+import torch
+
 from ..io import CheckpointError, read_model_file
 from ..schedules import get_schedule
 from .base import DiffusionModel
@@ -58,7 +60,24 @@ def load_model(path: Path | str, name: str | None = None) -> DiffusionModel:
     model.load_state_dict(tensors)
     if name is not None:
         model.name = name
-    return model.eval().requires_grad_(False)
+    model = model.eval().requires_grad_(False)
+    _check_event_shape(model, path)
+    return model
+
+
+def _check_event_shape(model: DiffusionModel, path: Path | str) -> None:
+    """One evaluation at the declared event shape, so a file whose network does not fit it
+    fails here, in one line, instead of deep inside torch later."""
+    x = torch.zeros((1, *model.event_shape))
+    try:
+        score = model.score(x, 0.5)
+    except (RuntimeError, ValueError, TypeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: its network does not accept the declared event shape "
+                              f"{tuple(model.event_shape)} ({first})") from None
+    if score.shape != x.shape:
+        raise CheckpointError(f"{path}: its network maps the declared event shape "
+                              f"{tuple(model.event_shape)} to {tuple(score.shape[1:])}")
 
 
 def pretrained(name: str, parameterization: str = "energy") -> DiffusionModel:
@@ -68,8 +87,8 @@ def pretrained(name: str, parameterization: str = "energy") -> DiffusionModel:
     (position-conditioned 16×16 scenes; ``.given((x, y))``). ``parameterization`` is
     ``"score"`` or ``"energy"``."""
     if name not in PRETRAINED + IMAGE_PRETRAINED:
-        raise KeyError(f"unknown pretrained model {name!r}; choose one of "
-                       f"{', '.join(PRETRAINED + IMAGE_PRETRAINED)}")
+        raise ValueError(f"unknown pretrained model {name!r}; choose one of "
+                         f"{', '.join(PRETRAINED + IMAGE_PRETRAINED)}")
     if parameterization not in ("score", "energy"):
         raise ValueError("parameterization must be 'score' or 'energy'")
     if name == "digits-cond" and parameterization == "score":

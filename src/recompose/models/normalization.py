@@ -87,8 +87,7 @@ def log_normalizer_2d(model: DiffusionModel, t: float, extent: float = 1.5,
 
 def normalize_by_quadrature(model: DiffusionModel, num_times: int = 101, extent: float = 1.5,
                             grid: int = 96, t_min: float = 0.005) -> Normalized:
-    """Wrap a 2D energy model so its energies are normalised for ``t ∈ [t_min, 1]``
-    (an energy ``U/σ_t`` is undefined at ``t = 0``)."""
+    """:func:`normalize` with finer defaults (positional arguments allowed)."""
     if not model.has_energy:
         raise CapabilityError(f"normalize needs an energy, but {model.describe()} is "
                               "score-only; use an energy-parameterised model")
@@ -112,8 +111,8 @@ def normalize(model: DiffusionModel, *, num_times: int = 51, grid: int = 64,
     Args:
         model: a 2D energy model (``event_shape == (2,)``, ``has_energy``).
         num_times: times tabulated in ``[t_min, 1]`` (linear interpolation between them).
-        grid: midpoint-rule points per axis. The defaults (51 × 64²) are those of the
-            shipped mixture experiments: ``log Z`` to about 0.02 on the shipped models.
+        grid: midpoint-rule points per axis. The defaults (51 × 64²), those of the shipped
+            mixture experiments, give ``log Z`` to about 0.02 on the shipped models.
         extent: half-width of the data window at ``t = 0``; it grows as ``α_t·extent + 7σ_t``.
         t_min: first tabulated time (``U/σ_t`` is undefined at ``t = 0``).
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ..errors import CapabilityError
 from ..schedules import Schedule
-from ..utils import append_dims, as_time, batch_sum, energy_and_score_autograd
+from ..utils import append_dims, as_time, batch_sum, check_event_shape, energy_and_score_autograd
 from .base import BatchSlot, DiffusionModel
 from .conditional import Conditioned, stack_copies, weighted_sum
 
@@ -42,28 +42,14 @@ __all__ = ["ScoreModel", "EnergyModel", "epsilon_prediction", "energy_from_poten
 
 
 def energy_from_potential(potential: Tensor, sigma: Tensor) -> Tensor:
-    """``E = U_θ / σ_t``: the energy of a potential whose gradient is the ε-prediction.
-
-    Args:
-        potential: ``(B,)`` values of ``U_θ(x, t)``.
-        sigma: ``(B,)`` noise levels ``σ_t``.
-
-    Returns:
-        ``(B,)`` energies.
-    """
+    """``E = U_θ / σ_t`` from ``(B,)`` potentials ``U_θ(x, t)`` and ``(B,)`` noise levels ``σ_t``;
+    returns ``(B,)`` energies."""
     return potential / sigma
 
 
 def score_from_epsilon(epsilon: Tensor, sigma: Tensor) -> Tensor:
-    """``s = −ε̂ / σ_t`` (Tweedie: the noise prediction is ``−σ_t`` times the score).
-
-    Args:
-        epsilon: ``(B, *D)`` noise prediction.
-        sigma: ``(B,)`` noise levels ``σ_t``.
-
-    Returns:
-        ``(B, *D)`` score.
-    """
+    """``s = −ε̂ / σ_t`` (Tweedie) from a ``(B, *D)`` noise prediction and ``(B,)`` noise levels
+    ``σ_t``; returns the ``(B, *D)`` score."""
     return -epsilon / append_dims(sigma, epsilon.ndim)
 
 
@@ -77,6 +63,7 @@ class _Learned(DiffusionModel):
         return bool(getattr(self.net, "conditional", False))
 
     def _net(self, x: Tensor, t: Tensor, c: Tensor | None) -> Tensor:
+        check_event_shape(x, self.event_shape, self.describe())
         if c is None and not self.conditional:
             return self.net(x, t)
         if not self.conditional:
@@ -86,10 +73,8 @@ class _Learned(DiffusionModel):
     def given(self, value: object, name: str | None = None) -> DiffusionModel:
         """``p_t(x | c = value)`` as a leaf model; ``value`` is one condition or one per chain."""
         if not self.conditional:
-            raise CapabilityError(
-                f"{self.describe()} was not trained with conditions; load a conditional model "
-                "(trained with label dropout) to use .given()"
-            )
+            raise CapabilityError(f"{self.describe()} was not trained with conditions; load a "
+                                  "conditional model (trained with label dropout) to use .given()")
         return Conditioned(self, value, name=name)
 
     @property
@@ -103,10 +88,8 @@ class _Learned(DiffusionModel):
         if not self.conditional:
             raise CapabilityError(f"{self.describe()} is not a conditional model")
         if len(conditions) != len(weights) or not conditions:
-            raise ValueError(
-                f"stacking {self.describe()} needs one weight per condition, got "
-                f"{len(conditions)} conditions and {len(weights)} weights"
-            )
+            raise ValueError(f"stacking {self.describe()} needs one weight per condition, got "
+                             f"{len(conditions)} conditions and {len(weights)} weights")
 
 
 class ScoreModel(_Learned):
@@ -144,8 +127,8 @@ class EnergyModel(_Learned):
         super().__init__()
         if form not in ("ae", "l2"):
             raise ValueError(f"energy form must be 'ae' or 'l2', got {form!r}")
-        self.net, self.schedule, self.event_shape = net, schedule, event_shape
-        self.form, self.name = form, name
+        self.net, self.schedule, self.event_shape, self.name = net, schedule, event_shape, name
+        self.form = form
 
     def potential(self, x: Tensor, t: float | Tensor, c: Tensor | None = None) -> Tensor:
         """``U_θ(x, t)``, shape ``(B,)`` (ε-scale; the energy divides it by ``σ_t``)."""
@@ -179,11 +162,8 @@ class EnergyModel(_Learned):
 
 
 class _Stacked(DiffusionModel):
-    """``∏_k p_t(x | c_k)^{w_k}`` over conditions of one network (built by ``model.stacked``).
-
-    Internal to :class:`~recompose.compose.Product`, which holds it beside its factors (not as a
-    submodule); ``network`` is a reference to the factors' own network.
-    """
+    """``∏_k p_t(x | c_k)^{w_k}`` over conditions of one network (built by ``model.stacked``);
+    held by a :class:`~recompose.compose.Product` beside its factors, not as a submodule."""
 
     def __init__(self, network: _Learned, conditions: Sequence[Tensor | None],
                  weights: Sequence[float]) -> None:
@@ -229,6 +209,5 @@ def epsilon_prediction(model: DiffusionModel, x: Tensor, t: Tensor,
         return model.epsilon(x, t, create_graph=True, **extra)
     if isinstance(model, ScoreModel):
         return model.epsilon(x, t, **extra)
-    raise TypeError(
-        f"cannot train a {type(model).__name__}; wrap a network in a Score/EnergyModel"
-    )
+    raise TypeError(f"cannot train a {type(model).__name__}; wrap a network in a "
+                    "Score/EnergyModel")

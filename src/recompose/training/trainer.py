@@ -1,12 +1,10 @@
 """A small, resumable training loop: Adam, EMA weights, atomic checkpoints, JSON-lines log.
 
-Determinism: all randomness (initial weights, data, ``t``, noise) comes from ``torch``
-generators seeded from ``config.seed`` (the data/noise generator's state is saved in every
-checkpoint), and :meth:`Trainer.run` trains with ``config.threads`` threads; so a resumed run
-equals an uninterrupted one bit for bit, and a rerun with the same config reproduces the
-shipped weights on the same platform. Nothing global changes: the initial weights are drawn
-under :func:`torch.random.fork_rng` (the caller's global RNG state is restored) and the thread
-count is restored when :meth:`Trainer.run` returns.
+Determinism: all randomness (initial weights, data, ``t``, noise) comes from generators seeded
+from ``config.seed`` (the data/noise generator's state is checkpointed) and training uses
+``config.threads`` threads, so a resumed run equals an uninterrupted one bit for bit and a rerun
+reproduces the shipped weights on the same platform. Nothing global changes: initial weights
+are drawn under :func:`torch.random.fork_rng` and the thread count is restored afterwards.
 
 Checkpoint folder (written atomically by :func:`recompose.io.atomic_dir`):
 ``model.safetensors`` (EMA weights + config, the model file), ``trainer.safetensors`` (raw
@@ -36,7 +34,9 @@ from ..models.loading import build_model
 from ..utils import append_dims
 from .losses import dsm_loss
 
-__all__ = ["train", "Trainer"]
+__all__ = ["train", "Trainer", "EXPLOSION"]
+
+EXPLOSION = 100.0  # a loss this many times its initial level stops training as diverged
 
 
 class Trainer:
@@ -123,7 +123,8 @@ class Trainer:
             loss = dsm_loss(self.model, batch, self.gen).mean()
         value = loss.item()
         if not math.isfinite(value):
-            raise FloatingPointError(f"training loss is {value} at step {self.step}; lower --lr")
+            raise FloatingPointError(f"training loss is {value} at step {self.step}: the "
+                                     f"learning rate ({self.config.lr:g}) is likely too high")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -134,6 +135,16 @@ class Trainer:
             for pe, p in zip(self.ema.parameters(), self.model.parameters()):
                 pe.lerp_(p, 1 - decay)
         return value
+
+    def _check_not_exploding(self) -> None:
+        """Stop a diverging run: a loss 100× the first one (at the initial weights) means the
+        optimiser left the basin; a well-behaved DSM loss falls from its initial level."""
+        start = self.losses[0]
+        if len(self.losses) > 1 and self.losses[-1] > EXPLOSION * start:
+            raise FloatingPointError(
+                f"training diverged: loss {self.losses[-1]:.3g} at step {self.step} is over "
+                f"{EXPLOSION:g}× its initial level ({start:.3g}); the learning rate "
+                f"({self.config.lr:g}) is likely too high")
 
     def run(self, stop_at: int | None = None,
             progress: Callable[[int, float], None] | None = None) -> DiffusionModel:
@@ -148,6 +159,7 @@ class Trainer:
             while self.step < end:
                 loss = self.train_step()
                 self.losses.append(loss)
+                self._check_not_exploding()
                 if progress is not None:
                     progress(self.step, loss)
                 if self.step % self.config.checkpoint_every == 0 or self.step == end:
