@@ -1,10 +1,16 @@
-import math
+import os
 
-import pytest
-import torch
+# Before torch loads (see recompose/__init__): waiting OpenMP threads sleep instead of spinning,
+# so the suite does not slow 10-60x when another process shares the cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import recompose as rc
-from recompose.models.base import DiffusionModel
+import math  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import recompose as rc  # noqa: E402
+from recompose.models.base import DiffusionModel  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 

@@ -259,3 +259,15 @@ def test_ctrl_c_leaves_no_half_written_files(tmp_path, monkeypatch):
     assert r.exit_code == 130 and "interrupted" in r.output
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out*"))
+
+
+def test_every_option_has_help_and_counts_show_their_range():
+    import click
+
+    for name, command in [("", cli), *cli.commands.items()]:
+        for p in command.params:
+            if isinstance(p, click.Option):
+                assert p.help, f"{name} {p.opts[0]} has no help text"
+                if p.name in ("n", "levels", "mcmc_steps", "leapfrog", "steps", "batch_size",
+                              "checkpoint_every"):
+                    assert isinstance(p.type, click.IntRange), f"{name} {p.opts[0]}"

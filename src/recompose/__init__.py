@@ -4,9 +4,18 @@ Quick map: models (:class:`DiffusionModel`, :class:`GaussianMixture`), the algeb
 (``a * b``, ``a ** w``, ``a / b``, :func:`mixture`, :func:`cfg`, :func:`guide`,
 :func:`normalize`; the same algebra as text: :func:`parse`), and one
 sampler entry point :func:`sample` (reverse diffusion, ULA, U-HMC, MALA, HMC).
+
+Importing recompose before torch makes torch's OpenMP threads sleep rather than spin while they
+wait (``OMP_WAIT_POLICY=PASSIVE``, unless the variable is already set): with spinning threads a
+run slows 10-60× as soon as another process shares the cores (docs/results.md §4). Set
+``OMP_WAIT_POLICY=ACTIVE`` to keep spinning; the variable only counts before torch is loaded.
 """
 
-from . import mcmc
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads OpenMP
+
+from . import mcmc  # noqa: E402
 from .compose import Mixture, Power, Product, cfg, conjunction, guide, mixture, power, product
 from .diffusion import SampleInfo, SampleResult
 from .errors import CapabilityError, CompositionError

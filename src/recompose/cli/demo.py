@@ -107,7 +107,9 @@ def run_demo(out: Path, n: int = 500, num_levels: int = 50, num_steps: int = 5, 
               "seed": seed, "parameterization": "energy", "negation_alpha": 0.3}
     with run_folder(out, overwrite) as tmp:
         fig = scatter_grid(cells, ["product", "mixture", "negation"],
-                           ["target", "reverse", "hmc"], size=2.6)
+                           ["target", "reverse", "hmc"], size=2.6,
+                           title=f"ring·bar, ½ left_bar + ½ right_bar, large_box / small_box^0.3"
+                                 f": {n} samples (HMC: T = {num_levels}, K = {num_steps})")
         fig.savefig(tmp / "demo.png", dpi=120)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (tmp / "config.json").write_text(json.dumps(config, indent=2))

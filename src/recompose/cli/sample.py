@@ -69,8 +69,10 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
     figs.mkdir()
     x = result.x.detach().cpu()
     if x.ndim == 2 and x.shape[1] == 2:
-        fig = scatter_grid({("samples", result.info.sampler): x.numpy()}, ["samples"],
-                           [result.info.sampler], size=4.0, lim=1.5)
+        info = result.info
+        fig = scatter_grid({("samples", info.sampler): x.numpy()}, ["samples"], [info.sampler],
+                           size=4.0, lim=1.5,
+                           title=f"{len(x)} samples of {model.describe()} ({info.sampler})")
         fig.savefig(figs / "samples.png", dpi=120)
         density_levels(model, [0.01, 0.1, 0.3, 0.6, 1.0]).savefig(figs / "target_levels.png",
                                                                   dpi=110)

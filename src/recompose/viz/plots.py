@@ -26,9 +26,11 @@ __all__ = ["scatter_grid", "acceptance_plot", "density_levels", "image_grid", "t
 
 def scatter_grid(cells: dict[tuple[str, str], np.ndarray], rows: Sequence[str],
                  cols: Sequence[str], lim: float = 1.2, size: float = 1.9,
-                 titles: dict[tuple[str, str], str] | None = None) -> Figure:
-    """``cells[(row, col)]`` is an ``(N, 2)`` array; missing cells are left blank."""
-    fig = Figure(figsize=(size * len(cols), size * len(rows)))
+                 titles: dict[tuple[str, str], str] | None = None,
+                 title: str | None = None) -> Figure:
+    """``cells[(row, col)]`` is an ``(N, 2)`` array; missing cells are left blank. Axes in data
+    units (ticks at −1, 0, 1), the same scale in every panel; ``title`` above the grid."""
+    fig = Figure(figsize=(size * len(cols), size * len(rows) + (0.3 if title else 0)))
     axes = fig.subplots(len(rows), len(cols), squeeze=False)
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
@@ -36,8 +38,11 @@ def scatter_grid(cells: dict[tuple[str, str], np.ndarray], rows: Sequence[str],
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ticks = [v for v in (-1.0, 0.0, 1.0) if abs(v) <= lim]
+            ax.set_xticks(ticks)
+            ax.set_yticks(ticks)
+            ax.tick_params(labelsize=6, length=2, pad=1)
+            ax.grid(alpha=0.2, linewidth=0.5)
             pts = cells.get((r, c))
             if pts is not None:
                 ax.scatter(pts[:, 0], pts[:, 1], s=1.0, alpha=0.5, color="C0" if j else "k",
@@ -50,6 +55,8 @@ def scatter_grid(cells: dict[tuple[str, str], np.ndarray], rows: Sequence[str],
                 ax.set_title(c, fontsize=8)
             if j == 0:
                 ax.set_ylabel(r, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
