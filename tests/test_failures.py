@@ -64,3 +64,16 @@ def test_a_too_large_step_is_blamed_on_the_step_size():
     with pytest.raises(FloatingPointError, match="use a smaller step size"):
         rc.sample(model, 8, "ula", num_levels=3, num_steps=20, step_size=1e40, step_power=0,
                   seed=0)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--n", "100000000000"], "not enough memory for this run; use a smaller --n or --levels"),
+    (["--step-size", "inf"], "step size must be a positive finite number, got inf"),
+    (["--step-power", "nan"], "step power must be a finite number, got nan"),
+])
+def test_invalid_values_are_usage_errors_in_one_line(tmp_path, args, message):
+    r = CliRunner().invoke(cli, ["sample", "--model", "A=ring", "--expr", "A", "--sampler",
+                                 "hmc", *args, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: {message}"] and "Traceback" not in r.output

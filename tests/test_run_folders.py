@@ -68,7 +68,7 @@ def test_checks_before_any_work(tmp_path):
     user = tmp_path / "user"
     user.mkdir()
     (user / "notes.txt").write_text("x")
-    with pytest.raises(RunFolderError, match="not empty; pass --overwrite"):
+    with pytest.raises(RunFolderError, match=r"not empty; allow overwriting \(--overwrite\)"):
         check_run_folder(user)
     with pytest.raises(RunFolderError, match="did not write"):
         check_run_folder(user, overwrite=True)

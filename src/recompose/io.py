@@ -186,8 +186,8 @@ def check_run_folder(out: Path | str, overwrite: bool = False) -> Path:
     if not present:
         return out
     if not overwrite:
-        raise RunFolderError(f"{out} is not empty; pass --overwrite to replace a previous "
-                             "recompose run there, or choose another output folder")
+        raise RunFolderError(f"{out} is not empty; allow overwriting (--overwrite) to replace "
+                             "a previous recompose run there, or choose another output folder")
     if _recorded(out) is None:
         raise RunFolderError(f"{out} holds files that recompose did not write (no {RUN_RECORD}"
                              "); it will not replace them: choose another output folder")

@@ -66,6 +66,12 @@ def handle_errors(fn: Callable) -> Callable:
                 raise Failure(str(err)) from None
             if isinstance(err, FloatingPointError):
                 raise Failure(str(err)) from None
+            if isinstance(err, MemoryError) or "can't allocate memory" in str(err):
+                raise usage("not enough memory for this run; use a smaller --n or --levels"
+                            ) from None
+            if isinstance(err, ValueError | TypeError):  # invalid values met past click
+                raise usage(str(err).splitlines()[0] if str(err) else type(err).__name__
+                            ) from None
             if isinstance(err, OSError):
                 raise Failure(f"{err.strerror or err}: {err.filename or ''}".strip()) from None
             raise Failure(f"{type(err).__name__}: {err} (rerun with --debug for details)") \

@@ -40,6 +40,8 @@ class StepSizeRule:
     power: float
 
     def __post_init__(self) -> None:
+        if not math.isfinite(self.power):
+            raise ValueError(f"step power must be a finite number, got {self.power}")
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise ValueError(f"step size must be a positive finite number, got {self.scale}")
 

@@ -94,7 +94,7 @@ class Trainer:
             raise CheckpointError(f"cannot resume from {folder}: {first}") from None
         if state["config"] != self.config.to_dict():
             raise CheckpointError(
-                f"{folder} was written by a run with different settings; use another --out "
+                f"{folder} was written by a run with different settings; use another run folder "
                 "or the same settings"
             )
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items()
