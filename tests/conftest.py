@@ -47,3 +47,14 @@ def skewed_gmm():
 @pytest.fixture
 def generator():
     return torch.Generator().manual_seed(1234)
+
+
+class CallCounter:
+    """Counts forward calls of a module (e.g. to check one batched network call)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.calls = 0
+        module.register_forward_hook(self)
+
+    def __call__(self, *args: object) -> None:
+        self.calls += 1

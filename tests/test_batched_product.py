@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import recompose as rc
+from conftest import CallCounter
 from recompose.models.base import BatchSlot, DiffusionModel
 from recompose.models.networks import ResMLP
 from recompose.models.parameterization import EnergyModel, ScoreModel
@@ -36,15 +37,6 @@ def _views(model):
     conds = [LABELS_A, LABELS_B, torch.tensor(5).expand(B), null]
     views = [model.given(LABELS_A), model.given(LABELS_B), model.given(5), model]
     return views, conds
-
-
-class CallCounter:
-    def __init__(self, module):
-        self.calls = 0
-        module.register_forward_hook(self)
-
-    def __call__(self, *args):
-        self.calls += 1
 
 
 def _inputs():

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import recompose as rc
+from conftest import CallCounter
 from recompose.models.classifier import ClassifierFactor
 from recompose.models.networks import PositionUNet, ResMLP, TimeClassifier
 from recompose.models.parameterization import EnergyModel, ScoreModel
@@ -28,15 +29,6 @@ def _position_model(kind, seed=0):
     net = _randomise(PositionUNet(channels=8, emb_dim=16), seed, std=0.05)
     cls = EnergyModel if kind == "energy" else ScoreModel
     return cls(net, CosineSchedule(), (3, 16, 16), name="A").double()
-
-
-class CallCounter:
-    def __init__(self, module):
-        self.calls = 0
-        module.register_forward_hook(self)
-
-    def __call__(self, *args):
-        self.calls += 1
 
 
 @pytest.mark.parametrize("kind", ["score", "energy"])

@@ -41,9 +41,9 @@ from .mass import (
     check_damping,
     inverse_mass,
     kinetic_energy,
+    level_momentum,
     mass_record,
     refresh_momentum,
-    sample_momentum,
 )
 from .proposal import metropolis_hastings, select
 
@@ -66,10 +66,7 @@ def hmc(num_leapfrog_steps: int = 3, damping: float = 0.5, mass: Tensor | float 
              previous: HamiltonianState | None = None) -> HamiltonianState:
         require_energy(target, "HMC")
         energy, score = target.energy_and_score(x)
-        momentum = sample_momentum(x, mass, generator)
-        if previous is not None:  # carried across levels; the draw above keeps the stream
-            momentum = previous.momentum
-        return HamiltonianState(x, momentum, energy, score)
+        return HamiltonianState(x, level_momentum(x, mass, generator, previous), energy, score)
 
     def step(state: HamiltonianState, target: Target, step_size: Tensor | float,
              generator: torch.Generator | None = None) -> tuple[HamiltonianState, Info]:

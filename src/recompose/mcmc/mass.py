@@ -23,8 +23,8 @@ from torch import Tensor
 
 from ..utils import batch_sum
 
-__all__ = ["inverse_mass", "check_damping", "sample_momentum", "refresh_momentum",
-           "kinetic_energy", "mass_record"]
+__all__ = ["inverse_mass", "check_damping", "sample_momentum", "level_momentum",
+           "refresh_momentum", "kinetic_energy", "mass_record"]
 
 
 def inverse_mass(mass: Tensor | float) -> Tensor | float:
@@ -47,6 +47,15 @@ def sample_momentum(x: Tensor, mass: Tensor | float,
     """Draw ``v ~ N(0, M)`` with the shape, dtype and device of ``x`` (one ``randn`` call)."""
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return torch.sqrt(torch.as_tensor(mass)) * noise
+
+
+def level_momentum(x: Tensor, mass: Tensor | float, generator: torch.Generator | None,
+                   previous: object | None) -> Tensor:
+    """The momentum a Hamiltonian kernel starts a level with: the previous level's (carried
+    across levels, as in the R3 notebook) or, at the first level, a draw from ``N(0, M)``. The
+    draw is made either way, so the random stream does not depend on ``previous``."""
+    momentum = sample_momentum(x, mass, generator)
+    return momentum if previous is None else previous.momentum
 
 
 def refresh_momentum(v: Tensor, damping: float, mass: Tensor | float,

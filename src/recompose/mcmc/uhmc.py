@@ -26,7 +26,7 @@ from torch import Tensor
 from ..utils import per_chain
 from .base import HamiltonianState, Info, Kernel, Target, ones_info
 from .integrators import check_num_leapfrog_steps, leapfrog
-from .mass import check_damping, inverse_mass, mass_record, refresh_momentum, sample_momentum
+from .mass import check_damping, inverse_mass, level_momentum, mass_record, refresh_momentum
 
 __all__ = ["uhmc"]
 
@@ -45,9 +45,7 @@ def uhmc(num_leapfrog_steps: int = 3, damping: float = 0.5, mass: Tensor | float
 
     def init(x: Tensor, target: Target, generator: torch.Generator | None = None,
              previous: HamiltonianState | None = None) -> HamiltonianState:
-        momentum = sample_momentum(x, mass, generator)
-        if previous is not None:  # carried across levels; the draw above keeps the stream
-            momentum = previous.momentum
+        momentum = level_momentum(x, mass, generator, previous)
         return HamiltonianState(x, momentum, None, target.score(x))
 
     def step(state: HamiltonianState, target: Target, step_size: Tensor | float,
