@@ -197,3 +197,22 @@ def test_sample_stops_on_sigterm_with_143(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_an_interrupted_training_says_its_checkpoint_is_kept(tmp_path):
+    out = tmp_path / "t"
+    cmd = [sys.executable, "-m", "recompose", "train", "--data", "ring", "--steps", "100000",
+           "--checkpoint-every", "5", "--batch-size", "64", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not (out / "checkpoint").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 130, err
+        assert "interrupted: the checkpoint in" in err and "rerun the same command" in err
+        assert (out / "checkpoint" / "model.safetensors").exists()
+    finally:
+        proc.kill()
+        proc.wait()
