@@ -89,9 +89,7 @@ def parameterization_cost(n: int = 1000, repeats: int = 3, calls: int = 30,
     step = {}
     for param in ("score", "energy"):
         cfg = TrainConfig(data="ring", parameterization=param, steps=10**6, batch_size=n)
-        threads = torch.get_num_threads()
         trainer = Trainer(cfg, "/dev/null/unused")  # never saves: we only time train_step
-        torch.set_num_threads(threads)  # Trainer pins its own thread count; restore ours
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
