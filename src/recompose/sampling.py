@@ -36,15 +36,17 @@ from .diffusion.annealed import (
     annealed_mcmc,
     reverse_diffusion,
 )
+from .diffusion.smc import smc
 from .errors import CapabilityError
 from .mcmc import KERNELS
 from .mcmc.base import Kernel
 from .mcmc.step_sizes import DEFAULT_STEP, DEFAULT_TARGET_ACCEPT, AcceptanceAdapter, StepSizeRule
 from .models.base import DiffusionModel, model_device_dtype
+from .resampling import SCHEMES
 
 __all__ = ["sample", "SAMPLERS"]
 
-SAMPLERS = ("reverse", "ula", "uhmc", "mala", "hmc")
+SAMPLERS = ("reverse", "ula", "uhmc", "mala", "hmc", "smc")
 
 
 def _progress_callback(total: int, desc: str, user: LevelCallback | None
@@ -55,8 +57,9 @@ def _progress_callback(total: int, desc: str, user: LevelCallback | None
 
     def callback(payload: dict) -> None:
         bar.update(1)
-        if "acceptance" in payload:
-            bar.set_postfix(acc=f"{payload['acceptance']:.2f}", refresh=False)
+        shown = {"acc": payload.get("acceptance"), "ess": payload.get("ess")}
+        bar.set_postfix({k: f"{v:.2f}" if k == "acc" else f"{v:.0f}"
+                         for k, v in shown.items() if v is not None}, refresh=False)
         if user is not None:
             user(payload)
 
@@ -103,75 +106,108 @@ def sample(
     num_levels: int = 100, num_steps: int | None = None, step_size: float | None = None,
     step_power: float | None = None, adapt: bool | None = None,
     target_accept: float | None = None, reverse_step: bool | None = None,
-    denoise: bool | None = None, generator: torch.Generator | None = None,
-    seed: int | None = None, x_init: Tensor | None = None,
-    clip: tuple[float, float] | None = None, callback: LevelCallback | None = None,
-    progress: bool = False, **kernel_options: object,
+    denoise: bool | None = None, moves: str | Kernel | None = None,
+    ess_threshold: float | None = None, resampling: str | None = None,
+    generator: torch.Generator | None = None, seed: int | None = None,
+    x_init: Tensor | None = None, clip: tuple[float, float] | None = None,
+    callback: LevelCallback | None = None, progress: bool = False, **kernel_options: object,
 ) -> SampleResult:
     """Draw ``n`` samples from ``model`` (any model or composite).
 
     Args:
         model: a :class:`~recompose.DiffusionModel`, e.g. ``a * b ** -0.3``.
-        n: number of chains / samples.
-        sampler: ``"reverse" | "ula" | "uhmc" | "mala" | "hmc"`` (default ``"hmc"``).
+        n: number of chains / samples (particles for ``"smc"``).
+        sampler: ``"reverse" | "ula" | "uhmc" | "mala" | "hmc" | "smc"`` (default ``"hmc"``).
         kernel: a kernel object instead of ``sampler`` (with its own settings), e.g.
             ``rc.mcmc.hmc(num_leapfrog_steps=3, damping=0.5)``.
         num_levels: noise levels ``T`` (R3: 100).
-        num_steps: MCMC steps per level ``K`` (R3 and default: 10). MCMC samplers only.
+        num_steps: MCMC steps per level ``K`` (R3 and default: 10; SMC moves: 2). MCMC only.
         step_size: multiplier ``c`` in ``step = c · σ_t^p``; default per sampler (see
             :data:`~recompose.mcmc.step_sizes.DEFAULT_STEP`). MCMC samplers only.
         step_power: ``p``; 0 for a constant step. Default 2 for ULA/MALA, 1 for (U-)HMC.
         adapt: adapt ``c`` toward ``target_accept`` (MALA/HMC only); default on for them.
         target_accept: default 0.574 (MALA) / 0.65 (HMC); only when adapting.
         reverse_step: a DDPM predictor step between levels (free: reuses the kernel's score;
-            default ``True``). MCMC samplers only.
+            default ``True``). SMC: ``True`` weights the DDPM step as a proposal; default
+            ``False``, AIS weights (see :mod:`recompose.diffusion.smc`).
         denoise: end with Tweedie's denoiser, as reverse diffusion does (free; default
-            ``True``); ``False`` returns samples of the cleanest level's target. MCMC only.
+            ``True``); ``False`` returns samples of the cleanest level's target. MCMC and SMC.
+        moves: SMC only: the MCMC moves after each level's reweighting, a sampler name or a
+            kernel object (default ``"hmc"``; ``num_steps`` of them per level, 0 for none).
+            Kernel options and the step-size arguments configure the moves.
+        ess_threshold: SMC only: resample when the effective sample size falls under
+            ``ess_threshold · n`` (default 0.5; 1: every level; 0: never).
+        resampling: SMC only: ``"systematic"`` (default), ``"stratified"``,
+            ``"multinomial"`` or ``"residual"``.
         generator: a ``torch.Generator`` on the model's device, or give ``seed`` (with
             neither, torch's default generator).
-        x_init: initial chains at the noisiest level; default ``N(0, I)``.
+        x_init: initial chains at the noisiest level; default ``N(0, I)`` (SMC: always).
         clip: data range ``(lo, hi)``: clamp Tweedie's ``x̂₀`` inside every DDPM step, as
             DDPM's ``clip_denoised`` (MCMC steps are not clipped). Default: no clipping.
         callback: called once per level with a dict (``level``, ``t``, ``x``, …).
         progress: show a progress bar.
-        **kernel_options: arguments of the named sampler's kernel factory, e.g.
-            ``num_leapfrog_steps``, ``damping`` (fraction of momentum kept) and ``mass`` for
-            ``"uhmc"``/``"hmc"`` (R3: 3, 0.5, 1); none for ``"ula"``/``"mala"``.
+        **kernel_options: arguments of the named sampler's kernel factory (for SMC, of the
+            moves'), e.g. ``num_leapfrog_steps``, ``damping`` (fraction of momentum kept)
+            and ``mass`` for ``"uhmc"``/``"hmc"`` (R3: 3, 0.5, 1); none for ``"ula"``/``"mala"``.
 
     Returns:
-        :class:`~recompose.diffusion.annealed.SampleResult` with ``.x`` ``(n, *D)`` and ``.info``.
+        :class:`~recompose.diffusion.annealed.SampleResult` with ``.x`` ``(n, *D)`` and ``.info``
+        (for SMC also ``.log_weights``, and ``info.ess``, ``info.log_evidence``, …).
 
     Raises:
         TypeError: an argument that does not apply to the chosen sampler.
         ValueError: a value out of range, or an unknown sampler name.
+        CapabilityError: a sampler that needs energies on a score-only model.
     """
     if not isinstance(model, DiffusionModel):
         raise TypeError(f"model must be a DiffusionModel, got {type(model).__name__}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    kernel = _resolve_kernel(sampler, kernel, kernel_options)
-    name = "reverse" if kernel is None else kernel.name
+    particles = sampler == "smc"
+    smc_options = {"moves": moves, "ess_threshold": ess_threshold, "resampling": resampling}
+    if particles:
+        kernel = _resolve_moves(moves, kernel, kernel_options)
+        name = "smc"
+    else:
+        for option, value in smc_options.items():
+            if value is not None:
+                raise _inapplicable(option, sampler or "hmc", " (only 'smc' has particles)")
+        kernel = _resolve_kernel(sampler, kernel, kernel_options)
+        name = "reverse" if kernel is None else kernel.name
     mcmc_options = {"num_steps": num_steps, "step_size": step_size, "step_power": step_power,
                     "adapt": adapt, "target_accept": target_accept,
                     "reverse_step": reverse_step, "denoise": denoise}
+    if particles and x_init is not None:
+        raise _inapplicable("x_init", name, " (its initial weights assume N(0, I) draws)")
     if kernel is None:
         for option, value in mcmc_options.items():
             if value is not None:
                 raise _inapplicable(option, name, " (it has no MCMC steps)")
-    num_steps = 10 if num_steps is None else num_steps
+    num_steps = (2 if particles else 10) if num_steps is None else num_steps
     if num_levels < 1 or num_steps < 0:
         raise ValueError("num_levels must be ≥ 1 and num_steps ≥ 0")
+    reverse_step = (not particles) if reverse_step is None else reverse_step
+    if particles and not reverse_step and num_steps == 0:
+        raise ValueError("smc with reverse_step=False (AIS weights) moves the particles only "
+                         "by its MCMC moves: give num_steps ≥ 1, or reverse_step=True for the "
+                         "DDPM proposal")
     device, dtype = model_device_dtype(model)
     if generator is not None and seed is not None:
         raise ValueError("give either generator= or seed=, not both")
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(int(seed))
+    if particles and not model.has_energy:
+        raise CapabilityError(
+            f"SMC weights particles by energy differences but {model.describe()} is "
+            "score-only; use energy-parameterised models, or the 'reverse', 'ula' or 'uhmc' "
+            "samplers")
     if kernel is not None and kernel.needs_energy and not model.has_energy:
         raise CapabilityError(
-            f"{name.upper()} needs energies for its Metropolis-Hastings test but "
+            f"{kernel.name.upper()} needs energies for its Metropolis-Hastings test but "
             f"{model.describe()} is score-only; use energy-parameterised models, or the "
             "'ula', 'uhmc' or 'reverse' samplers"
         )
+    rule = adapter = None
     if kernel is not None:
         rule, adapter = _step_rule(kernel, step_size, step_power, adapt, target_accept, device)
     if x_init is None:
@@ -187,18 +223,24 @@ def sample(
         if not clip[0] < clip[1]:
             raise ValueError(f"clip must be (lo, hi) with lo < hi, got {clip}")
     settings = {"num_levels": num_levels, "n": n, "clip": clip}
+    denoise = True if denoise is None else denoise
     try:
-        if kernel is None:
+        if particles:
+            ess_threshold, resampling = _smc_options(ess_threshold, resampling)
+            result = smc(model, x_init, levels, kernel, num_steps, rule, adapter, ess_threshold,
+                         resampling, reverse_step, denoise, generator, cb, clip)
+            settings |= {"ess_threshold": ess_threshold, "resampling": resampling,
+                         "moves": kernel.name}
+        elif kernel is None:
             result = reverse_diffusion(model, x_init, levels, generator, cb, clip)
         else:
-            reverse_step = True if reverse_step is None else reverse_step
-            denoise = True if denoise is None else denoise
             result = annealed_mcmc(model, x_init, levels, kernel, num_steps, rule, adapter,
                                    reverse_step, denoise, generator, cb, clip)
-            settings |= {"num_steps": num_steps, "step_size": rule.scale,
+        if kernel is not None:
+            settings |= {"reverse_step": reverse_step, "denoise": denoise,
+                         "num_steps": num_steps, "step_size": rule.scale,
                          "step_power": rule.power, "adapt": adapter is not None,
                          "target_accept": adapter.target if adapter else None,
-                         "reverse_step": reverse_step, "denoise": denoise,
                          "metropolis": kernel.needs_energy, **kernel.params}
     finally:
         if bar is not None:
@@ -208,6 +250,29 @@ def sample(
     for problem in result.info.warnings:  # finished, but say so when the samples are suspect
         warnings.warn(problem, SamplingWarning, stacklevel=2)
     return result
+
+
+def _resolve_moves(moves: str | Kernel | None, kernel: Kernel | None, options: dict) -> Kernel:
+    """SMC's MCMC moves (default HMC); refuses ``kernel=``."""
+    if kernel is not None:
+        raise TypeError("kernel= does not apply to sampler 'smc'; pass its MCMC moves as "
+                        "moves= (a sampler name or a kernel object)")
+    moves = "hmc" if moves is None else moves
+    if isinstance(moves, Kernel):
+        return _resolve_kernel(None, moves, options)
+    if moves in ("reverse", "smc"):
+        raise ValueError(f"moves must be an MCMC kernel (ula, uhmc, mala, hmc), got {moves!r}")
+    return _resolve_kernel(moves, None, options)
+
+
+def _smc_options(ess_threshold: float | None, resampling: str | None) -> tuple[float, str]:
+    threshold = 0.5 if ess_threshold is None else ess_threshold
+    if isinstance(threshold, bool) or not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"ess_threshold must lie in [0, 1], got {ess_threshold!r}")
+    scheme = "systematic" if resampling is None else resampling
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown resampling {resampling!r}; choose one of {', '.join(SCHEMES)}")
+    return float(threshold), scheme
 
 
 def _step_rule(kernel: Kernel, step_size: float | None, step_power: float | None,

@@ -10,7 +10,8 @@ import click
 
 from .common import handle_errors, is_quiet, overwrite_option, prepare_out, quiet_option, usage
 
-SAMPLER_CHOICES = click.Choice(["reverse", "ula", "uhmc", "mala", "hmc"])
+SAMPLER_CHOICES = click.Choice(["reverse", "ula", "uhmc", "mala", "hmc", "smc"])
+KERNEL_CHOICES = click.Choice(["ula", "uhmc", "mala", "hmc"])
 
 
 def resolve_model(spec: str, default_param: str) -> object:
@@ -63,7 +64,7 @@ def build_model(models: tuple[str, ...], expr: str, default_param: str) -> objec
 
 
 def _write_figures(folder: Path, result: object, model: object) -> None:
-    from ..viz.plots import acceptance_plot, density_levels, image_grid, scatter_grid
+    from ..viz.plots import acceptance_plot, density_levels, ess_plot, image_grid, scatter_grid
 
     figs = folder / "figures"
     figs.mkdir()
@@ -81,6 +82,9 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
     info = result.info
     acceptance_plot(info.t, info.acceptance, info.step_size, label=info.sampler).savefig(
         figs / "acceptance.png", dpi=110)
+    if info.ess:
+        ess_plot(info.t, info.ess, info.num_chains, info.resampled).savefig(figs / "ess.png",
+                                                                          dpi=110)
 
 
 @click.command()
@@ -93,13 +97,14 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
                    '"A * B**-0.3" or "mix(normalize(A), normalize(B), weights=[0.3, 0.7])" '
                    '(learned energies need normalize(...) to mix with the given weights).')
 @click.option("--sampler", type=SAMPLER_CHOICES, default="hmc", show_default=True,
-              help="Reverse diffusion, or annealed MCMC (MALA and HMC need energies).")
+              help="Reverse diffusion, annealed MCMC (MALA and HMC need energies), or SMC "
+                   "(weighted particles with MCMC moves; needs energies).")
 @click.option("--parameterization", type=click.Choice(["energy", "score"]), default="energy",
               show_default=True, help="For shipped model names without :score/:energy.")
 @click.option("--levels", default=100, show_default=True, type=click.IntRange(min=1),
               help="Noise levels T.")
-@click.option("--mcmc-steps", default=10, show_default=True, type=click.IntRange(min=0),
-              help="MCMC steps K per level.")
+@click.option("--mcmc-steps", default=None, type=click.IntRange(min=0),
+              help="MCMC steps K per level (default 10; SMC moves: 2).")
 @click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Multiplier c of the step rule c·σ_t^p (default per sampler).")
 @click.option("--step-power", type=float, default=None, help="p in c·σ_t^p (0 = constant).")
@@ -110,8 +115,17 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @click.option("--damping", default=0.5, show_default=True,
               type=click.FloatRange(0, 1, max_open=True),
               help="Fraction of momentum kept at each U-HMC/HMC refresh (0 = full refresh).")
-@click.option("--reverse-step/--no-reverse-step", default=True, show_default=True,
-              help="A DDPM predictor step between levels (annealed samplers).")
+@click.option("--reverse-step/--no-reverse-step", default=None,
+              help="A DDPM predictor step between levels (annealed samplers: on by default; "
+                   "SMC: the DDPM step as proposal, off by default = AIS weights).")
+@click.option("--moves", type=KERNEL_CHOICES, default="hmc", show_default=True,
+              help="SMC: the MCMC kernel that moves the particles at each level.")
+@click.option("--ess-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="SMC: resample when the effective sample size is under this fraction of "
+                   "--n (1: every level, 0: never).")
+@click.option("--resampling", type=click.Choice(["systematic", "stratified", "multinomial",
+                                                  "residual"]),
+              default="systematic", show_default=True, help="SMC: the resampling scheme.")
 @click.option("--n", default=2000, show_default=True, type=click.IntRange(min=1),
               help="Number of samples.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
@@ -123,8 +137,9 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @handle_errors
 def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: str,
            levels: int, mcmc_steps: int, step_size: float | None, step_power: float | None,
-           adapt: bool | None, leapfrog: int, damping: float, reverse_step: bool, n: int,
-           seed: int, out: Path, overwrite: bool, quiet: bool = False) -> None:
+           adapt: bool | None, leapfrog: int, damping: float, reverse_step: bool | None,
+           moves: str, ess_threshold: float, resampling: str, n: int, seed: int, out: Path,
+           overwrite: bool, quiet: bool = False) -> None:
     """Sample a composition of models.
 
     \b
@@ -143,7 +158,7 @@ def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: s
 
     prepare_out(out, overwrite)
     model = build_model(models, expr, parameterization)
-    if sampler in ("mala", "hmc") and not model.has_energy:
+    if sampler in ("mala", "hmc", "smc") and not model.has_energy:
         from ..errors import CapabilityError
 
         raise CapabilityError(
@@ -158,7 +173,12 @@ def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: s
     if sampler != "reverse":
         options = {"num_steps": mcmc_steps, "step_size": step_size, "step_power": step_power,
                    "adapt": adapt, "reverse_step": reverse_step}
-    if sampler in ("uhmc", "hmc"):
+    kernel = sampler
+    if sampler == "smc":
+        config |= {"moves": moves, "ess_threshold": ess_threshold, "resampling": resampling}
+        options |= {"moves": moves, "ess_threshold": ess_threshold, "resampling": resampling}
+        kernel = moves
+    if kernel in ("uhmc", "hmc"):
         options |= {"num_leapfrog_steps": leapfrog, "damping": damping}
     with warnings.catch_warnings(record=True) as caught:  # reported below, in one line each
         warnings.simplefilter("always", SamplingWarning)
@@ -177,7 +197,9 @@ def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: s
         _write_figures(tmp, result, model)
     if not is_quiet():
         info = result.info
-        acc = f", acceptance {info.mean_acceptance:.2f}" if sampler in ("mala", "hmc") else ""
+        acc = f", acceptance {info.mean_acceptance:.2f}" if kernel in ("mala", "hmc") else ""
+        if info.log_evidence is not None:
+            acc += f", log evidence {info.log_evidence:.3f} at t = {info.evidence_t:.3g}"
         click.echo(f"{n} samples of {model.describe()} with {sampler} in {info.wall_time:.1f} s"
                    f" ({info.network_score_evals} gradient / {info.network_energy_evals} energy"
                    f" network evaluations per chain{acc}) -> {out}")

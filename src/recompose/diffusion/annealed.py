@@ -33,11 +33,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from ..mcmc.base import Kernel
+from ..mcmc.base import Kernel, Target
 from ..mcmc.step_sizes import AcceptanceAdapter, StepSizeRule
 from ..models.base import DiffusionModel
 from ..schedules import Levels
@@ -45,7 +46,7 @@ from ..utils import check_finite
 from .reverse import ddpm_step
 
 __all__ = ["SampleInfo", "SampleResult", "SamplingWarning", "reverse_diffusion",
-           "annealed_mcmc", "ACCEPTANCE_FLOOR"]
+           "annealed_mcmc", "run_kernel", "ACCEPTANCE_FLOOR"]
 
 ACCEPTANCE_FLOOR = 0.05  # mean MH acceptance under which a run is reported as stuck
 
@@ -72,6 +73,12 @@ class SampleInfo:
     wall_time: float = 0.0
     settings: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # see :meth:`problems`
+    # SMC only (see recompose.diffusion.smc): ESS before resampling, per level; the levels
+    # where it resampled; log Ẑ of the cleanest level's composed density, and that level's t.
+    ess: list[float] = field(default_factory=list)
+    resampled: list[int] = field(default_factory=list)
+    log_evidence: float | None = None
+    evidence_t: float | None = None
 
     @property
     def mean_acceptance(self) -> float:
@@ -99,10 +106,13 @@ class SampleInfo:
 
 @dataclass
 class SampleResult:
-    """Samples ``x`` of shape ``(n, *D)`` and their :class:`SampleInfo`."""
+    """Samples ``x`` of shape ``(n, *D)`` and their :class:`SampleInfo`. For SMC,
+    ``log_weights`` ``(n,)`` are the normalised float64 log-weights of the particles before the
+    final resampling (``x`` is equally weighted); ``None`` for the other samplers."""
 
     x: Tensor
     info: SampleInfo
+    log_weights: Tensor | None = None
 
 
 LevelCallback = Callable[[dict], None]
@@ -166,6 +176,42 @@ def reverse_diffusion(
     return SampleResult(x, info)
 
 
+class Moves(NamedTuple):
+    """What :func:`run_kernel` did at one level: per-chain mean acceptance ``(B,)`` (float64),
+    the fraction of divergent transitions, the last step size, evaluations per chain."""
+
+    acceptance: Tensor
+    divergent: Tensor
+    step_size: Tensor
+    score_evals: int
+    energy_evals: int
+
+
+def run_kernel(kernel: Kernel, state: NamedTuple, target: Target, num_steps: int, base: Tensor,
+               adapter: AcceptanceAdapter | None, generator: torch.Generator | None
+               ) -> tuple[NamedTuple, Moves]:
+    """``num_steps`` kernel steps targeting one level, with step size ``base`` (times the
+    adapter's multiplier, updated after every step)."""
+    x = state.x
+    base = base.to(x.device)
+    size = base
+    accept_sum = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    divergent_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    score_evals = energy_evals = 0
+    for _ in range(num_steps):
+        size = base * adapter.multiplier() if adapter is not None else base
+        state, info = kernel.step(state, target, size.to(x.dtype), generator)
+        score_evals += info.score_evals
+        energy_evals += info.energy_evals
+        accept_sum = accept_sum + info.accept_prob.to(torch.float64)
+        divergent_sum = divergent_sum + info.is_divergent.sum()
+        if adapter is not None:
+            adapter.update(info.accept_prob)
+    steps = max(num_steps, 1)
+    return state, Moves(accept_sum / steps, divergent_sum / (steps * x.shape[0]), size,
+                        score_evals, energy_evals)
+
+
 def annealed_mcmc(
     model: DiffusionModel, x_init: Tensor, levels: Levels, kernel: Kernel, num_steps: int,
     step_rule: StepSizeRule, adapter: AcceptanceAdapter | None = None,
@@ -196,22 +242,12 @@ def annealed_mcmc(
             _model_output_or_raise(state.score, state.x, i, levels)
             score_evals += 1
             energy_evals += int(kernel.needs_energy)
-            base = step_rule(levels.sigma[i]).to(x.device)
-            accept_sum = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-            divergent_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-            for _ in range(num_steps):
-                size = base * adapter.multiplier() if adapter is not None else base
-                state, info = kernel.step(state, target, size.to(x.dtype), generator)
-                score_evals += info.score_evals
-                energy_evals += info.energy_evals
-                accept_sum = accept_sum + info.accept_prob.to(torch.float64)
-                divergent_sum = divergent_sum + info.is_divergent.sum()
-                if adapter is not None:
-                    adapter.update(info.accept_prob)
-            per_chain = accept_sum / max(num_steps, 1)
-            acc_mean[i], acc_min[i] = per_chain.mean(), per_chain.min()
-            divergent[i] = divergent_sum / (max(num_steps, 1) * x.shape[0])
-            steps[i] = size if num_steps > 0 else base
+            state, moved = run_kernel(kernel, state, target, num_steps,
+                                      step_rule(levels.sigma[i]), adapter, generator)
+            score_evals += moved.score_evals
+            energy_evals += moved.energy_evals
+            acc_mean[i], acc_min[i] = moved.acceptance.mean(), moved.acceptance.min()
+            divergent[i], steps[i] = moved.divergent, moved.step_size
             _finite_or_raise(state.x, i, levels, _STEP_ADVICE)
             if callback is not None:
                 callback({"level": i, "t": float(levels.t[i]), "x": state.x,

@@ -24,14 +24,14 @@ from torch import Tensor
 
 from ..schedules import Levels
 
-__all__ = ["ddpm_step"]
+__all__ = ["ddpm_step", "ddpm_transition"]
 
 
-def ddpm_step(
-    x: Tensor, score: Tensor, levels: Levels, i: int, generator: torch.Generator | None = None,
-    clip: tuple[float, float] | None = None,
-) -> Tensor:
-    """One ancestral step from level ``i`` to ``i − 1`` given the score at ``(x, t_i)``."""
+def ddpm_transition(
+    x: Tensor, score: Tensor, levels: Levels, i: int, clip: tuple[float, float] | None = None,
+) -> tuple[Tensor, float]:
+    """Mean and variance ``β̃`` of the Gaussian step from level ``i`` to ``i − 1`` (variance 0
+    on the last step) given the score at ``(x, t_i)``; SMC needs its density."""
     alpha_prev = levels.alpha[i - 1] if i > 0 else torch.ones((), dtype=torch.float64)
     sigma_prev = levels.sigma[i - 1] if i > 0 else torch.zeros((), dtype=torch.float64)
     a = float(levels.alpha[i] / alpha_prev)
@@ -43,7 +43,17 @@ def ddpm_step(
         x0 = ((x + sigma2 * score) / alpha).clamp(*clip)
         mean = (float(alpha_prev) * beta / sigma2) * x0 + (a * float(sigma_prev**2) / sigma2) * x
     if i == 0:
+        return mean, 0.0
+    return mean, beta * float(sigma_prev**2 / levels.sigma[i] ** 2)
+
+
+def ddpm_step(
+    x: Tensor, score: Tensor, levels: Levels, i: int, generator: torch.Generator | None = None,
+    clip: tuple[float, float] | None = None,
+) -> Tensor:
+    """One ancestral step from level ``i`` to ``i − 1`` given the score at ``(x, t_i)``."""
+    mean, var = ddpm_transition(x, score, levels, i, clip)
+    if i == 0:
         return mean
-    var = beta * float(sigma_prev**2 / levels.sigma[i] ** 2)
     z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return mean + var**0.5 * z

@@ -20,7 +20,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["scatter_grid", "acceptance_plot", "density_levels", "image_grid", "tile",
+__all__ = ["scatter_grid", "acceptance_plot", "ess_plot", "density_levels", "image_grid", "tile",
            "image_panels"]
 
 
@@ -74,6 +74,24 @@ def acceptance_plot(t: Sequence[float], acceptance: Sequence[float],
         ax2 = ax.twinx()
         ax2.semilogy(t, step_size, color="C1", ls="--")
         ax2.set_ylabel("step size", color="C1")
+    fig.tight_layout()
+    return fig
+
+
+def ess_plot(t: Sequence[float], ess: Sequence[float], n: int,
+             resampled: Sequence[int] = ()) -> Figure:
+    """SMC's effective sample size (fraction of ``n``) against ``t``; resampled levels marked."""
+    fig = Figure(figsize=(5, 3))
+    ax = fig.subplots()
+    frac = np.asarray(ess, dtype=float) / n
+    ax.plot(t, frac, color="C0", label="ESS / n (before resampling)")
+    idx = list(resampled)
+    if idx:
+        ax.plot(np.asarray(t)[idx], frac[idx], "v", color="C3", ms=4, label="resampled")
+    ax.set_xlabel("t (noise level)")
+    ax.set_ylabel("ESS / n")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

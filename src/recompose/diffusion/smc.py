@@ -1,0 +1,218 @@
+r"""Sequential Monte Carlo over the noise levels: weighted particles for any composition.
+
+Targets, as in annealed MCMC: at level ``t_i`` the composed density ``γ_i(x) = exp(−E_i(x))``
+(``E_i = E_comp(·, t_i)``, e.g. ``Σ_k E_k`` for a product), normaliser ``Z_i = ∫ γ_i``. Levels
+run from the noisiest, ``i = T − 1``, to the cleanest, ``i = 0``. Particles ``x^j``, ``j ≤ n``.
+
+**Start** (level ``T − 1``): ``x ~ q_{T−1} = N(0, I)``, weight ``w = γ_{T−1}(x) / q_{T−1}(x)``.
+
+**From level i + 1 to i**, two forms:
+
+* AIS (default, ``reverse_step=False``; Neal 2001): keep the points and re-weight them,
+  ``w_i(x) = γ_i(x) / γ_{i+1}(x)``, i.e. ``log w_i = E_{i+1}(x) − E_i(x)``; then the moves (below)
+  carry them toward ``γ_i``. This is annealed MCMC with weights and resampling (Zhang et al.
+  2026). It needs moves.
+* DDPM proposal (``reverse_step=True``): ``x' ~ q_i(x' | x) = N(μ_{i+1}(x), β̃_{i+1} I)``, the DDPM
+  step with the composed score (:func:`~.reverse.ddpm_transition`), with the forward noising
+  step ``L_i(x | x') = N(x; a x', β I)`` (``a = α_{i+1}/α_i``, ``β = 1 − a²``) as backward
+  kernel (Del Moral, Doucet & Jasra 2006, eq. 31)::
+
+      log w_i = −E_i(x') + E_{i+1}(x) + log N(x; a x', β I) − log N(x'; μ_{i+1}(x), β̃ I)
+
+  If the ``γ_i`` were the marginals of one diffusion and the score exact, every ``w_i → 1`` as
+  ``T`` grows: the weights correct what composing the time-``t`` densities breaks (R3 §3).
+  Measured weakness: near ``t = 1`` the step divides by ``a`` (≈ 0.08 for the first step of the
+  cosine schedule at ``T = 100``), which amplifies a product's score (``K`` times a diffusion's
+  scale) and collapses the weights (docs/results.md).
+
+Either way the weighted particles at level ``i`` are consistent for ``γ_i / Z_i``.
+
+**Evidence.** With ``W^j`` the normalised weights before an increment (uniform after a
+resampling), ``Ẑ_i = Ẑ_{i+1} Σ_j W^j w_i^j`` and ``Ẑ_{T−1} = (1/n) Σ_j w^j``; ``Ẑ_0`` is an
+unbiased estimate of ``Z_0`` (its log, ``log_evidence``, is biased low by about
+``Var(Ẑ)/2Ẑ²``, which shrinks as ``1/n``). For normalised leaves, ``Z_0`` of a product is
+the overlap ``∫ ∏_k p^k_{t_0}``.
+
+**Resample** when ``ESS < ess_threshold · n`` (:mod:`recompose.resampling`; 1 = every level,
+0 = never); afterwards the weights are equal. **Moves**: ``K`` steps of an MCMC kernel targeting
+``γ_i`` after the reweighting and resampling. A Metropolis-corrected kernel (MALA, HMC) leaves
+``γ_i`` invariant, so the weights stay valid; unadjusted kernels (ULA, U-HMC) are allowed but
+their discretisation bias is not corrected. The final particles are resampled once more, so
+``x`` is equally weighted; the weights before that are returned. ``denoise`` ends with
+Tweedie's step as every sampler does.
+
+**Cost** per particle: one ``energy_and_score`` per level (``T`` network gradients, as many as
+reverse diffusion with ``T`` levels; the moves' first step reuses it), plus the moves' own cost
+and, for unadjusted moves, one energy (no gradient) per level. Bookkeeping (weights, ESS,
+resampling, gathers) is O(n·D) per level.
+
+**Score-only composites** are refused: the increment needs ``E_i(x') − E_{i+1}(x)``; its change
+in ``x`` is a line integral of the score, but its change in ``t`` is not determined by ``∇_x``
+alone. Skreta et al. (2025) recover it from each leaf's Fokker–Planck equation, which costs a
+divergence of every leaf's score per level (a Hutchinson estimate: extra JVPs, and noise in the
+weights); not implemented here. Use energy-parameterised models.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..mcmc.base import Kernel, Target
+from ..mcmc.step_sizes import AcceptanceAdapter, StepSizeRule
+from ..models.base import DiffusionModel
+from ..resampling import normalize_log_weights, resample
+from ..schedules import Levels
+from ..utils import batch_sum
+from .annealed import (
+    _STEP_ADVICE,
+    LevelCallback,
+    SampleInfo,
+    SampleResult,
+    _finite_or_raise,
+    _model_output_or_raise,
+    run_kernel,
+)
+from .reverse import ddpm_step, ddpm_transition
+
+__all__ = ["smc"]
+
+
+def _log_normal(diff: Tensor, var: float) -> Tensor:
+    """``log N(diff; 0, var I)`` per row, float64, shape ``(B,)``."""
+    d = diff[0].numel()
+    return -0.5 * batch_sum(diff.to(torch.float64) ** 2) / var - 0.5 * d * math.log(
+        2 * math.pi * var)
+
+
+def _gather(state: NamedTuple | None, index: Tensor) -> NamedTuple | None:
+    """The particles ``index`` of every per-particle field of a state (``None`` fields stay)."""
+    if state is None:
+        return None
+    return type(state)(*(f[index] if torch.is_tensor(f) else f for f in state))
+
+
+def _cached(target: Target, x: Tensor, energy: Tensor, score: Tensor) -> Target:
+    """``target`` that answers from ``(energy, score)`` when asked about ``x`` itself, so a
+    kernel's ``init`` does not evaluate the network again at the points just weighted."""
+    def both(y: Tensor) -> tuple[Tensor, Tensor]:
+        return (energy, score) if y is x else target.energy_and_score(y)
+    return Target(score=lambda y: score if y is x else target.score(y), energy=target.energy,
+                  energy_and_score=both)
+
+
+class _Level(NamedTuple):
+    """Particles at one level with their cached composed energy ``(n,)`` and score."""
+
+    x: Tensor
+    energy: Tensor
+    score: Tensor
+
+
+def _evaluate(target: Target, x: Tensor, i: int, levels: Levels) -> _Level:
+    energy, score = target.energy_and_score(x)
+    _model_output_or_raise(score, x, i, levels)
+    _model_output_or_raise(energy[:, None], x, i, levels)
+    return _Level(x, energy, score)
+
+
+def _propose(cur: _Level, model: DiffusionModel, levels: Levels, i: int,
+             generator: torch.Generator | None, clip: tuple[float, float] | None
+             ) -> tuple[_Level, Tensor]:
+    """DDPM proposal from level ``i + 1`` to ``i`` and the incremental log-weight ``(n,)``."""
+    mean, var = ddpm_transition(cur.x, cur.score, levels, i + 1, clip)
+    z = torch.randn(cur.x.shape, generator=generator, device=cur.x.device, dtype=cur.x.dtype)
+    x = mean + var**0.5 * z
+    _finite_or_raise(x, i, levels, "the composed score is too large for the DDPM proposal; "
+                                    "use more levels")
+    new = _evaluate(model.at(levels.t[i].to(x.dtype)), x, i, levels)
+    a = float(levels.alpha[i + 1] / levels.alpha[i])
+    log_backward = _log_normal(cur.x - a * x, 1.0 - a**2)
+    log_forward = _log_normal(x - mean, var)
+    log_inc = (cur.energy.to(torch.float64) - new.energy.to(torch.float64)
+               + log_backward - log_forward)
+    return new, log_inc
+
+
+def smc(
+    model: DiffusionModel, x_init: Tensor, levels: Levels, moves: Kernel | None = None,
+    num_steps: int = 0, step_rule: StepSizeRule | None = None,
+    adapter: AcceptanceAdapter | None = None, ess_threshold: float = 0.5,
+    resampling: str = "systematic", reverse_step: bool = False, denoise: bool = True,
+    generator: torch.Generator | None = None, callback: LevelCallback | None = None,
+    clip: tuple[float, float] | None = None,
+) -> SampleResult:
+    """SMC from ``x_init ~ N(0, I)`` at level ``T − 1`` (module docstring); ``moves``: a kernel
+    run ``num_steps`` times per level with step sizes from ``step_rule``."""
+    start = time.perf_counter()
+    num, n = len(levels), x_init.shape[0]
+    dev = x_init.device
+    score_evals = energy_evals = 0
+    acc_mean = torch.ones(num, dtype=torch.float64, device=dev)
+    acc_min = torch.ones(num, dtype=torch.float64, device=dev)
+    steps = torch.full((num,), math.nan, dtype=torch.float64, device=dev)
+    divergent = torch.zeros(num, dtype=torch.float64, device=dev)
+    ess = torch.zeros(num, dtype=torch.float64, device=dev)
+    resampled: list[int] = []
+    log_w = torch.full((n,), -math.log(n), dtype=torch.float64, device=dev)  # normalised
+    log_z = torch.zeros((), dtype=torch.float64, device=dev)
+    kernel_state = None
+    with torch.no_grad():
+        for i in reversed(range(num)):
+            if i == num - 1:
+                cur = _evaluate(model.at(levels.t[i].to(x_init.dtype)), x_init, i, levels)
+                log_inc = -cur.energy.to(torch.float64) - _log_normal(x_init, 1.0)
+            elif reverse_step:
+                cur, log_inc = _propose(cur, model, levels, i, generator, clip)
+            else:  # AIS: the same points, re-weighted from level i + 1 to level i
+                new = _evaluate(model.at(levels.t[i].to(cur.x.dtype)), cur.x, i, levels)
+                log_inc = cur.energy.to(torch.float64) - new.energy.to(torch.float64)
+                cur = new
+            score_evals += 1
+            energy_evals += 1
+            log_w, log_sum = normalize_log_weights(log_w + log_inc)
+            log_z = log_z + log_sum
+            ess[i] = torch.exp(-torch.logsumexp(2 * log_w, dim=0))
+            if ess_threshold >= 1 or bool(ess[i] < ess_threshold * n):
+                index = resample(log_w, resampling, generator=generator)
+                cur, kernel_state = _gather(cur, index), _gather(kernel_state, index)
+                log_w = torch.full_like(log_w, -math.log(n))
+                resampled.append(i)
+            target = model.at(levels.t[i].to(cur.x.dtype))
+            if moves is not None and num_steps > 0:
+                state = moves.init(cur.x, _cached(target, *cur), generator,
+                                   previous=kernel_state)
+                state, moved = run_kernel(moves, state, target, num_steps,
+                                          step_rule(levels.sigma[i]), adapter, generator)
+                score_evals += moved.score_evals
+                energy_evals += moved.energy_evals
+                acc_mean[i], acc_min[i] = moved.acceptance.mean(), moved.acceptance.min()
+                divergent[i], steps[i] = moved.divergent, moved.step_size
+                _finite_or_raise(state.x, i, levels, _STEP_ADVICE)
+                energy = state.energy
+                if energy is None:  # unadjusted moves: the next weight needs E_i here
+                    energy = target.energy(state.x)
+                    energy_evals += 1
+                cur, kernel_state = _Level(state.x, energy, state.score), state
+            if callback is not None:
+                callback({"level": i, "t": float(levels.t[i]), "x": cur.x, "ess": float(ess[i]),
+                          "resampled": resampled[-1:] == [i],
+                          "acceptance": float(acc_mean[i])})
+        final_log_w = log_w
+        if bool(log_w.max() > log_w.min()):  # equally weighted draws
+            cur = _gather(cur, resample(log_w, resampling, generator=generator))
+        x = ddpm_step(cur.x, cur.score, levels, 0, generator, clip) if denoise else cur.x
+    leaves = model.num_networks
+    info = SampleInfo(
+        sampler="smc", num_chains=n, t=levels.t.tolist(), acceptance=acc_mean.tolist(),
+        acceptance_min=acc_min.tolist(), step_size=steps.tolist(),
+        divergent=divergent.tolist(), score_evals=score_evals, energy_evals=energy_evals,
+        network_score_evals=score_evals * leaves, network_energy_evals=energy_evals * leaves,
+        wall_time=time.perf_counter() - start, ess=ess.tolist(),
+        resampled=sorted(resampled), log_evidence=float(log_z), evidence_t=float(levels.t[0]),
+    )
+    return SampleResult(x, info, log_weights=final_log_w)
