@@ -7,7 +7,7 @@ condition ``p_t(x)``,
 
 built as ``A ** (1 − K) * A.given(p_1) * … * A.given(p_K)`` (:func:`compose_positions`);
 the ``K + 1`` terms share one network, so every evaluation is one batched call on
-``(K + 1)·B`` inputs (:mod:`recompose.models.conditional`). ``plain=True`` gives the bare
+``(K + 1)·B`` inputs (:mod:`recompose.models.parameterization`). ``plain=True`` gives the bare
 product ``Π_k p_t(x | p_k)``.
 
 Every sampler runs ``T`` levels with a DDPM predictor step between levels and Tweedie's

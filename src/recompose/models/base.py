@@ -8,20 +8,13 @@ A :class:`DiffusionModel` describes a family of time-``t`` marginal densities ``
 * ``energy_and_score(x, t)`` both at once (one forward + one backward for a network);
 * ``at(t)`` freezes time and returns an MCMC :class:`~recompose.mcmc.base.Target`.
 
-Operators act on densities exactly as on numbers::
-
-    a * b        product           a ** w      power (w real, negative allowed)
-    a / b        quotient          a + b       equal-weight mixture
-
-Multiplying a model by a *number* is refused: say ``a ** w`` for a guidance strength or
-``recompose.mixture([a, b], weights=[...])`` for mixture weights. The operators are installed
-by :mod:`recompose.compose` (always imported by ``import recompose``), which imports this module.
+The operators ``a * b``, ``a / b``, ``a ** w`` and ``a + b`` (product, quotient, power, equal-
+weight mixture; a model times a *number* is refused) are installed by :mod:`recompose.compose`.
 
 **Shared network calls.** A leaf that is one of several views of one network (the conditions
-of a conditional network, :mod:`.conditional`) says so through :attr:`~DiffusionModel.batch_slot`;
-the model named there evaluates a weighted product of its views in one call
-(:meth:`~DiffusionModel.stacked`). :class:`~recompose.compose.Product` groups its factors by
-slot, so ``∏_k p_t(x | c_k)^{w_k}`` costs one network call on ``K·B`` inputs.
+of a conditional network, :mod:`.parameterization`) names it in :attr:`~DiffusionModel.batch_slot`;
+that model evaluates a weighted product of its views in one call (:meth:`~DiffusionModel.stacked`),
+so ``∏_k p_t(x | c_k)^{w_k}`` costs one network call on ``K·B`` inputs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-r"""Adapters from networks to the model contract: score (ε) and energy parameterisations.
+r"""Adapters from networks to the model contract: score (ε) and energy parameterisations, and
+conditional views of one network.
 
 Both wrap a network ``f_θ(x, t)`` with the shape of ``x``; ``σ_t`` comes from the schedule.
 
@@ -6,8 +7,8 @@ Both wrap a network ``f_θ(x, t)`` with the shape of ``x``; ``σ_t`` comes from 
   (:func:`score_from_epsilon`). No energy.
 * :class:`EnergyModel` (R3 §3): a scalar ``U_θ(x, t)`` per sample whose gradient is the
   ε-prediction, ``ε̂ = ∇ₓ U_θ``. Then ``s = −∇ₓU_θ/σ_t``, so the model's energy is
-  ``E(x, t) = U_θ(x, t) / σ_t`` (:func:`energy_from_potential`; ``p_t ∝ e^{−E}``, up to an
-  unknown ``c(t)``), and its score is ``s = −∇ₓE`` by autograd. Forms:
+  ``E(x, t) = U_θ(x, t) / σ_t`` (``p_t ∝ e^{−E}``, up to an unknown ``c(t)``), and its score is
+  ``s = −∇ₓE`` by autograd. Forms:
 
   - ``"ae"`` (default; the R3 2D notebook): ``U_θ = ‖f_θ(x, t) − x‖²`` (no ½);
   - ``"l2"`` (the R3 PyTorch code at HEAD): ``U_θ = ½‖f_θ(x, t)‖²``.
@@ -15,48 +16,55 @@ Both wrap a network ``f_θ(x, t)`` with the shape of ``x``; ``σ_t`` comes from 
 :func:`epsilon_prediction` gives ``ε̂`` for training (with ``create_graph`` for the energy model,
 since the DSM loss differentiates through ``∇ₓU_θ``).
 
-Conditional networks (``net(x, t, c)``, see :mod:`.networks`): every method takes an optional
-encoded condition batch ``c`` (``None`` = the null condition, i.e. the unconditional model the
-network learned through label dropout), and :meth:`~_Learned.given` fixes a condition, giving
-the leaf model ``p_t(x | c)`` (:class:`~.conditional.Conditioned`). Both conversions are
-linear in the network output (``U_θ`` or ``ε̂``), so a weighted product of ``K`` conditions of
-one network, ``∏_k p_t(x | c_k)^{w_k}``, is the conversion of ``Σ_k w_k U_θ(x, t, c_k)`` (or of
-``Σ_k w_k ε̂``), computed from one network call on ``K·B`` stacked inputs
-(:meth:`EnergyModel.stacked`, :meth:`ScoreModel.stacked`).
+**Conditions.** A conditional network ``f_θ(x, t, c)`` (see :mod:`.networks`) trained with
+condition dropout defines ``p_t(x | c)`` plus the unconditional ``p_t(x)`` (the null condition
+``c = ∅``, written ``None``). Every method takes an optional encoded condition batch ``c``;
+``model.given(c)`` is the leaf model ``p_t(x | c)`` (:class:`Conditioned`), ``model`` itself is
+``p_t(x)``.
+
+**Batched terms.** A product over ``K`` conditions of one network, each raised to ``w_k``
+(CLEVR: one factor per object position; classifier-free guidance: ``p(x)^{1−w} p(x|y)^w``), has
+
+    E(x, t) = Σ_k w_k E_θ(x, t, c_k),        s(x, t) = Σ_k w_k s_θ(x, t, c_k).
+
+Both conversions are linear in the network output, so this is the conversion of
+``Σ_k w_k U_θ(x, t, c_k)`` (or of ``Σ_k w_k ε̂``): :func:`stack_copies` stacks the ``K`` copies of
+``x`` into one ``(K·B, *D)`` batch with conditions ``(c_1…c_1, …, c_K…c_K)``, the network is
+called once, and :func:`weighted_sum` reduces its ``(K·B, …)`` output with the weights
+(:meth:`~_Learned.stacked`). Autograd through the stacking sums the gradients of the copies, so
+a score obtained as ``−∇ₓE`` is exact. A leaf joins such a call through its
+:attr:`~recompose.models.base.DiffusionModel.batch_slot`, and
+:class:`~recompose.compose.Product` groups its factors by that slot.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import CapabilityError
 from ..schedules import Schedule
 from ..utils import append_dims, as_time, batch_sum, check_event_shape, energy_and_score_autograd
 from .base import BatchSlot, DiffusionModel
-from .conditional import Conditioned, stack_copies, weighted_sum
 
-__all__ = ["ScoreModel", "EnergyModel", "epsilon_prediction", "energy_from_potential",
-           "score_from_epsilon"]
-
-
-def energy_from_potential(potential: Tensor, sigma: Tensor) -> Tensor:
-    """``E = U_θ / σ_t`` from ``(B,)`` potentials ``U_θ(x, t)`` and ``(B,)`` noise levels ``σ_t``;
-    returns ``(B,)`` energies."""
-    return potential / sigma
+__all__ = ["ScoreModel", "EnergyModel", "Conditioned", "epsilon_prediction",
+           "score_from_epsilon", "condition_batch", "stack_copies", "weighted_sum"]
 
 
 def score_from_epsilon(epsilon: Tensor, sigma: Tensor) -> Tensor:
-    """``s = −ε̂ / σ_t`` (Tweedie) from a ``(B, *D)`` noise prediction and ``(B,)`` noise levels
-    ``σ_t``; returns the ``(B, *D)`` score."""
+    """``s = −ε̂ / σ_t`` (Tweedie): ``(B, *D)`` noise prediction, ``(B,)`` noise levels."""
     return -epsilon / append_dims(sigma, epsilon.ndim)
 
 
 class _Learned(DiffusionModel):
     """What score and energy models share: the network call with an optional condition."""
 
-    net: nn.Module
+    def __init__(self, net: nn.Module, schedule: Schedule, event_shape: tuple[int, ...],
+                 name: str | None = None) -> None:
+        super().__init__()
+        self.net, self.schedule, self.event_shape, self.name = net, schedule, event_shape, name
 
     @property
     def conditional(self) -> bool:
@@ -83,24 +91,22 @@ class _Learned(DiffusionModel):
         views ``self.given(c)``; an unconditional network has nothing to share with."""
         return BatchSlot(self, None) if self.conditional else None
 
-    def _check_stack(self, conditions: Sequence[Tensor | None], weights: Sequence[float]
-                     ) -> None:
+    def stacked(self, conditions: Sequence[Tensor | None], weights: Sequence[float]
+                ) -> DiffusionModel:
+        """``∏_k p_t(x | c_k)^{w_k}`` from one network call: energy ``(Σ_k w_k U_θ(x, t, c_k))
+        / σ_t`` (energy model) or score ``−(Σ_k w_k ε̂(x, t, c_k)) / σ_t`` (score model)."""
         if not self.conditional:
             raise CapabilityError(f"{self.describe()} is not a conditional model")
         if len(conditions) != len(weights) or not conditions:
             raise ValueError(f"stacking {self.describe()} needs one weight per condition, got "
                              f"{len(conditions)} conditions and {len(weights)} weights")
+        return _Stacked(self, conditions, weights)
 
 
 class ScoreModel(_Learned):
     """ε-prediction network as a score-only model."""
 
     has_energy = False
-
-    def __init__(self, net: nn.Module, schedule: Schedule, event_shape: tuple[int, ...],
-                 name: str | None = None) -> None:
-        super().__init__()
-        self.net, self.schedule, self.event_shape, self.name = net, schedule, event_shape, name
 
     def epsilon(self, x: Tensor, t: float | Tensor, c: Tensor | None = None) -> Tensor:
         return self._net(x, as_time(t, x.shape[0], x), c)
@@ -110,12 +116,6 @@ class ScoreModel(_Learned):
         _, sigma = self.schedule(t)
         return score_from_epsilon(self.epsilon(x, t, c), sigma)
 
-    def stacked(self, conditions: Sequence[Tensor | None], weights: Sequence[float]
-                ) -> DiffusionModel:
-        """``∏_k p_t(x | c_k)^{w_k}``: score ``−(Σ_k w_k ε̂(x, t, c_k)) / σ_t``, one call."""
-        self._check_stack(conditions, weights)
-        return _StackedScore(self, conditions, weights)
-
 
 class EnergyModel(_Learned):
     """Energy-parameterised model, ``E(x, t) = U_θ(x, t)/σ_t`` with ``∇ₓU_θ = ε̂``."""
@@ -124,10 +124,9 @@ class EnergyModel(_Learned):
 
     def __init__(self, net: nn.Module, schedule: Schedule, event_shape: tuple[int, ...],
                  form: str = "ae", name: str | None = None) -> None:
-        super().__init__()
         if form not in ("ae", "l2"):
             raise ValueError(f"energy form must be 'ae' or 'l2', got {form!r}")
-        self.net, self.schedule, self.event_shape, self.name = net, schedule, event_shape, name
+        super().__init__(net, schedule, event_shape, name)
         self.form = form
 
     def potential(self, x: Tensor, t: float | Tensor, c: Tensor | None = None) -> Tensor:
@@ -140,7 +139,7 @@ class EnergyModel(_Learned):
     def energy(self, x: Tensor, t: float | Tensor, c: Tensor | None = None) -> Tensor:
         t = as_time(t, x.shape[0], x)
         _, sigma = self.schedule(t)
-        return energy_from_potential(self.potential(x, t, c), sigma)
+        return self.potential(x, t, c) / sigma
 
     def energy_and_score(self, x: Tensor, t: float | Tensor,
                          c: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -154,16 +153,82 @@ class EnergyModel(_Learned):
         _, grad = energy_and_score_autograd(lambda z: self.potential(z, t, c), x, create_graph)
         return -grad
 
-    def stacked(self, conditions: Sequence[Tensor | None], weights: Sequence[float]
-                ) -> DiffusionModel:
-        """``∏_k p_t(x | c_k)^{w_k}``: energy ``(Σ_k w_k U_θ(x, t, c_k)) / σ_t``, one call."""
-        self._check_stack(conditions, weights)
-        return _StackedEnergy(self, conditions, weights)
+
+def condition_batch(model: _Learned, cond: Tensor | None, n: int) -> Tensor:
+    """Encoded conditions for ``n`` chains: the null condition, one broadcast, or per chain."""
+    net = model.net
+    if cond is None:
+        return net.null_condition(n)
+    event_ndim = getattr(net, "condition_ndim", 0)
+    if cond.ndim == event_ndim:
+        return cond.expand((n,) + tuple(cond.shape))
+    if cond.shape[0] != n:
+        raise ValueError(f"{model.describe()}: got conditions for {cond.shape[0]} chains but {n} "
+                         "chains")
+    return cond
+
+
+class Conditioned(DiffusionModel):
+    """``p_t(x | c)`` for a fixed condition ``c`` (one value, or one per chain)."""
+
+    def __init__(self, parent: _Learned, value: object, name: str | None = None) -> None:
+        super().__init__()
+        self.parent, self.value, self.cond = parent, value, parent.net.encode_condition(value)
+        self.schedule, self.event_shape = parent.schedule, tuple(parent.event_shape)
+        self.has_energy = parent.has_energy
+        if name is None:
+            small = not isinstance(value, Tensor) or value.numel() <= 4
+            shown = (value.tolist() if isinstance(value, Tensor) else value) if small else "…"
+            name = f"{parent.describe()}|{shown}"
+        self.name = name
+
+    @property
+    def batch_slot(self) -> BatchSlot:
+        """A view of the parent's network: it joins the parent's batched call with ``c``."""
+        return BatchSlot(self.parent, self.cond)
+
+    def _c(self, x: Tensor) -> Tensor:
+        return condition_batch(self.parent, self.cond.to(x.device), x.shape[0])
+
+    def energy(self, x: Tensor, t: float | Tensor) -> Tensor:
+        if not self.has_energy:
+            return super().energy(x, t)  # raises the capability error
+        return self.parent.energy(x, t, self._c(x))
+
+    def score(self, x: Tensor, t: float | Tensor) -> Tensor:
+        return self.parent.score(x, t, self._c(x))
+
+    def energy_and_score(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        if not self.has_energy:
+            return super().energy_and_score(x, t)
+        return self.parent.energy_and_score(x, t, self._c(x))
+
+
+def stack_copies(model: _Learned, x: Tensor, t: float | Tensor,
+                 conditions: Sequence[Tensor | None]) -> tuple[Tensor, Tensor, Tensor]:
+    """One network batch ``(xs (K·B, *D), ts (K·B,), cs (K·B, …))`` for ``K = len(conditions)``
+    copies of the ``B`` chains ``x``, copy ``k`` in rows ``k·B … (k+1)·B − 1``; each condition
+    is encoded (``None`` = null), one value or one per chain."""
+    b, k = x.shape[0], len(conditions)
+    xs = torch.cat([x] * k)
+    ts = as_time(t, b, x).repeat(k)
+    cs = torch.cat([condition_batch(model, None if c is None else c.to(x.device), b)
+                    for c in conditions])
+    return xs, ts, cs
+
+
+def weighted_sum(stacked: Tensor, weights: Sequence[float]) -> Tensor:
+    """``Σ_k w_k v_k`` of a ``(K·B, …)`` batch laid out by :func:`stack_copies` -> ``(B, …)``."""
+    k = len(weights)
+    v = stacked.reshape((k, stacked.shape[0] // k) + tuple(stacked.shape[1:]))
+    w = torch.tensor(list(weights), dtype=v.dtype, device=v.device)
+    return (append_dims(w, v.ndim) * v).sum(0)
 
 
 class _Stacked(DiffusionModel):
     """``∏_k p_t(x | c_k)^{w_k}`` over conditions of one network (built by ``model.stacked``);
-    held by a :class:`~recompose.compose.Product` beside its factors, not as a submodule."""
+    held by a :class:`~recompose.compose.Product` beside its factors, not as a submodule. An
+    energy network gives the energy (the score by autograd), a score network the score only."""
 
     def __init__(self, network: _Learned, conditions: Sequence[Tensor | None],
                  weights: Sequence[float]) -> None:
@@ -175,30 +240,27 @@ class _Stacked(DiffusionModel):
         self.event_shape = tuple(network.event_shape)
         self.has_energy = network.has_energy
 
-    def describe(self) -> str:
-        return f"stacked({self.network.describe()}, K={len(self.conditions)})"
-
-
-class _StackedEnergy(_Stacked):
-    """Energy ``(Σ_k w_k U_θ(x, t, c_k)) / σ_t``; the score is its autograd (base class)."""
+    def _sum(self, x: Tensor, t: float | Tensor, output: str) -> tuple[Tensor, Tensor]:
+        """``σ_t`` and ``Σ_k w_k`` of the network's ``output`` (potential or epsilon)."""
+        t = as_time(t, x.shape[0], x)
+        _, sigma = self.schedule(t)
+        xs, ts, cs = stack_copies(self.network, x, t, self.conditions)
+        return sigma, weighted_sum(getattr(self.network, output)(xs, ts, cs), self.weights)
 
     def energy(self, x: Tensor, t: float | Tensor) -> Tensor:
-        t = as_time(t, x.shape[0], x)
-        _, sigma = self.schedule(t)
-        xs, ts, cs = stack_copies(self.network, x, t, self.conditions)
-        potential = weighted_sum(self.network.potential(xs, ts, cs), self.weights)
-        return energy_from_potential(potential, sigma)
-
-
-class _StackedScore(_Stacked):
-    """Score ``−(Σ_k w_k ε̂(x, t, c_k)) / σ_t``; no energy."""
+        if not self.has_energy:
+            return super().energy(x, t)  # raises the capability error
+        sigma, potential = self._sum(x, t, "potential")
+        return potential / sigma
 
     def score(self, x: Tensor, t: float | Tensor) -> Tensor:
-        t = as_time(t, x.shape[0], x)
-        _, sigma = self.schedule(t)
-        xs, ts, cs = stack_copies(self.network, x, t, self.conditions)
-        return score_from_epsilon(weighted_sum(self.network.epsilon(xs, ts, cs), self.weights),
-                                  sigma)
+        if self.has_energy:
+            return super().score(x, t)
+        sigma, epsilon = self._sum(x, t, "epsilon")
+        return score_from_epsilon(epsilon, sigma)
+
+    def describe(self) -> str:
+        return f"stacked({self.network.describe()}, K={len(self.conditions)})"
 
 
 def epsilon_prediction(model: DiffusionModel, x: Tensor, t: Tensor,
