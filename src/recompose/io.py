@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -50,36 +51,37 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, corrupt, or for another architecture."""
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_model_file(path: Path, tensors: dict[str, Tensor], config: dict) -> None:
-    """Atomically write weights + JSON config to one ``.safetensors`` file."""
+def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` to a temporary file in ``path``'s folder, then rename it to ``path``; on
+    any failure the temporary file is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        meta = {"format": FORMAT, "recompose": json.dumps(config, sort_keys=True)}
-        save_file(tensors, tmp, metadata=meta)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _write_atomically(path, write)
+
+
+def save_model_file(path: Path, tensors: dict[str, Tensor], config: dict) -> None:
+    """Atomically write weights + JSON config to one ``.safetensors`` file."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = {"format": FORMAT, "recompose": json.dumps(config, sort_keys=True)}
+    _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def read_model_file(path: Path | str) -> tuple[dict[str, Tensor], dict]:

@@ -31,8 +31,7 @@ class Failure(click.ClickException):
     exit_code = 1
 
 
-def usage(message: str) -> click.UsageError:
-    return click.UsageError(message)
+usage = click.UsageError  # a usage error: one line, exit code 2
 
 
 def handle_errors(fn: Callable) -> Callable:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Digits", "digits_split", "HELD_OUT_PER_CLASS", "to_pixels"]
+__all__ = ["Digits", "digits_split", "HELD_OUT_PER_CLASS"]
 
 HELD_OUT_PER_CLASS = 50
 
@@ -42,11 +42,6 @@ def digits_split(split: str) -> tuple[Tensor, Tensor]:
     keep = order[held[order]] if split == "test" else order[~held[order]]
     x = torch.from_numpy(images[keep] / 8.0 - 1.0)[:, None]
     return x, torch.from_numpy(labels[keep])
-
-
-def to_pixels(x: Tensor) -> Tensor:
-    """Back to the dataset's ``0…16`` scale (clipped), e.g. for display."""
-    return ((x + 1.0) * 8.0).clamp(0.0, 16.0)
 
 
 class Digits:

@@ -6,11 +6,8 @@ from ``config.seed`` (the data/noise generator's state is checkpointed) and trai
 reproduces the shipped weights on the same platform. Nothing global changes: initial weights
 are drawn under :func:`torch.random.fork_rng` and the thread count is restored afterwards.
 
-Checkpoint folder (written atomically by :func:`recompose.io.atomic_dir`):
-``model.safetensors`` (EMA weights + config, the model file), ``trainer.safetensors`` (raw
-weights and the generator state), ``optimizer.pt`` (``torch.save`` of the optimizer's
-``state_dict``, read back with ``weights_only=True``: tensors and plain containers only, no
-code) and ``trainer.json`` (step, config, loss history).
+The checkpoint folder (its files: :mod:`recompose.io`) is written atomically by
+:func:`recompose.io.atomic_dir`; ``trainer.json`` holds the step, config and loss history.
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ from ..models.loading import build_model
 from ..utils import append_dims
 from .losses import dsm_loss
 
-__all__ = ["train", "Trainer", "EXPLOSION"]
+__all__ = ["Trainer", "EXPLOSION"]
 
 EXPLOSION = 100.0  # a loss this many times its initial level stops training as diverged
 
@@ -169,12 +166,3 @@ class Trainer:
         atomic_write_text(self.out / "config.json", self.config.to_json())
         self.elapsed = time.perf_counter() - start
         return self.ema
-
-
-def train(config: TrainConfig, out: Path | str, resume: bool = True,
-          progress: Callable[[int, float], None] | None = None) -> DiffusionModel:
-    """Train (resuming from ``out/checkpoint`` if present) and return the EMA model."""
-    trainer = Trainer(config, out)
-    if resume:
-        trainer.load()
-    return trainer.run(progress=progress)
