@@ -24,9 +24,8 @@ time-``t`` marginal of the diffused ``∏ᵢ p^i_0`` for ``t > 0`` (R3 §3), so 
 with a composed score samples the wrong distribution. The composed ``p_t`` is still a valid
 unnormalised density at each ``t``, which is what annealed MCMC targets.
 
-A mixture needs each part's energy *including* its normaliser: ``Σ wᵢ p^i_t`` is only right
-when every ``Eᵢ`` is the exact ``−log p^i_t`` (analytic models) or the parts share the same
-unknown constant. Learned energies are defined up to ``c_i(t)``; see :mod:`recompose.models`.
+A mixture needs each part's energy *including* its normaliser (exact for analytic models;
+learned energies are defined up to ``c_i(t)``: :mod:`recompose.models.normalization`).
 
 The operators ``a * b``, ``a / b``, ``a ** w`` and ``a + b`` are defined at the end of this
 module and installed on :class:`~recompose.models.base.DiffusionModel` (which this module imports).

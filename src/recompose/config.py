@@ -8,8 +8,23 @@ from dataclasses import asdict, dataclass, field
 __all__ = ["TrainConfig", "ClassifierConfig"]
 
 
+class _Config:
+    """What both configs share: positive counts, dict and JSON forms."""
+
+    def _check_counts(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Config):
     """Everything that determines a training run (and so its weights, bit for bit).
 
     Defaults are the R3 2D settings (Adam 1e-3, batch 1000, EMA 0.999, cosine schedule)
@@ -35,23 +50,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.parameterization not in ("score", "energy"):
             raise ValueError("parameterization must be 'score' or 'energy'")
-        for name in ("steps", "batch_size", "checkpoint_every", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1")
+        self._check_counts("steps", "batch_size", "checkpoint_every", "threads")
         if not 0 <= self.ema_decay < 1:
             raise ValueError("ema_decay must lie in [0, 1)")
         if not 0 <= self.label_dropout <= 1:
             raise ValueError("label_dropout must lie in [0, 1]")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(_Config):
     """A classifier training run: noise-conditional ``p_t(y | x_t)`` (``noisy``) or clean.
 
     Targets are class labels (cross-entropy) or, for float targets, independent binary labels
@@ -73,9 +80,4 @@ class ClassifierConfig:
                                                     "min_alpha_sq": 1e-6})
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        self._check_counts("steps", "batch_size", "threads")

@@ -129,6 +129,9 @@ class _Compiler:
     def error(self, message: str, column: int, name: str | None = None) -> ExpressionError:
         return ExpressionError(message, column, self.text, name)
 
+    def refuse(self, what: str, column: int) -> ExpressionError:
+        return self.error(f"{what} is not allowed; {ALLOWED}", column)
+
     def run(self, tree: ast.Expression) -> None:
         stack: list[tuple[ast.AST, bool]] = [(tree.body, False)]
         values: list[tuple[_Value, ast.AST]] = []
@@ -160,8 +163,7 @@ class _Compiler:
             return [node.left, node.right]
         if isinstance(node, ast.UnaryOp):
             if not isinstance(node.op, ast.USub):
-                raise self.error(f"{_OPS[type(node.op)]} is not allowed; {ALLOWED}",
-                                 self.column(node))
+                raise self.refuse(_OPS[type(node.op)], self.column(node))
             return [node.operand]
         if isinstance(node, ast.Call):
             self.check_call(node)
@@ -169,7 +171,7 @@ class _Compiler:
         if isinstance(node, ast.List | ast.Tuple):
             return list(node.elts)
         what = _WHAT.get(type(node), type(node).__name__)
-        raise self.error(f"{what} is not allowed; {ALLOWED}", self.column(node))
+        raise self.refuse(what, self.column(node))
 
     def check_call(self, node: ast.Call) -> None:
         func = node.func
@@ -179,11 +181,10 @@ class _Compiler:
                              f"and normalize); {ALLOWED}", self.column(node))
         for arg in node.args:
             if isinstance(arg, ast.Starred):
-                raise self.error(f"'*' unpacking is not allowed; {ALLOWED}", self.column(arg))
+                raise self.refuse("'*' unpacking", self.column(arg))
         for kw in node.keywords:
             if kw.arg is None:
-                raise self.error(f"'**' unpacking is not allowed; {ALLOWED}",
-                                 self.column(kw.value))
+                raise self.refuse("'**' unpacking", self.column(kw.value))
 
     # ------------------------------------------------------------------ evaluation of a node
     def finish(self, node: ast.AST, args: list[tuple[_Value, ast.AST]]) -> _Value:
@@ -193,7 +194,7 @@ class _Compiler:
             value = node.value
             if isinstance(value, bool) or not isinstance(value, int | float):
                 what = "a string" if isinstance(value, str | bytes) else repr(value)
-                raise self.error(f"{what} is not allowed; {ALLOWED}", self.column(node))
+                raise self.refuse(what, self.column(node))
             return self.number(lambda: float(value), node)
         if isinstance(node, ast.UnaryOp):
             (value, operand), = args
@@ -411,37 +412,20 @@ def _compile(text: str, names: Collection[str] | None) -> _Compiler:
 
 
 def check(text: str, names: Collection[str] | None = None) -> tuple[str, ...]:
-    """Validate ``text`` without building anything; return the model names it uses.
-
-    Args:
-        text: an expression (grammar in the module docstring).
-        names: if given, the names that may be used; any other raises.
-
-    Returns:
-        The names used, in order of first appearance.
-
-    Raises:
-        ExpressionError: with the 1-based column of the offending part.
-    """
+    """Validate ``text`` without building anything; return the model names it uses, in order of
+    first appearance. ``names``, if given, are the names that may be used; any other raises an
+    :class:`ExpressionError` (as does any error of syntax or type, with its column)."""
     return tuple(_compile(text, names).used)
 
 
 def parse(text: str, env: Mapping[str, DiffusionModel]) -> DiffusionModel:
-    """Build the model an expression describes from the models bound in ``env``:
-    ``parse("A * B**-0.3", env)`` is ``env["A"] * env["B"]**-0.3`` (grammar in the module
+    """Build the model an expression describes from the models bound in ``env`` (name ->
+    model): ``parse("A * B**-0.3", env)`` is ``env["A"] * env["B"]**-0.3`` (grammar in the module
     docstring).
 
-    Args:
-        text: the expression, e.g. ``"mix(normalize(A), normalize(B), weights=[0.3, 0.7])"``.
-        env: name -> model.
-
-    Returns:
-        The composite :class:`~recompose.models.base.DiffusionModel`.
-
-    Raises:
-        ExpressionError: syntax, unknown names, or a number where a model belongs (with the
-            column). Errors of the algebra itself (e.g. :class:`~recompose.errors.CapabilityError`)
-            propagate unchanged, with a note giving the column.
+    Raises :class:`ExpressionError` (with the column) for syntax, unknown names, or a number
+    where a model belongs. Errors of the algebra itself (e.g.
+    :class:`~recompose.errors.CapabilityError`) propagate unchanged, with a note giving the column.
     """
     for key, value in env.items():
         if not isinstance(value, DiffusionModel):

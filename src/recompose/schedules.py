@@ -86,7 +86,7 @@ class Schedule:
 
     def config(self) -> dict:
         """JSON-serialisable description (used in checkpoints and run folders)."""
-        return {"name": self.name, **{k: v for k, v in vars(self).items()}}
+        return {"name": self.name, **vars(self)}
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and vars(self) == vars(other)

@@ -1,10 +1,5 @@
-"""The ``recompose`` command line.
-
-Exit codes: 0 success; 2 usage error (bad option, expression, model name, or a composition
-the models cannot support); 1 runtime failure (divergence, unreadable checkpoint, I/O).
-Errors print one line (``--debug`` shows the traceback). Outputs are written atomically, so
-Ctrl-C never leaves half-written files.
-"""
+"""The ``recompose`` command line (exit codes and one-line errors: :mod:`.common`; outputs are
+written atomically, so Ctrl-C never leaves half-written files)."""
 
 from __future__ import annotations
 

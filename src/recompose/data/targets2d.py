@@ -20,6 +20,7 @@ modes inside the bar; either bar; the large box minus the small box).
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -167,9 +168,5 @@ class NegationTarget:
         return self.large.in_support(x) & ~self.small.in_support(x)
 
 
-def _negation_r3() -> NegationTarget:
-    return NegationTarget(alpha=0.3, beta=1.3)
-
-
 TARGETS = {"product": ProductTarget, "mixture": MixtureTarget, "negation": NegationTarget,
-           "negation_r3": _negation_r3}
+           "negation_r3": partial(NegationTarget, alpha=0.3, beta=1.3)}

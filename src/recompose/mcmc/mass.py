@@ -8,10 +8,9 @@ With a diagonal mass ``M`` (a float, or a tensor broadcastable to one event ``D`
     v' = d·v + √(1 − d²) √M ⊙ ξ              partial refresh (Horowitz 1991); N(0, M) invariant
 
 ``d`` (``damping``) is the **fraction of momentum kept**: ``d = 0`` is a full refresh
-(standard HMC), ``d → 1`` keeps the trajectory going (underdamped Langevin). This module is the
-single home of the mass matrix (blackjax's ``metrics.py``); the leapfrog integrator only
-receives ``M⁻¹``. It is named ``mass`` because :mod:`recompose.metrics` already means
-sample-quality metrics.
+(standard HMC), ``d → 1`` keeps the trajectory going (underdamped Langevin). The leapfrog
+integrator only receives ``M⁻¹`` (blackjax's ``metrics.py``; :mod:`recompose.metrics` is
+sample quality).
 """
 
 from __future__ import annotations

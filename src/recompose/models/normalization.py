@@ -9,12 +9,9 @@ sharpness instead, which collapses its mixture between the bars).
 In low dimension ``Z(t)`` is a cheap quadrature. :func:`normalize_by_quadrature` tabulates
 ``log Z`` on ``num_times`` times in ``[t_min, 1]`` with a midpoint rule on a ``grid × grid`` window
 that follows the diffused data, ``|x| ≤ α_t·extent + 7σ_t``, and interpolates linearly in
-``t``. Only for 2D models (``D = 2``); images need another route.
-
-Normalising is always explicit: :func:`normalize` (``recompose.normalize``) in Python and
-``normalize(A)`` in the expression language (:mod:`recompose.expression`, the command line's
-``--expr``) are the same call. Nothing normalises a mixture's parts behind the user's back, so
-``mix(A, B)`` means the same density from every entry point.
+``t``. Only for 2D models (``D = 2``); images need another route. Normalising is always
+explicit (:func:`normalize`, ``normalize(A)`` in :mod:`recompose.expression`), so ``mix(A, B)``
+means the same density from every entry point.
 """
 
 from __future__ import annotations
@@ -105,8 +102,7 @@ def normalize(model: DiffusionModel, *, num_times: int = 51, grid: int = 64,
 
     What a mixture of learned energies needs: ``mixture([normalize(A), normalize(B)], w)``
     is the ``w``-weighted mixture of the two densities (without it, each part's unknown
-    ``log Z`` silently re-weights it). The same call is ``normalize(A)`` in
-    :func:`recompose.parse` and on the command line.
+    ``log Z`` silently re-weights it).
 
     Args:
         model: a 2D energy model (``event_shape == (2,)``, ``has_energy``).
