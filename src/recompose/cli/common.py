@@ -61,9 +61,7 @@ def handle_errors(fn: Callable) -> Callable:
                 raise usage(f"bad expression: {err.pretty()}") from None
             if isinstance(err, CapabilityError | CompositionError):
                 raise usage(str(err)) from None
-            if isinstance(err, CheckpointError | RunFolderError):
-                raise Failure(str(err)) from None
-            if isinstance(err, FloatingPointError):
+            if isinstance(err, CheckpointError | RunFolderError | FloatingPointError):
                 raise Failure(str(err)) from None
             if isinstance(err, MemoryError) or "can't allocate memory" in str(err):
                 raise usage("not enough memory for this run; use a smaller --n or --levels"

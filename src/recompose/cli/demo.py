@@ -1,17 +1,11 @@
 """``recompose demo``: the shipped 2D models composed three ways, reverse diffusion vs HMC.
 
-Compositions (:func:`build`; the same ones as the 2D table of ``docs/results.md``):
-
-* product   ``ring * bar``
-* mixture   ``½ left_bar + ½ right_bar`` of energy models normalised by quadrature
-  (:mod:`recompose.models.normalization`): a proper mixture of the time-``t`` densities
-* negation  ``large_box / small_box ** 0.3`` (the paper's ``q₁/q₂^α``); ``negation_r3`` is
-  the R3 notebook's ``large_box ** 1.3 / small_box ** 0.3``
-
-A reduced budget (defaults T = 50 levels, K = 5 HMC steps, 500 chains, energy models) so it
-runs in under a minute on 2 cores; metrics against the exact smoothed targets of
-:mod:`recompose.data.targets2d` (log-likelihood ↑, W2 to 2,000 target draws ↓, fraction in
-support ↑).
+Compositions (:func:`build`; the 2D table of ``docs/results.md``): product ``ring * bar``;
+mixture ``½ left_bar + ½ right_bar`` of energy models normalised by quadrature (a proper
+mixture of the time-``t`` densities); negation ``large_box / small_box ** 0.3`` (the paper's
+``q₁/q₂^α``; ``negation_r3`` is the R3 notebook's ``large_box ** 1.3 / small_box ** 0.3``).
+Metrics against the exact smoothed targets of :mod:`recompose.data.targets2d` (log-likelihood
+↑, W2 to 2,000 target draws ↓, fraction in support ↑); the budget is in :func:`demo`'s help.
 """
 
 from __future__ import annotations

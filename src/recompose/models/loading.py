@@ -47,7 +47,6 @@ def load_model(path: Path | str, name: str | None = None) -> DiffusionModel:
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: its config does not describe a known model ({err})") \
             from None
-    missing, unexpected = [], []
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))

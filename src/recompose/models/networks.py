@@ -46,6 +46,10 @@ class SinusoidalEmbedding(nn.Module):
         return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
+def _time_embedding(emb_dim: int) -> nn.Sequential:
+    return nn.Sequential(SinusoidalEmbedding(emb_dim), nn.Linear(emb_dim, emb_dim), nn.SiLU())
+
+
 class _Block(nn.Module):
     def __init__(self, width: int, inner: int, emb_dim: int) -> None:
         super().__init__()
@@ -79,8 +83,7 @@ class ResMLP(nn.Module):
             self.config["num_classes"] = num_classes
         self.num_classes = num_classes
         self.conditional = num_classes > 0
-        self.embed = nn.Sequential(SinusoidalEmbedding(emb_dim), nn.Linear(emb_dim, emb_dim),
-                                   nn.SiLU())
+        self.embed = _time_embedding(emb_dim)
         if num_classes:
             self.class_embed = nn.Embedding(num_classes + 1, emb_dim)
         self.inp = nn.Linear(dim, width)
@@ -121,8 +124,7 @@ class TimeClassifier(nn.Module):
         super().__init__()
         self.config = {"arch": "time_classifier", "dim": dim, "num_classes": num_classes,
                        "width": width, "num_blocks": num_blocks, "emb_dim": emb_dim}
-        self.embed = nn.Sequential(SinusoidalEmbedding(emb_dim), nn.Linear(emb_dim, emb_dim),
-                                   nn.SiLU())
+        self.embed = _time_embedding(emb_dim)
         self.inp = nn.Linear(dim, width)
         self.blocks = nn.ModuleList(_Block(width, width, emb_dim) for _ in range(num_blocks))
         self.head = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, num_classes))
@@ -173,8 +175,7 @@ class PositionUNet(nn.Module):
                        "channels": channels, "emb_dim": emb_dim, "bump": bump}
         self.size, self.bump = size, bump
         c1, c2 = channels, 2 * channels
-        self.embed = nn.Sequential(SinusoidalEmbedding(emb_dim), nn.Linear(emb_dim, emb_dim),
-                                   nn.SiLU())
+        self.embed = _time_embedding(emb_dim)
         self.register_buffer("freqs", torch.pi * 2.0 ** torch.arange(4), persistent=False)
         self.cond_embed = nn.Sequential(nn.Linear(17, emb_dim), nn.SiLU(),
                                         nn.Linear(emb_dim, emb_dim))
