@@ -19,13 +19,15 @@ def _product(device):
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_samplers_on_cuda_match_the_cpu_in_distribution(sampler):
-    """Same sampler, same settings, n = 4,000 on each device (different random streams): the
-    means agree within 5 standard errors of their difference, the stds within 10 %."""
-    n = 4000
+    """Same sampler, same settings, n = 2,000 on each device (different random streams): the
+    means agree within 5 standard errors of their difference, the stds within 10 % (6 standard
+    errors of a std at this n)."""
+    n = 2000
+    options = {} if sampler in ("reverse", "smc") else {"num_steps": 3}
     out = {}
     for device in ("cpu", "cuda"):
         g = torch.Generator(device=device).manual_seed(0)
-        r = rc.sample(_product(device), n, sampler, num_levels=50, generator=g)
+        r = rc.sample(_product(device), n, sampler, num_levels=20, generator=g, **options)
         assert r.x.device.type == device and bool(torch.isfinite(r.x).all())
         out[device] = r.x.double().cpu()
     a, b = out["cpu"], out["cuda"]
@@ -37,7 +39,7 @@ def test_samplers_on_cuda_match_the_cpu_in_distribution(sampler):
 def test_smc_evidence_on_cuda_matches_the_cpu():
     ev = {}
     for device in ("cpu", "cuda"):
-        runs = [rc.sample(_product(device), 1000, "smc", num_levels=50,
+        runs = [rc.sample(_product(device), 1000, "smc", num_levels=20,
                           generator=torch.Generator(device=device).manual_seed(s)
                           ).info.log_evidence for s in range(4)]
         ev[device] = torch.tensor(runs, dtype=torch.float64)
