@@ -28,8 +28,11 @@ model is refused: a strength is ``A ** w``, a weight belongs in ``mix(..., weigh
 
 Nothing else is accepted (no attributes, subscripts, strings, other calls, comparisons or
 lambdas), and nothing reaches ``eval``/``exec``/``compile``. The tree is walked, and the model
-built, with explicit stacks: a flat chain of 10⁵ factors parses in about a second. Nesting
-beyond CPython's parser limits is an :class:`ExpressionError`, never a ``RecursionError``.
+built, with explicit stacks. Nesting beyond CPython's parser limits is an
+:class:`ExpressionError`, never a ``RecursionError``. A chain ``A * B * …`` nests one level per
+operator: on Python 3.10–3.11 a chain of 10⁵ factors parses in about a second; from 3.12 the
+tree is built under a fixed C recursion limit, and chains of more than about 2,000 operators
+(3.12) or 5,000 (3.13) need parentheses, e.g. ``(A * B * …) * (C * …)``.
 
 Mixtures of learned energies need ``normalize`` (a learned energy is defined up to a
 ``t``-dependent constant, which would re-weight the mixture); nothing normalises behind the
@@ -379,8 +382,11 @@ def _python_ast(text: str) -> ast.Expression:
     if isinstance(err, SyntaxError):
         raise _syntax_error(err, text)
     if err is not None or "tree" not in result:
-        raise ExpressionError("the expression is nested too deeply for Python's parser; "
-                              "use fewer nested parentheses or powers", 1, text)
+        raise ExpressionError("the expression is nested too deeply for Python's parser (a "
+                              "chain of operators nests one level per operator); use fewer "
+                              "nested parentheses or powers, split long products into "
+                              "parenthesised groups, and write many mixture parts as "
+                              "mix(A, B, ...)", 1, text)
     return result["tree"]
 
 
