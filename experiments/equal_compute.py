@@ -1,0 +1,224 @@
+"""Samplers at equal compute: quality against composite gradient evaluations per sample.
+
+Two tasks with a known answer:
+
+* ``oracle``: the analytic product ``A · B`` with ``A`` two Gaussians at ``(±2, 0)`` of stds 0.2
+  and 1.0 and ``B = N(0, 0.5² I)``. Its exact law at ``t = 0`` is a Gaussian mixture
+  (:func:`recompose.gmm_product`) and its normaliser at every ``t`` is closed-form, so we score
+  the energy distance (× 10³) to exact draws, the error of the mass on ``x₁ < 0`` (0.203: the
+  split between the modes, which unweighted annealing gets wrong) and, for SMC, the error of
+  ``log Ẑ`` at the cleanest level.
+* ``ring_bar``: the shipped energy models' product ``ring * bar``, scored against the exact
+  smoothed target of :mod:`recompose.data.targets2d` (W2 to 2,000 draws, mean log-likelihood).
+
+Cells (gradient evaluations of the composite per sample, one evaluation = every leaf once):
+reverse diffusion with ``T ∈ {100, 300, 1000}``; annealed MALA and HMC (``L = 3``) at
+``T = 100`` with ``K ∈ {1, 3, 10}``; SMC with AIS weights and HMC moves at ``T = 100``,
+``K ∈ {1, 3, 10}``; SMC with the DDPM proposal and no moves at ``T ∈ {100, 300, 1000}``.
+Seeds 0, 1, 2; mean ± sd over seeds.
+
+Run: ``python -m experiments.equal_compute`` (protocol: ``configs/equal_compute.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recompose import GaussianMixture, gmm_product
+from recompose.cli.demo import build
+from recompose.data.targets2d import TARGETS
+from recompose.io import run_folder
+from recompose.metrics import energy_distance, wasserstein2
+from recompose.sampling import sample
+
+from .common import map_in_workers, markdown_table, parse_config, script
+
+__all__ = ["oracle_problem", "cells", "run", "main"]
+
+
+def oracle_problem() -> tuple[GaussianMixture, GaussianMixture]:
+    a = GaussianMixture([[-2.0, 0.0], [2.0, 0.0]], [0.2, 1.0], name="A")
+    b = GaussianMixture([[0.0, 0.0]], 0.5, name="B")
+    return a, b
+
+
+def oracle_log_evidence(a: GaussianMixture, b: GaussianMixture, t: float) -> float:
+    """``log ∫ p_a,t p_b,t`` (normalised diffused leaves): the weights' normaliser of
+    :func:`gmm_product` applied to the time-``t`` mixtures."""
+    alpha, sigma = a.schedule(torch.tensor(float(t), dtype=torch.float64))
+    eye = torch.eye(a.means.shape[1], dtype=torch.float64)
+
+    def at_t(m: GaussianMixture) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return alpha * m.means, alpha**2 * m.covariances() + sigma**2 * eye, m.log_weights
+
+    (ma, ca, wa), (mb, cb, wb) = at_t(a), at_t(b)
+    s = ca[:, None] + cb[None]
+    diff = ma[:, None] - mb[None]
+    maha = (diff[..., None, :] @ torch.linalg.solve(s, diff[..., None]))[..., 0, 0]
+    log_n = -0.5 * (maha + torch.logdet(s) + ma.shape[1] * math.log(2 * math.pi))
+    return float(torch.logsumexp((wa[:, None] + wb[None] + log_n).reshape(-1), 0))
+
+
+def _left(x: torch.Tensor) -> float:
+    return float((x[:, 0] < 0).double().mean())
+
+
+def exact_left(exact: GaussianMixture) -> float:
+    """``P(x₁ < 0)`` under a Gaussian mixture, in closed form."""
+    w, mu = exact.log_weights.exp(), exact.means[:, 0]
+    sd = exact.covariances()[:, 0, 0].sqrt()
+    return float((w * torch.distributions.Normal(0.0, 1.0).cdf(-mu / sd)).sum())
+
+
+def cells() -> list[tuple[str, str, dict]]:
+    """``(curve, sampler, options)`` of every cell."""
+    out = [("reverse", "reverse", {"num_levels": t}) for t in (100, 300, 1000)]
+    for k in (1, 3, 10):
+        out += [("mala", "mala", {"num_levels": 100, "num_steps": k}),
+                ("hmc", "hmc", {"num_levels": 100, "num_steps": k}),
+                ("smc + hmc moves", "smc", {"num_levels": 100, "num_steps": k})]
+    out += [("smc, DDPM proposal", "smc", {"num_levels": t, "reverse_step": True,
+                                           "num_steps": 0}) for t in (100, 300, 1000)]
+    return out
+
+
+def _run_cell(task: dict) -> dict:
+    if task["task"] == "oracle":
+        a, b = oracle_problem()
+        model = a * b
+    else:
+        model = build("product", "energy", None)
+    r = sample(model, task["n"], task["sampler"], seed=task["seed"], **task["options"])
+    x = r.x.double()
+    ref = task["ref"]
+    info = r.info
+    out = {"evals": info.score_evals, "wall_time": info.wall_time}
+    if task["task"] == "oracle":
+        out |= {"ED×1e3": 1e3 * energy_distance(x, ref),
+                "mass error": abs(_left(x) - task["exact_left"])}
+        if info.log_evidence is not None:
+            out["log Z error"] = abs(info.log_evidence
+                                     - oracle_log_evidence(a, b, info.evidence_t))
+    else:
+        target = TARGETS["product"]()
+        lp = target.log_prob(x)
+        out |= {"W2": wasserstein2(x, ref),
+                "LL": float(lp.mean()) if bool(torch.isfinite(lp).all()) else -math.inf}
+    return {k: v for k, v in task.items() if k != "ref"} | {"metrics": out}
+
+
+def _refs(task: str, seed: int, n_ref: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(5000 + seed)
+    if task == "oracle":
+        return gmm_product(*oracle_problem()).sample(n_ref, g)
+    return TARGETS["product"]().sample(n_ref, g)
+
+
+def run(out: Path, tasks: tuple[str, ...] = ("oracle", "ring_bar"), n: int = 1000,
+        n_ring_bar: int = 500, seeds: tuple[int, ...] = (0, 1, 2), n_ref: int = 2000,
+        workers: int = 2, overwrite: bool = False, progress: bool = True) -> dict:
+    start = time.perf_counter()
+    left = exact_left(gmm_product(*oracle_problem()))
+    jobs = [{"task": task, "curve": curve, "sampler": sampler, "options": options,
+             "seed": seed, "n": n if task == "oracle" else n_ring_bar,
+             "ref": _refs(task, seed, n_ref), "exact_left": left}
+            for task in tasks for curve, sampler, options in cells() for seed in seeds]
+    jobs.sort(key=lambda j: -(j["task"] == "ring_bar"))  # the slow ones first
+    results = map_in_workers(_run_cell, jobs, workers, "equal compute", progress)
+    summary = _summarise(results)
+    elapsed = time.perf_counter() - start
+    table = markdown(summary)
+    config = {"tasks": list(tasks), "n": n, "n_ring_bar": n_ring_bar, "seeds": list(seeds),
+              "n_ref": n_ref, "workers": workers, "exact_left": left,
+              "cells": [[c, s, o] for c, s, o in cells()]}
+    with run_folder(out, overwrite) as tmp:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        (tmp / "metrics.json").write_text(json.dumps({"rows": summary, "elapsed_s": elapsed},
+                                                     indent=2))
+        (tmp / "table.md").write_text(table + "\n")
+        figure(summary).savefig(tmp / "equal_compute.png", dpi=120)
+    return {"rows": summary, "table": table, "elapsed_s": elapsed}
+
+
+def _summarise(results: list[dict]) -> list[dict]:
+    groups: dict = {}
+    for r in results:
+        key = (r["task"], r["curve"], json.dumps(r["options"], sort_keys=True))
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for (task, curve, options), cell in groups.items():
+        metrics = {}
+        for name in cell[0]["metrics"]:
+            values = [c["metrics"][name] for c in cell]
+            metrics[name] = [statistics.mean(values),
+                             statistics.stdev(values) if len(values) > 1 else 0.0]
+        rows.append({"task": task, "curve": curve, "options": json.loads(options),
+                     **metrics})
+    return rows
+
+
+METRICS = {"oracle": ("ED×1e3", "mass error", "log Z error"), "ring_bar": ("W2", "LL")}
+
+
+def markdown(rows: list[dict]) -> str:
+    parts = []
+    for task, names in METRICS.items():
+        cell_rows = [r for r in rows if r["task"] == task]
+        if not cell_rows:
+            continue
+        body = []
+        for r in sorted(cell_rows, key=lambda r: (r["curve"], r["evals"][0])):
+            opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+            body.append([r["curve"], opts, f"{r['evals'][0]:.0f}"]
+                        + [f"{r[m][0]:.3f} ± {r[m][1]:.3f}" if m in r else "–" for m in names]
+                        + [f"{r['wall_time'][0]:.1f}"])
+        parts.append(f"**{task}**\n\n" + markdown_table(
+            ["sampler", "settings", "grad evals / sample", *names, "time (s)"], body))
+    return "\n\n".join(parts)
+
+
+def figure(rows: list[dict]) -> object:
+    """One panel per (task, metric): metric against evaluations per sample, one curve per
+    sampler, error bars = sd over seeds."""
+    from matplotlib.figure import Figure
+
+    panels = [(task, m) for task, names in METRICS.items() for m in names
+              if any(r["task"] == task for r in rows)]
+    fig = Figure(figsize=(3.4 * len(panels), 3.0))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    curves = sorted({r["curve"] for r in rows})
+    for ax, (task, metric) in zip(axes, panels):
+        for i, curve in enumerate(curves):
+            pts = sorted((r["evals"][0], *r[metric]) for r in rows
+                         if r["task"] == task and r["curve"] == curve and metric in r)
+            if pts:
+                e, mean, sd = map(np.array, zip(*pts))
+                ax.errorbar(e, mean, yerr=sd, marker="o", ms=3, capsize=2, color=f"C{i}",
+                            label=curve)
+        ax.set_xscale("log")
+        ax.set_xlabel("gradient evaluations / sample")
+        ax.set_title(f"{task}: {metric}", fontsize=9)
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+@script
+def main(argv: list[str] | None = None) -> None:
+    config = parse_config("equal_compute", __doc__, argv)
+    result = run(config["out"], tuple(config["tasks"]), config["n"], config["n_ring_bar"],
+                 tuple(range(config["seeds"])), config["n_ref"], config["workers"],
+                 config["overwrite"])
+    print(result["table"])
+    print(f"\n{result['elapsed_s']:.0f} s; outputs in {config['out']}/")
+
+
+if __name__ == "__main__":
+    main()
