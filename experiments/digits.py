@@ -55,7 +55,7 @@ __all__ = ["KINDS", "SAMPLERS", "SCALES", "digits_file", "load_digits", "guided"
            "evaluate", "run", "main"]
 
 KINDS = ("classifier", "cfg")
-SAMPLERS = ("reverse", "ula", "uhmc", "mala", "hmc")
+SAMPLERS = ("reverse", "ula", "uhmc", "mala", "hmc", "smc")  # the config runs the first five
 SCALES = (1.0, 3.0, 10.0)
 
 
@@ -167,7 +167,7 @@ def markdown(rows: list[dict], floor: dict) -> str:
               f"{floor['fd']:.2f}", f"{floor['fd_class']:.2f}", f"{floor['diversity']:.2f}",
               "–", "–"]]
     for r in rows:
-        acc = f"{r['acceptance']:.2f}" if r["sampler"] in ("mala", "hmc") else "–"
+        acc = f"{r['acceptance']:.2f}" if r["sampler"] in ("mala", "hmc", "smc") else "–"
         lines.append([r["kind"], f"{r['scale']:g}", r["sampler"],
                       f"{r['accuracy'][0]:.3f} ± {r['accuracy'][1]:.3f}",
                       f"{r['fd'][0]:.2f} ± {r['fd'][1]:.2f}",
@@ -212,7 +212,7 @@ def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2),
     tasks = [{"kind": k, "scale": float(w), "sampler": s, "seed": seed, "n": n,
               "num_levels": num_levels, "num_steps": num_steps}
              for k in kinds for w in scales for s in samplers for seed in seeds]
-    cost = {"reverse": 1, "ula": 4, "uhmc": 4, "mala": 4, "hmc": 10}
+    cost = {"reverse": 1, "ula": 4, "uhmc": 4, "mala": 4, "hmc": 10, "smc": 10}
     tasks.sort(key=lambda t: -cost[t["sampler"]] * (2 if t["kind"] == "cfg" else 1))
     cells = map_in_workers(_run_cell, tasks, workers, "digits cells", progress)
     for cell in cells:

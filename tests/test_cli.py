@@ -57,6 +57,23 @@ def test_sample_writes_a_complete_run_folder(tmp_path):
     assert np.array_equal(np.load(out / "samples.npz")["x"], np.load(out2 / "samples.npz")["x"])
 
 
+def test_sample_with_smc_records_its_particles(tmp_path):
+    out = tmp_path / "smc"
+    r = run("sample", "--model", "A=ring", "--model", "B=bar", "--expr", "A * B", "--sampler",
+            "smc", "--moves", "mala", "--levels", "5", "--mcmc-steps", "1", "--n", "40",
+            "--ess-threshold", "1", "--resampling", "residual", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "log evidence" in r.output
+    info = json.loads((out / "metrics.json").read_text())["sampling"]
+    assert info["sampler"] == "smc" and info["resampled"] == [0, 1, 2, 3, 4]
+    assert info["settings"]["moves"] == "mala" and info["settings"]["resampling"] == "residual"
+    assert json.loads((out / "config.json").read_text())["ess_threshold"] == 1.0
+    assert (out / "figures" / "ess.png").stat().st_size > 1000
+    r = run("sample", "--model", "A=ring:score", "--model", "B=bar", "--expr", "A * B",
+            "--sampler", "smc", "--out", str(tmp_path / "score"))
+    assert r.exit_code == 2 and "energies" in r.output  # a capability error is a usage error
+
+
 def _sample(tmp_path, *extra, expr="A * B", models=("A=ring", "B=bar")):
     args = ["sample", "--expr", expr, "--levels", "3", "--mcmc-steps", "1", "--n", "20",
             "--out", str(tmp_path / "out")]

@@ -194,3 +194,13 @@ def test_smc_refuses_what_does_not_apply():
     # kernel objects and their options reach the moves
     r = rc.sample(m, 10, "smc", moves=rc.mcmc.hmc(num_leapfrog_steps=2), num_levels=3, seed=0)
     assert r.info.settings["num_leapfrog_steps"] == 2
+
+
+def test_collapsed_weights_warn():
+    """The DDPM proposal on a product collapses the weights near t = 1 (docs/results.md §7):
+    the run finishes but says so, and records it."""
+    with pytest.warns(rc.diffusion.annealed.SamplingWarning, match="collapsed onto ESS"):
+        r = rc.sample(A * B, 400, "smc", num_levels=100, seed=0, reverse_step=True,
+                      num_steps=0)
+    assert any("collapsed" in w for w in r.info.warnings)
+    assert min(r.info.ess) < 0.01 * 400

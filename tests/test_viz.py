@@ -41,3 +41,12 @@ def test_image_plots_are_figures_that_save(tmp_path):
         assert (tmp_path / "f.png").stat().st_size > 0
     shown = image_grid(x, 3).axes[0].images[0].get_array()
     np.testing.assert_array_equal(np.asarray(shown), tile(x, 3).squeeze(-1))
+
+
+def test_ess_plot_draws_the_fraction_and_marks_resampled_levels():
+    from recompose.viz.plots import ess_plot
+
+    fig = ess_plot([0.1, 0.2, 0.3], [50.0, 20.0, 100.0], 100, resampled=[1])
+    line, marks = fig.axes[0].lines
+    assert np.allclose(line.get_ydata(), [0.5, 0.2, 1.0])
+    assert np.allclose(marks.get_xdata(), [0.2]) and np.allclose(marks.get_ydata(), [0.2])

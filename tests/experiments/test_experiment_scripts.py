@@ -10,7 +10,7 @@ from recompose.io import run_folder
 
 def test_every_config_is_valid_json_with_an_output_folder():
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
-    assert names == ["analytic_product", "clevr", "digits", "toy2d"]
+    assert names == ["analytic_product", "clevr", "digits", "equal_compute", "toy2d"]
     for name in names:
         assert "out" in load_config(name)
 
@@ -45,3 +45,18 @@ def test_analytic_product_writes_its_outputs(tmp_path):
     main(["--n", "50", "--seeds", "2", "--levels", "3", "--mcmc-steps", "1", "--out", str(out)])
     assert json.loads((out / "config.json").read_text())["n"] == 50
     assert (out / "table.md").read_text().startswith("| sampler |")
+
+
+def test_equal_compute_writes_its_outputs_and_scores_smc_evidence(tmp_path):
+    """Every cell runs on the oracle task (tiny n); SMC rows carry the evidence error."""
+    from experiments.equal_compute import cells, main
+
+    out = tmp_path / "ec"
+    main(["--tasks", "oracle", "--n", "20", "--seeds", "2", "--n-ref", "50", "--workers", "1",
+          "--out", str(out)])
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    assert len(rows) == len(cells())
+    for row in rows:
+        assert ("log Z error" in row) == row["curve"].startswith("smc")
+        assert row["evals"][1] == 0.0  # the cost of a cell does not depend on the seed
+    assert (out / "equal_compute.png").stat().st_size > 0

@@ -49,6 +49,7 @@ __all__ = ["SampleInfo", "SampleResult", "SamplingWarning", "reverse_diffusion",
            "annealed_mcmc", "run_kernel", "ACCEPTANCE_FLOOR"]
 
 ACCEPTANCE_FLOOR = 0.05  # mean MH acceptance under which a run is reported as stuck
+ESS_FLOOR = 0.01  # SMC: effective sample size (fraction of n) under which a run is reported
 
 
 class SamplingWarning(RuntimeWarning):
@@ -86,12 +87,19 @@ class SampleInfo:
 
     def problems(self, acceptance_floor: float = ACCEPTANCE_FLOOR) -> list[str]:
         """What makes this run's samples suspect: a Metropolis-corrected chain that (almost)
-        never moved, or divergent transitions."""
+        never moved, SMC weights that collapsed onto a few particles, or divergent
+        transitions."""
         out = []
         if self.settings.get("metropolis") and self.mean_acceptance < acceptance_floor:
             out.append(f"{self.sampler}: mean acceptance {self.mean_acceptance:.3f} is under "
                        f"{acceptance_floor}: the chains barely moved and the samples are close "
                        "to the predictor's; lower the step size (or enable adaptation)")
+        if self.ess and min(self.ess) < ESS_FLOOR * self.num_chains:
+            i = min(range(len(self.ess)), key=self.ess.__getitem__)
+            out.append(f"{self.sampler}: the weights collapsed onto ESS {self.ess[i]:.1f} of "
+                       f"{self.num_chains} particles at t = {self.t[i]:.3f}: the samples and "
+                       "the evidence rest on a few particles; use more levels or particles, "
+                       "or AIS weights with moves (reverse_step=False)")
         bad = [i for i, d in enumerate(self.divergent) if d > 0]
         if bad:
             worst = max(self.divergent)
@@ -125,11 +133,13 @@ def _finite_or_raise(x: Tensor, i: int, levels: Levels, advice: str) -> None:
         raise FloatingPointError(f"{err}; {advice}") from None
 
 
-def _model_output_or_raise(score: Tensor, x: Tensor, i: int, levels: Levels) -> None:
-    """The model's score at finite points. Not finite where the chains are at the data's scale
-    (diffused data and noise are O(1)) means the model, not the sampler, is at fault."""
+def _model_output_or_raise(value: Tensor, x: Tensor, i: int, levels: Levels,
+                           what: str = "score") -> None:
+    """The model's score (or energy) at finite points. Not finite where the chains are at the
+    data's scale (diffused data and noise are O(1)) means the model, not the sampler, is at
+    fault."""
     try:
-        check_finite(score, f"the model's score is not finite at level {i} "
+        check_finite(value, f"the model's {what} is not finite at level {i} "
                             f"(t = {float(levels.t[i]):.3f})")
     except FloatingPointError as err:
         if float(x.abs().max()) > FAR:

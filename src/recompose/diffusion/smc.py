@@ -71,6 +71,7 @@ from ..utils import batch_sum
 from .annealed import (
     _STEP_ADVICE,
     LevelCallback,
+    Moves,
     SampleInfo,
     SampleResult,
     _finite_or_raise,
@@ -116,7 +117,7 @@ class _Level(NamedTuple):
 def _evaluate(target: Target, x: Tensor, i: int, levels: Levels) -> _Level:
     energy, score = target.energy_and_score(x)
     _model_output_or_raise(score, x, i, levels)
-    _model_output_or_raise(energy[:, None], x, i, levels)
+    _model_output_or_raise(energy[:, None], x, i, levels, "energy")
     return _Level(x, energy, score)
 
 
@@ -138,6 +139,34 @@ def _propose(cur: _Level, model: DiffusionModel, levels: Levels, i: int,
     return new, log_inc
 
 
+def _reweight(cur: _Level | None, x_init: Tensor, model: DiffusionModel, levels: Levels,
+              i: int, reverse_step: bool, generator: torch.Generator | None,
+              clip: tuple[float, float] | None) -> tuple[_Level, Tensor]:
+    """The particles at level ``i`` and their incremental log-weights (module docstring)."""
+    target = model.at(levels.t[i].to(x_init.dtype))
+    if cur is None:  # the noisiest level: importance sampling from N(0, I)
+        new = _evaluate(target, x_init, i, levels)
+        return new, -new.energy.to(torch.float64) - _log_normal(x_init, 1.0)
+    if reverse_step:
+        return _propose(cur, model, levels, i, generator, clip)
+    new = _evaluate(target, cur.x, i, levels)  # AIS: the same points, level i + 1 → i
+    return new, cur.energy.to(torch.float64) - new.energy.to(torch.float64)
+
+
+def _move(cur: _Level, previous: NamedTuple | None, target: Target, kernel: Kernel,
+          num_steps: int, step_size: Tensor, adapter: AcceptanceAdapter | None,
+          generator: torch.Generator | None) -> tuple[_Level, NamedTuple, Moves]:
+    """``num_steps`` kernel moves targeting the level; returns the moved particles (with the
+    energy the next weight needs), the kernel state and what the moves did."""
+    state = kernel.init(cur.x, _cached(target, *cur), generator, previous=previous)
+    state, moved = run_kernel(kernel, state, target, num_steps, step_size, adapter, generator)
+    energy, extra = state.energy, 0
+    if energy is None:  # unadjusted moves: the next weight needs E_i at the new points
+        energy, extra = target.energy(state.x), 1
+    return _Level(state.x, energy, state.score), state, moved._replace(
+        energy_evals=moved.energy_evals + extra)
+
+
 def smc(
     model: DiffusionModel, x_init: Tensor, levels: Levels, moves: Kernel | None = None,
     num_steps: int = 0, step_rule: StepSizeRule | None = None,
@@ -150,69 +179,56 @@ def smc(
     run ``num_steps`` times per level with step sizes from ``step_rule``."""
     start = time.perf_counter()
     num, n = len(levels), x_init.shape[0]
-    dev = x_init.device
-    score_evals = energy_evals = 0
-    acc_mean = torch.ones(num, dtype=torch.float64, device=dev)
-    acc_min = torch.ones(num, dtype=torch.float64, device=dev)
-    steps = torch.full((num,), math.nan, dtype=torch.float64, device=dev)
-    divergent = torch.zeros(num, dtype=torch.float64, device=dev)
-    ess = torch.zeros(num, dtype=torch.float64, device=dev)
+    per_level = {k: torch.zeros(num, dtype=torch.float64, device=x_init.device)
+                 for k in ("acceptance", "acceptance_min", "divergent", "ess")}
+    per_level["acceptance"] += 1
+    per_level["acceptance_min"] += 1
+    steps = torch.full((num,), math.nan, dtype=torch.float64, device=x_init.device)
     resampled: list[int] = []
-    log_w = torch.full((n,), -math.log(n), dtype=torch.float64, device=dev)  # normalised
-    log_z = torch.zeros((), dtype=torch.float64, device=dev)
-    kernel_state = None
+    log_w = torch.full((n,), -math.log(n), dtype=torch.float64, device=x_init.device)
+    log_z = torch.zeros((), dtype=torch.float64, device=x_init.device)
+    score_evals = energy_evals = 0
+    cur = kernel_state = None
     with torch.no_grad():
         for i in reversed(range(num)):
-            if i == num - 1:
-                cur = _evaluate(model.at(levels.t[i].to(x_init.dtype)), x_init, i, levels)
-                log_inc = -cur.energy.to(torch.float64) - _log_normal(x_init, 1.0)
-            elif reverse_step:
-                cur, log_inc = _propose(cur, model, levels, i, generator, clip)
-            else:  # AIS: the same points, re-weighted from level i + 1 to level i
-                new = _evaluate(model.at(levels.t[i].to(cur.x.dtype)), cur.x, i, levels)
-                log_inc = cur.energy.to(torch.float64) - new.energy.to(torch.float64)
-                cur = new
-            score_evals += 1
-            energy_evals += 1
-            log_w, log_sum = normalize_log_weights(log_w + log_inc)
-            log_z = log_z + log_sum
-            ess[i] = torch.exp(-torch.logsumexp(2 * log_w, dim=0))
-            if ess_threshold >= 1 or bool(ess[i] < ess_threshold * n):
+            cur, log_inc = _reweight(cur, x_init, model, levels, i, reverse_step, generator,
+                                     clip)
+            score_evals, energy_evals = score_evals + 1, energy_evals + 1
+            log_w, log_sum = normalize_log_weights(log_w + log_inc)  # W ∝ W_prev · w_i
+            log_z = log_z + log_sum  # Ẑ_i = Ẑ_{i+1} Σ_j W_prev^j w_i^j
+            ess = per_level["ess"][i] = torch.exp(-torch.logsumexp(2 * log_w, dim=0))
+            if ess_threshold >= 1 or bool(ess < ess_threshold * n):
                 index = resample(log_w, resampling, generator=generator)
                 cur, kernel_state = _gather(cur, index), _gather(kernel_state, index)
                 log_w = torch.full_like(log_w, -math.log(n))
                 resampled.append(i)
-            target = model.at(levels.t[i].to(cur.x.dtype))
             if moves is not None and num_steps > 0:
-                state = moves.init(cur.x, _cached(target, *cur), generator,
-                                   previous=kernel_state)
-                state, moved = run_kernel(moves, state, target, num_steps,
-                                          step_rule(levels.sigma[i]), adapter, generator)
+                target = model.at(levels.t[i].to(cur.x.dtype))
+                cur, kernel_state, moved = _move(cur, kernel_state, target, moves, num_steps,
+                                                 step_rule(levels.sigma[i]), adapter, generator)
+                _finite_or_raise(cur.x, i, levels, _STEP_ADVICE)
                 score_evals += moved.score_evals
                 energy_evals += moved.energy_evals
-                acc_mean[i], acc_min[i] = moved.acceptance.mean(), moved.acceptance.min()
-                divergent[i], steps[i] = moved.divergent, moved.step_size
-                _finite_or_raise(state.x, i, levels, _STEP_ADVICE)
-                energy = state.energy
-                if energy is None:  # unadjusted moves: the next weight needs E_i here
-                    energy = target.energy(state.x)
-                    energy_evals += 1
-                cur, kernel_state = _Level(state.x, energy, state.score), state
+                per_level["acceptance"][i] = moved.acceptance.mean()
+                per_level["acceptance_min"][i] = moved.acceptance.min()
+                per_level["divergent"][i], steps[i] = moved.divergent, moved.step_size
             if callback is not None:
-                callback({"level": i, "t": float(levels.t[i]), "x": cur.x, "ess": float(ess[i]),
+                callback({"level": i, "t": float(levels.t[i]), "x": cur.x, "ess": float(ess),
                           "resampled": resampled[-1:] == [i],
-                          "acceptance": float(acc_mean[i])})
+                          "acceptance": float(per_level["acceptance"][i])})
         final_log_w = log_w
-        if bool(log_w.max() > log_w.min()):  # equally weighted draws
+        if bool(log_w.max() > log_w.min()):  # a last resampling: equally weighted draws
             cur = _gather(cur, resample(log_w, resampling, generator=generator))
         x = ddpm_step(cur.x, cur.score, levels, 0, generator, clip) if denoise else cur.x
     leaves = model.num_networks
     info = SampleInfo(
-        sampler="smc", num_chains=n, t=levels.t.tolist(), acceptance=acc_mean.tolist(),
-        acceptance_min=acc_min.tolist(), step_size=steps.tolist(),
-        divergent=divergent.tolist(), score_evals=score_evals, energy_evals=energy_evals,
-        network_score_evals=score_evals * leaves, network_energy_evals=energy_evals * leaves,
-        wall_time=time.perf_counter() - start, ess=ess.tolist(),
-        resampled=sorted(resampled), log_evidence=float(log_z), evidence_t=float(levels.t[0]),
+        sampler="smc", num_chains=n, t=levels.t.tolist(),
+        acceptance=per_level["acceptance"].tolist(),
+        acceptance_min=per_level["acceptance_min"].tolist(), step_size=steps.tolist(),
+        divergent=per_level["divergent"].tolist(), score_evals=score_evals,
+        energy_evals=energy_evals, network_score_evals=score_evals * leaves,
+        network_energy_evals=energy_evals * leaves, wall_time=time.perf_counter() - start,
+        ess=per_level["ess"].tolist(), resampled=sorted(resampled),
+        log_evidence=float(log_z), evidence_t=float(levels.t[0]),
     )
     return SampleResult(x, info, log_weights=final_log_w)
