@@ -173,7 +173,7 @@ def _agg(cells: list[dict], key: str) -> tuple[float, float]:
 
 def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
         ks: tuple[int, ...] = (1, 2, 3, 4, 5),
-        cells: tuple[tuple[str, str], ...] = tuple(CELLS),
+        table_cells: tuple[tuple[str, str], ...] = tuple(CELLS),
         num_levels: int = 50, num_steps: int = 4, steps_sweep: tuple[int, ...] = (1, 2, 4, 8),
         sweep_k: int = 4, sweep_samplers: tuple[str, ...] = ("ula", "mala", "hmc"),
         threads: int = 2, progress: bool = True, overwrite: bool = False) -> dict:
@@ -186,13 +186,14 @@ def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
     config = {"n": n, "seeds": list(seeds), "ks": list(ks), "num_levels": num_levels,
               "num_steps": num_steps, "steps_sweep": list(steps_sweep), "sweep_k": sweep_k,
               "sweep_samplers": list(sweep_samplers), "composition": "A**(1-K) * Π A|p_k",
-              "cells": [f"{p}/{s}" for p, s in cells],
+              "cells": [f"{p}/{s}" for p, s in table_cells],
               "clip": [-1.0, 1.0],
               "threads": threads}
     start = time.perf_counter()
     checker = Checker()
     models = {p: load_clevr(p) for p in ("score", "energy")}
-    jobs = [("k", p, s, k, seed, num_steps) for p, s in cells for k in ks for seed in seeds]
+    jobs = [("k", p, s, k, seed, num_steps) for p, s in table_cells for k in ks
+            for seed in seeds]
     jobs += [("steps", "energy", s, sweep_k, seed, m) for s in sweep_samplers
              for m in steps_sweep if m != num_steps for seed in seeds]
     cells = []
@@ -201,7 +202,7 @@ def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
                       **_cell(models[p], s, k, n, seed, num_levels, m, checker)})
     floor = checker_accuracy(checker)
     rows = []
-    for p, s in cells:
+    for p, s in table_cells:
         for k in ks:
             group = [c for c in cells if (c["table"], c["parameterization"], c["sampler"],
                                           c["K"]) == ("k", p, s, k)]
@@ -281,8 +282,9 @@ def _figures(out: Path, cells: list[dict], k: int, num_steps: int) -> None:
 @script
 def main(argv: list[str] | None = None) -> None:
     c = parse_config("clevr", __doc__, argv)
-    cells = tuple(tuple(cell.split("/")) for cell in c["cells"])
-    res = run(c["out"], n=c["n"], seeds=tuple(range(c["seeds"])), ks=tuple(c["ks"]), cells=cells,
+    table_cells = tuple(tuple(cell.split("/")) for cell in c["cells"])
+    res = run(c["out"], n=c["n"], seeds=tuple(range(c["seeds"])), ks=tuple(c["ks"]),
+              table_cells=table_cells,
               num_levels=c["levels"], num_steps=c["mcmc_steps"],
               steps_sweep=tuple(c["steps_sweep"]), sweep_k=c["sweep_k"],
               sweep_samplers=tuple(c["sweep_samplers"]), threads=c["threads"],
