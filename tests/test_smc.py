@@ -124,10 +124,12 @@ def test_every_level_and_never_thresholds():
     every = rc.sample(model, 200, "smc", num_levels=12, seed=1, ess_threshold=1.0)
     never = rc.sample(model, 200, "smc", num_levels=12, seed=1, ess_threshold=0.0)
     assert every.info.resampled == list(range(12))
-    assert never.info.resampled == []
-    # after resampling at level 0 the particles are equally weighted: no final resampling
-    assert torch.all(every.log_weights == every.log_weights[0])
+    assert never.info.resampled == [0]  # only the last level's, which equalises the weights
+    # the returned weights are those before the last resampling: unequal, normalised
+    assert float(never.log_weights.max() - never.log_weights.min()) > 0.1
     assert float(torch.logsumexp(never.log_weights, 0)) == pytest.approx(0.0, abs=1e-12)
+    # the last level's moves separate the copies that resampling made
+    assert torch.unique(never.x, dim=0).shape[0] == 200
 
 
 def test_ddpm_proposal_form_is_consistent_on_a_single_diffusion():

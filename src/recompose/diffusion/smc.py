@@ -34,11 +34,12 @@ unbiased estimate of ``Z_0`` (its log, ``log_evidence``, is biased low by about
 the overlap ``∫ ∏_k p^k_{t_0}``.
 
 **Resample** when ``ESS < ess_threshold · n`` (:mod:`recompose.resampling`; 1 = every level,
-0 = never); afterwards the weights are equal. **Moves**: ``K`` steps of an MCMC kernel targeting
-``γ_i`` after the reweighting and resampling. A Metropolis-corrected kernel (MALA, HMC) leaves
-``γ_i`` invariant, so the weights stay valid; unadjusted kernels (ULA, U-HMC) are allowed but
-their discretisation bias is not corrected. The final particles are resampled once more, so
-``x`` is equally weighted; the weights before that are returned. ``denoise`` ends with
+0 = never), and at the cleanest level whenever the weights are unequal, so the returned ``x``
+are equally weighted draws (the weights before that last resampling are returned). **Moves**:
+``K`` steps of an MCMC kernel targeting ``γ_i`` after the reweighting and resampling; at the
+last level they also separate the copies the resampling made. A Metropolis-corrected kernel
+(MALA, HMC) leaves ``γ_i`` invariant, so the weights stay valid; unadjusted kernels (ULA,
+U-HMC) are allowed but their discretisation bias is not corrected. ``denoise`` ends with
 Tweedie's step as every sampler does.
 
 **Cost** per particle: one ``energy_and_score`` per level (``T`` network gradients, as many as
@@ -197,7 +198,12 @@ def smc(
             log_w, log_sum = normalize_log_weights(log_w + log_inc)  # W ∝ W_prev · w_i
             log_z = log_z + log_sum  # Ẑ_i = Ẑ_{i+1} Σ_j W_prev^j w_i^j
             ess = per_level["ess"][i] = torch.exp(-torch.logsumexp(2 * log_w, dim=0))
-            if ess_threshold >= 1 or bool(ess < ess_threshold * n):
+            if i == 0:
+                final_log_w = log_w
+            # the last level always resamples unequal weights, before its moves: the returned
+            # particles are equally weighted draws, moved after their duplication
+            last = i == 0 and bool(log_w.max() - log_w.min() > 1e-12)
+            if last or ess_threshold >= 1 or bool(ess < ess_threshold * n):
                 index = resample(log_w, resampling, generator=generator)
                 cur, kernel_state = _gather(cur, index), _gather(kernel_state, index)
                 log_w = torch.full_like(log_w, -math.log(n))
@@ -216,9 +222,6 @@ def smc(
                 callback({"level": i, "t": float(levels.t[i]), "x": cur.x, "ess": float(ess),
                           "resampled": resampled[-1:] == [i],
                           "acceptance": float(per_level["acceptance"][i])})
-        final_log_w = log_w
-        if bool(log_w.max() > log_w.min()):  # a last resampling: equally weighted draws
-            cur = _gather(cur, resample(log_w, resampling, generator=generator))
         x = ddpm_step(cur.x, cur.score, levels, 0, generator, clip) if denoise else cur.x
     leaves = model.num_networks
     info = SampleInfo(
