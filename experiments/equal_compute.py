@@ -151,9 +151,10 @@ def _refs(task: str, seed: int, n_ref: int) -> torch.Tensor:
     return TARGETS["product"]().sample(n_ref, g)
 
 
-def run(out: Path, tasks: tuple[str, ...] = ("oracle", "ring_bar", "ring_bar_model"), n: int = 1000,
-        n_ring_bar: int = 500, seeds: tuple[int, ...] = (0, 1, 2), n_ref: int = 2000,
-        workers: int = 2, overwrite: bool = False, progress: bool = True) -> dict:
+def run(out: Path, tasks: tuple[str, ...] = ("oracle", "ring_bar", "ring_bar_model"),
+        n: int = 1000, n_ring_bar: int = 500, seeds: tuple[int, ...] = (0, 1, 2),
+        n_ref: int = 2000, workers: int = 2, overwrite: bool = False,
+        progress: bool = True) -> dict:
     start = time.perf_counter()
     left = exact_left(gmm_product(*oracle_problem()))
     jobs = [{"task": task, "curve": curve, "sampler": sampler, "options": options,
