@@ -140,7 +140,8 @@ def run() -> int:
             finally:
                 path.write_text(original)
             caught += hit
-            rows.append(f"| {area} | `{file.removeprefix(S)}`: `{old.strip()[:60]}` | "
+            shown = " ".join(old.split())[:60]
+            rows.append(f"| {area} | `{file.removeprefix(S)}`: `{shown}` | "
                         f"{'caught' if hit else '**missed**'} | "
                         f"{time.perf_counter() - start:.0f} s |")
             print(rows[-1], flush=True)

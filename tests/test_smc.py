@@ -19,11 +19,11 @@ B = rc.GaussianMixture([[0.0, 0.0]], 0.5, name="B")
 G = rc.GaussianMixture([[0.5, 0.0]], 1.5, name="G")
 
 
-def _evidence_runs(model, parts, n, seeds, levels=40):
+def _evidence_runs(model, parts, n, seeds, levels=40, **options):
     """Ẑ / Z and log Ẑ − log Z over seeded runs."""
     ratio, err = [], []
     for seed in seeds:
-        r = rc.sample(model, n, "smc", num_levels=levels, seed=seed)
+        r = rc.sample(model, n, "smc", num_levels=levels, seed=seed, **options)
         exact = log_integral(parts, r.info.evidence_t)
         err.append(r.info.log_evidence - exact)
         ratio.append(math.exp(err[-1]))
@@ -206,3 +206,34 @@ def test_collapsed_weights_warn():
                       num_steps=0)
     assert any("collapsed" in w for w in r.info.warnings)
     assert min(r.info.ess) < 0.01 * 400
+
+
+def test_the_ddpm_proposal_weight_is_the_path_density_ratio():
+    """One DDPM-proposal step, recomputed with torch.distributions: log w = log γ_i(x') +
+    log L(x | x') − log γ_{i+1}(x) − log q(x' | x), L the forward noising step N(a x', β I)
+    and q the DDPM step N(μ, β̃ I)."""
+    from torch.distributions import Independent, Normal
+
+    from recompose.diffusion.reverse import ddpm_transition
+    from recompose.diffusion.smc import _Level, _propose
+
+    model, levels, i = A * B, (A * B).schedule.levels(20), 7
+    x = torch.randn(50, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    e, s = model.energy_and_score(x, levels.t[i + 1])
+    new, log_w = _propose(_Level(x, e, s), model, levels, i,
+                          torch.Generator().manual_seed(1), None)
+    mean, var = ddpm_transition(x, s, levels, i + 1)
+    a = float(levels.alpha[i + 1] / levels.alpha[i])
+    q = Independent(Normal(mean, var**0.5), 1).log_prob(new.x)
+    back = Independent(Normal(a * new.x, (1 - a**2) ** 0.5), 1).log_prob(x)
+    expected = -model.energy(new.x, levels.t[i]) + back + e - q
+    assert torch.allclose(log_w, expected, atol=1e-8)
+
+
+def test_resampling_every_level_keeps_the_evidence_unbiased():
+    """After a resampling the weights restart equal; carrying the old ones as well would count
+    them twice and bias Ẑ. Mean of Ẑ/Z over 24 seeds within 4 MCSE of 1."""
+    ratio, _ = _evidence_runs(A * B, [(A, 1), (B, 1)], 128, range(24), levels=30,
+                              ess_threshold=1.0)
+    mcse = ratio.std(ddof=1) / math.sqrt(len(ratio))
+    assert abs(ratio.mean() - 1) <= 4 * mcse + 1e-3
