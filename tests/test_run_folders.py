@@ -155,12 +155,19 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT back to its default. A shell that starts the tests in the
+    background ignores SIGINT, children inherit that, and Python then never raises
+    KeyboardInterrupt — so Ctrl-C could not be tested."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_experiment_stops_with_all_its_workers(tmp_path, sig, code):
     cmd = [sys.executable, "-m", "experiments.toy2d", "--compositions", "product", "--n",
            "400", "--seeds", "2", "--levels", "200", "--out", str(tmp_path / "out")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_default_sigint)
     try:
         deadline = time.time() + 120
         while len(_children(proc.pid)) < 2 and time.time() < deadline:
@@ -185,7 +192,8 @@ def test_an_experiment_stops_with_all_its_workers(tmp_path, sig, code):
 def test_sample_stops_on_sigterm_with_143(tmp_path):
     cmd = [sys.executable, "-m", "recompose", "sample", "--model", "A=ring", "--expr", "A",
            "--sampler", "ula", "--levels", "5000", "--n", "2000", "--out", str(tmp_path / "o")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     try:
         time.sleep(8)  # imports, model loading, sampling under way
         assert proc.poll() is None
@@ -203,7 +211,8 @@ def test_an_interrupted_training_says_its_checkpoint_is_kept(tmp_path):
     out = tmp_path / "t"
     cmd = [sys.executable, "-m", "recompose", "train", "--data", "ring", "--steps", "100000",
            "--checkpoint-every", "5", "--batch-size", "64", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     try:
         deadline = time.time() + 60
         while not (out / "checkpoint").exists() and time.time() < deadline:
