@@ -41,6 +41,7 @@ from recompose.cli.demo import build
 from recompose.data.targets2d import TARGETS
 from recompose.io import run_folder
 from recompose.metrics import energy_distance, wasserstein2
+from recompose.models.analytic import gmm_log_overlap
 from recompose.sampling import sample
 
 from .common import map_in_workers, markdown_table, parse_config, script
@@ -55,20 +56,8 @@ def oracle_problem() -> tuple[GaussianMixture, GaussianMixture]:
 
 
 def oracle_log_evidence(a: GaussianMixture, b: GaussianMixture, t: float) -> float:
-    """``log ∫ p_a,t p_b,t`` (normalised diffused leaves): the weights' normaliser of
-    :func:`gmm_product` applied to the time-``t`` mixtures."""
-    alpha, sigma = a.schedule(torch.tensor(float(t), dtype=torch.float64))
-    eye = torch.eye(a.means.shape[1], dtype=torch.float64)
-
-    def at_t(m: GaussianMixture) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return alpha * m.means, alpha**2 * m.covariances() + sigma**2 * eye, m.log_weights
-
-    (ma, ca, wa), (mb, cb, wb) = at_t(a), at_t(b)
-    s = ca[:, None] + cb[None]
-    diff = ma[:, None] - mb[None]
-    maha = (diff[..., None, :] @ torch.linalg.solve(s, diff[..., None]))[..., 0, 0]
-    log_n = -0.5 * (maha + torch.logdet(s) + ma.shape[1] * math.log(2 * math.pi))
-    return float(torch.logsumexp((wa[:, None] + wb[None] + log_n).reshape(-1), 0))
+    """``log ∫ p_a,t p_b,t`` (normalised diffused leaves), in closed form."""
+    return gmm_log_overlap(a.diffused(t), b.diffused(t))
 
 
 def _left(x: torch.Tensor) -> float:

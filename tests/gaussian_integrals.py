@@ -45,4 +45,4 @@ def log_integral(parts, t):
             raise ValueError("the integrand is not integrable (P is not positive definite)")
         terms.append(const + 0.5 * float(h @ torch.linalg.solve(p, h))
                      + 0.5 * d * math.log(2 * math.pi) - 0.5 * float(torch.logdet(p)))
-    return float(torch.logsumexp(torch.tensor(terms), 0))
+    return float(torch.logsumexp(torch.tensor(terms, dtype=torch.float64), 0))

@@ -233,3 +233,27 @@ def test_diffused_samples_of_a_rotated_3d_gaussian(generator):
     for t in (0.0, 0.4):
         m, c, _ = _diffused(t, mean, cov[None], torch.ones(1, dtype=torch.float64))
         _assert_moments(gmm.sample(60_000, generator, t=t), m[0], c[0])
+
+
+def test_diffused_mixture_is_the_time_t_marginal():
+    m = skewed_gmm()
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for t in (0.0, 0.3, 0.9):
+        assert torch.allclose(m.diffused(t).energy(x, 0.0), m.energy(x, t), atol=1e-10)
+
+
+def test_log_overlap_is_the_products_normaliser():
+    """Two single Gaussians: ∫ N(x; m₁, s₁²I) N(x; m₂, s₂²I) dx = N(m₁; m₂, (s₁² + s₂²) I);
+    mixtures: against the independent oracle of tests/gaussian_integrals.py."""
+    from gaussian_integrals import log_integral
+    from recompose.models.analytic import gmm_log_overlap
+
+    a = rc.GaussianMixture([[0.3, -0.2]], 0.4)
+    b = rc.GaussianMixture([[1.0, 0.5]], 0.7)
+    v = 0.4**2 + 0.7**2
+    expected = -((0.7**2 + 0.7**2) / (2 * v)) - math.log(2 * math.pi * v)
+    assert gmm_log_overlap(a, b) == pytest.approx(expected, abs=1e-12)
+    ring, skew = ring_gmm(), skewed_gmm()
+    for t in (0.01, 0.5):
+        assert gmm_log_overlap(ring.diffused(t), skew.diffused(t)) == pytest.approx(
+            log_integral([(ring, 1), (skew, 1)], t), abs=1e-9)

@@ -220,7 +220,7 @@ def test_the_ddpm_proposal_weight_is_the_path_density_ratio():
     model, levels, i = A * B, (A * B).schedule.levels(20), 7
     x = torch.randn(50, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     e, s = model.energy_and_score(x, levels.t[i + 1])
-    new, log_w = _propose(_Level(x, e, s), model, levels, i,
+    new, log_w = _propose(_Level(x, e, s), model.at(levels.t[i]), levels, i,
                           torch.Generator().manual_seed(1), None)
     mean, var = ddpm_transition(x, s, levels, i + 1)
     a = float(levels.alpha[i + 1] / levels.alpha[i])

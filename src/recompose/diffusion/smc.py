@@ -122,7 +122,7 @@ def _evaluate(target: Target, x: Tensor, i: int, levels: Levels) -> _Level:
     return _Level(x, energy, score)
 
 
-def _propose(cur: _Level, model: DiffusionModel, levels: Levels, i: int,
+def _propose(cur: _Level, target: Target, levels: Levels, i: int,
              generator: torch.Generator | None, clip: tuple[float, float] | None
              ) -> tuple[_Level, Tensor]:
     """DDPM proposal from level ``i + 1`` to ``i`` and the incremental log-weight ``(n,)``."""
@@ -131,7 +131,7 @@ def _propose(cur: _Level, model: DiffusionModel, levels: Levels, i: int,
     x = mean + var**0.5 * z
     _finite_or_raise(x, i, levels, "the composed score is too large for the DDPM proposal; "
                                     "use more levels")
-    new = _evaluate(model.at(levels.t[i].to(x.dtype)), x, i, levels)
+    new = _evaluate(target, x, i, levels)
     a = float(levels.alpha[i + 1] / levels.alpha[i])
     log_backward = _log_normal(cur.x - a * x, 1.0 - a**2)
     log_forward = _log_normal(x - mean, var)
@@ -140,16 +140,16 @@ def _propose(cur: _Level, model: DiffusionModel, levels: Levels, i: int,
     return new, log_inc
 
 
-def _reweight(cur: _Level | None, x_init: Tensor, model: DiffusionModel, levels: Levels,
-              i: int, reverse_step: bool, generator: torch.Generator | None,
+def _reweight(cur: _Level | None, x_init: Tensor, target: Target, levels: Levels, i: int,
+              reverse_step: bool, generator: torch.Generator | None,
               clip: tuple[float, float] | None) -> tuple[_Level, Tensor]:
-    """The particles at level ``i`` and their incremental log-weights (module docstring)."""
-    target = model.at(levels.t[i].to(x_init.dtype))
+    """The particles at level ``i`` (``target``) and their incremental log-weights (module
+    docstring)."""
     if cur is None:  # the noisiest level: importance sampling from N(0, I)
         new = _evaluate(target, x_init, i, levels)
         return new, -new.energy.to(torch.float64) - _log_normal(x_init, 1.0)
     if reverse_step:
-        return _propose(cur, model, levels, i, generator, clip)
+        return _propose(cur, target, levels, i, generator, clip)
     new = _evaluate(target, cur.x, i, levels)  # AIS: the same points, level i + 1 → i
     return new, cur.energy.to(torch.float64) - new.energy.to(torch.float64)
 
@@ -180,10 +180,9 @@ def smc(
     run ``num_steps`` times per level with step sizes from ``step_rule``."""
     start = time.perf_counter()
     num, n = len(levels), x_init.shape[0]
-    per_level = {k: torch.zeros(num, dtype=torch.float64, device=x_init.device)
-                 for k in ("acceptance", "acceptance_min", "divergent", "ess")}
-    per_level["acceptance"] += 1
-    per_level["acceptance_min"] += 1
+    per_level = {k: torch.full((num,), fill, dtype=torch.float64, device=x_init.device)
+                 for k, fill in (("acceptance", 1.0), ("acceptance_min", 1.0),
+                                 ("divergent", 0.0), ("ess", 0.0))}
     steps = torch.full((num,), math.nan, dtype=torch.float64, device=x_init.device)
     resampled: list[int] = []
     log_w = torch.full((n,), -math.log(n), dtype=torch.float64, device=x_init.device)
@@ -192,7 +191,8 @@ def smc(
     cur = kernel_state = None
     with torch.no_grad():
         for i in reversed(range(num)):
-            cur, log_inc = _reweight(cur, x_init, model, levels, i, reverse_step, generator,
+            target = model.at(levels.t[i].to(x_init.dtype))
+            cur, log_inc = _reweight(cur, x_init, target, levels, i, reverse_step, generator,
                                      clip)
             score_evals, energy_evals = score_evals + 1, energy_evals + 1
             log_w, log_sum = normalize_log_weights(log_w + log_inc)  # W ∝ W_prev · w_i
@@ -209,7 +209,6 @@ def smc(
                 log_w = torch.full_like(log_w, -math.log(n))
                 resampled.append(i)
             if moves is not None and num_steps > 0:
-                target = model.at(levels.t[i].to(cur.x.dtype))
                 cur, kernel_state, moved = _move(cur, kernel_state, target, moves, num_steps,
                                                  step_rule(levels.sigma[i]), adapter, generator)
                 _finite_or_raise(cur.x, i, levels, _STEP_ADVICE)

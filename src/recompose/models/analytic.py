@@ -28,7 +28,7 @@ from ..schedules import CosineSchedule, Schedule
 from ..utils import as_time, check_event_shape
 from .base import DiffusionModel
 
-__all__ = ["GaussianMixture", "gmm_product"]
+__all__ = ["GaussianMixture", "gmm_product", "gmm_log_overlap"]
 
 
 def _as64(v: object) -> Tensor:
@@ -93,6 +93,16 @@ class GaussianMixture(DiffusionModel):
         self.register_buffer("log_weights", torch.log(weights / weights.sum()))
         self.register_buffer("eigvals", lam.contiguous())
         self.register_buffer("eigvecs", rot.contiguous() if rot is not None else None)
+
+    def diffused(self, t: float) -> GaussianMixture:
+        """The exact time-``t`` marginal ``p_t`` as a mixture of its own (read at ``t = 0``):
+        means ``α_t μ_k``, covariances ``α_t² Σ_k + σ_t² I``."""
+        alpha, sigma = self.schedule(torch.tensor(float(t), dtype=torch.float64))
+        eye = torch.eye(self.means.shape[1], dtype=torch.float64, device=self.means.device)
+        return GaussianMixture(alpha * self.means, covs=alpha**2 * self.covariances()
+                               + sigma**2 * eye, weights=self.log_weights.exp(),
+                               schedule=self.schedule, event_shape=self.event_shape,
+                               name=self.name)
 
     def covariances(self) -> Tensor:
         """``(K, D, D)`` covariances at ``t = 0``."""
@@ -179,13 +189,9 @@ class GaussianMixture(DiffusionModel):
         return x.reshape((n, *self.event_shape))
 
 
-def gmm_product(a: GaussianMixture, b: GaussianMixture) -> GaussianMixture:
-    """The exact normalised product ``p_a(x) p_b(x) / Z`` at ``t = 0``, again a GMM.
-
-    ``N(μ₁, Σ₁) N(μ₂, Σ₂) = N(μ₁; μ₂, Σ₁ + Σ₂) · N(μ, Σ)`` with ``Σ = (Σ₁⁻¹ + Σ₂⁻¹)⁻¹`` and
-    ``μ = Σ (Σ₁⁻¹ μ₁ + Σ₂⁻¹ μ₂)``. Only at ``t = 0``: the diffused product is *not* the product
-    of the diffused mixtures, which is why composed reverse diffusion fails.
-    """
+def _product_terms(a: GaussianMixture, b: GaussianMixture
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """Means ``(Ka·Kb, D)``, covariances and unnormalised log-weights of ``p_a · p_b``."""
     if a.schedule != b.schedule or a.event_shape != b.event_shape:
         raise CompositionError("gmm_product needs mixtures with the same schedule and shape")
     ca, cb = a.covariances(), b.covariances()  # (Ka, D, D), (Kb, D, D)
@@ -199,7 +205,23 @@ def gmm_product(a: GaussianMixture, b: GaussianMixture) -> GaussianMixture:
     maha = (diff[..., None, :] @ torch.linalg.solve(s, diff[..., None]))[..., 0, 0]
     log_z = -0.5 * (maha + torch.logdet(s) + d * math.log(2 * math.pi))
     logw = a.log_weights[:, None] + b.log_weights[None] + log_z
-    return GaussianMixture(mean.reshape(-1, d), covs=cov.reshape(-1, d, d),
-                           weights=torch.softmax(logw.reshape(-1), 0), schedule=a.schedule,
+    return mean.reshape(-1, d), cov.reshape(-1, d, d), logw.reshape(-1)
+
+
+def gmm_product(a: GaussianMixture, b: GaussianMixture) -> GaussianMixture:
+    """The exact normalised product ``p_a(x) p_b(x) / Z`` at ``t = 0``, again a GMM.
+
+    ``N(μ₁, Σ₁) N(μ₂, Σ₂) = N(μ₁; μ₂, Σ₁ + Σ₂) · N(μ, Σ)`` with ``Σ = (Σ₁⁻¹ + Σ₂⁻¹)⁻¹`` and
+    ``μ = Σ (Σ₁⁻¹ μ₁ + Σ₂⁻¹ μ₂)``. Only at ``t = 0``: the diffused product is *not* the product
+    of the diffused mixtures, which is why composed reverse diffusion fails.
+    """
+    mean, cov, logw = _product_terms(a, b)
+    return GaussianMixture(mean, covs=cov, weights=torch.softmax(logw, 0), schedule=a.schedule,
                            event_shape=a.event_shape,
                            name=f"{a.describe()}*{b.describe()} (exact)")
+
+
+def gmm_log_overlap(a: GaussianMixture, b: GaussianMixture) -> float:
+    """``log Z = log ∫ p_a(x) p_b(x) dx`` at ``t = 0``, the normaliser :func:`gmm_product`
+    divides by; at time ``t`` use ``gmm_log_overlap(a.diffused(t), b.diffused(t))``."""
+    return float(torch.logsumexp(_product_terms(a, b)[2], 0))
