@@ -45,7 +45,7 @@ from recompose.models.base import DiffusionModel
 from recompose.models.loading import load_model, shipped_path
 from recompose.sampling import sample
 
-from .common import markdown_table, parse_config, script
+from .common import markdown_table, parse_config, sampler_args, script
 from .evaluators import load_evaluator
 
 __all__ = ["compose_positions", "Checker", "load_clevr", "request_positions", "score_images",
@@ -57,7 +57,7 @@ CELLS = [("score", "reverse"), ("score", "ula"), ("score", "uhmc"),
 
 
 def load_clevr(parameterization: str = "energy") -> DiffusionModel:
-    """The shipped position model (``score`` or ``energy``)."""
+    """The shipped position model (``score``, ``energy`` or ``distilled``)."""
     return load_model(shipped_path(f"clevr-{parameterization}"), name="A")
 
 
@@ -154,9 +154,10 @@ def _cell(model: DiffusionModel, sampler: str, k: int, n: int, seed: int, num_le
           num_steps: int, checker: Checker) -> dict:
     positions = request_positions(n, k, seed=10_000 * k + seed)
     comp = compose_positions(model, positions)
-    r = sample(comp, n, sampler, num_levels=num_levels, seed=seed,
-               num_steps=None if sampler == "reverse" else num_steps,
-               clip=(-1.0, 1.0), progress=False)
+    name, options = sampler_args(sampler)
+    r = sample(comp, n, name, num_levels=num_levels, seed=seed,
+               num_steps=None if name == "reverse" else num_steps,
+               clip=(-1.0, 1.0), progress=False, **options)
     x = r.x.clamp(-1, 1)
     return {"sampler": sampler, "K": k, "seed": seed, "num_steps": num_steps,
             "metrics": score_images(x, positions, checker),
@@ -171,12 +172,20 @@ def _agg(cells: list[dict], key: str) -> tuple[float, float]:
     return statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
+def _pooled(cells: list[dict]) -> tuple[float, float]:
+    """Accuracy over all images of the cell's seeds and its binomial standard error."""
+    images = sum(len(c["x"]) for c in cells)
+    p = sum(c["metrics"]["accuracy"] * len(c["x"]) for c in cells) / images
+    return p, (p * (1 - p) / images) ** 0.5
+
+
 def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
         ks: tuple[int, ...] = (1, 2, 3, 4, 5),
         table_cells: tuple[tuple[str, str], ...] = tuple(CELLS),
         num_levels: int = 50, num_steps: int = 4, steps_sweep: tuple[int, ...] = (1, 2, 4, 8),
         sweep_k: int = 4, sweep_samplers: tuple[str, ...] = ("ula", "mala", "hmc"),
-        threads: int = 2, progress: bool = True, overwrite: bool = False) -> dict:
+        threads: int = 2, progress: bool = True, overwrite: bool = False,
+        sweep_model: str = "energy") -> dict:
     """Accuracy vs K for every sampler cell, accuracy vs MCMC steps, image grids; all outputs
     written atomically into ``out``."""
     from tqdm.auto import tqdm
@@ -185,16 +194,17 @@ def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
     out = Path(out)
     config = {"n": n, "seeds": list(seeds), "ks": list(ks), "num_levels": num_levels,
               "num_steps": num_steps, "steps_sweep": list(steps_sweep), "sweep_k": sweep_k,
-              "sweep_samplers": list(sweep_samplers), "composition": "A**(1-K) * Π A|p_k",
+              "sweep_samplers": list(sweep_samplers), "sweep_model": sweep_model,
+              "composition": "A**(1-K) * Π A|p_k",
               "cells": [f"{p}/{s}" for p, s in table_cells],
               "clip": [-1.0, 1.0],
               "threads": threads}
     start = time.perf_counter()
     checker = Checker()
-    models = {p: load_clevr(p) for p in ("score", "energy")}
+    models = {p: load_clevr(p) for p in {p for p, _ in table_cells} | {sweep_model}}
     jobs = [("k", p, s, k, seed, num_steps) for p, s in table_cells for k in ks
             for seed in seeds]
-    jobs += [("steps", "energy", s, sweep_k, seed, m) for s in sweep_samplers
+    jobs += [("steps", sweep_model, s, sweep_k, seed, m) for s in sweep_samplers
              for m in steps_sweep if m != num_steps for seed in seeds]
     cells = []
     for kind, p, s, k, seed, m in tqdm(jobs, desc="clevr cells", disable=not progress):
@@ -208,20 +218,25 @@ def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
                                           c["K"]) == ("k", p, s, k)]
             rows.append({"parameterization": p, "sampler": s, "K": k,
                          **{key: _agg(group, key) for key in ("accuracy", "recall", "spurious")},
+                         "pooled_accuracy": _pooled(group),
                          "network_evals": group[0]["network_evals"],
                          "acceptance": statistics.mean(c["acceptance"] for c in group)})
     sweep = []
     for s in sweep_samplers:
         for m in sorted(set(steps_sweep) | {num_steps}):
-            group = [c for c in cells if c["parameterization"] == "energy" and c["sampler"] == s
-                     and c["K"] == sweep_k and c["num_steps"] == m]
-            sweep.append({"sampler": s, "num_steps": m, "accuracy": _agg(group, "accuracy"),
-                          "recall": _agg(group, "recall"),
-                          "network_evals": group[0]["network_evals"]})
+            group = [c for c in cells if c["parameterization"] == sweep_model
+                     and c["sampler"] == s and c["K"] == sweep_k and c["num_steps"] == m]
+            if group:
+                sweep.append({"sampler": s, "num_steps": m,
+                              "accuracy": _agg(group, "accuracy"),
+                              "recall": _agg(group, "recall"),
+                              "network_evals": group[0]["network_evals"]})
     rev = [c for c in cells if (c["parameterization"], c["sampler"], c["K"]) ==
-           ("energy", "reverse", sweep_k)]
-    sweep.insert(0, {"sampler": "reverse", "num_steps": 0, "accuracy": _agg(rev, "accuracy"),
-                     "recall": _agg(rev, "recall"), "network_evals": rev[0]["network_evals"]})
+           (sweep_model, "reverse", sweep_k)]
+    if rev and sweep:
+        sweep.insert(0, {"sampler": "reverse", "num_steps": 0,
+                         "accuracy": _agg(rev, "accuracy"), "recall": _agg(rev, "recall"),
+                         "network_evals": rev[0]["network_evals"]})
     elapsed = time.perf_counter() - start
     tables = markdown(rows, sweep, floor, ks, n * len(seeds))
     with run_folder(out, overwrite) as tmp:
@@ -246,17 +261,19 @@ def markdown(rows: list[dict], sweep: list[dict], floor: dict, ks: tuple[int, ..
         cell = [r for r in rows if (r["parameterization"], r["sampler"]) == (p, s)]
         if cell:
             last = cell[-1]
-            table.append([p, s, *(f"{r['accuracy'][0]:.2f}" for r in cell),
+            table.append([p, s, *(f"{r['pooled_accuracy'][0]:.2f} ± "
+                                  f"{r['pooled_accuracy'][1]:.2f}" for r in cell),
                           f"{last['recall'][0]:.2f}", f"{last['spurious'][0]:.2f}",
                           last["network_evals"]])
     steps = [[r["sampler"], r["num_steps"], f"{r['accuracy'][0]:.2f}",
               f"{r['recall'][0]:.2f}", r["network_evals"]] for r in sweep]
     return "\n".join([
-        f"Composition accuracy (all K objects present), {images} images per cell; "
-        "recall / spurious objects per image at K = max:", "", markdown_table(head, table), "",
-        "Accuracy against MCMC steps per level (energy model):", "",
-        markdown_table(["sampler", "steps / level", "accuracy", "recall", "net evals / image"],
-                       steps), "",
+        f"Composition accuracy (all K objects present) ± binomial standard error, {images} "
+        "images per cell; recall / spurious objects per image at K = max:", "",
+        markdown_table(head, table), "",
+        *(["Accuracy against MCMC steps per level:", "",
+           markdown_table(["sampler", "steps / level", "accuracy", "recall",
+                           "net evals / image"], steps), ""] if steps else []),
         f"Checker on {floor['scenes']} held-out real scenes: recall {floor['recall']:.3f}, "
         f"false-positive rate {floor['false_positive_rate']:.3f}, balanced accuracy "
         f"{floor['balanced_accuracy']:.3f}, exact object count {floor['count_accuracy']:.3f}."])
@@ -288,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
               num_levels=c["levels"], num_steps=c["mcmc_steps"],
               steps_sweep=tuple(c["steps_sweep"]), sweep_k=c["sweep_k"],
               sweep_samplers=tuple(c["sweep_samplers"]), threads=c["threads"],
-              overwrite=c["overwrite"])
+              overwrite=c["overwrite"], sweep_model=c["sweep_model"])
     print(res["table"])
     print(f"\n{res['elapsed_s']:.0f} s; outputs in {c['out']}")
 

@@ -20,10 +20,24 @@ import torch
 
 from recompose.io import RunFolderError, check_run_folder
 
-__all__ = ["CONFIG_DIR", "load_config", "parse_config", "markdown_table", "map_in_workers",
-           "script"]
+__all__ = ["CONFIG_DIR", "VARIANTS", "sampler_args", "load_config", "parse_config",
+           "markdown_table", "write_results", "map_in_workers", "script"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+# Sampler names of the tables beyond rc.sample's own: score-only Metropolis (mcmc/path.py).
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "mala-path": ("mala", {"energy": "path", "quadrature": "simpson"}),
+    "mala-trapezoid": ("mala", {"energy": "path", "quadrature": "trapezoid"}),
+    "hmc-path": ("hmc", {"energy": "path", "quadrature": "simpson"}),
+    "hmc-trapezoid": ("hmc", {"energy": "path", "quadrature": "trapezoid"}),
+}
+
+
+def sampler_args(name: str) -> tuple[str, dict]:
+    """``(sampler, kernel options)`` for a table's sampler name (``"hmc-path"`` …)."""
+    return VARIANTS.get(name, (name, {}))
 
 
 def load_config(name: str) -> dict:
@@ -65,6 +79,18 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def write_results(config: dict, results: object, table: str) -> None:
+    """``config.json``, ``results.json`` and ``table.md`` into ``config["out"]``, atomically
+    (the folder was checked by :func:`parse_config`)."""
+    from recompose.io import run_folder
+
+    with run_folder(config["out"], config["overwrite"]) as tmp:
+        (tmp / "config.json").write_text(json.dumps({k: str(v) if k == "out" else v
+                                                     for k, v in config.items()}, indent=2))
+        (tmp / "results.json").write_text(json.dumps(results, indent=2))
+        (tmp / "table.md").write_text(table + "\n")
 
 
 def _one_thread() -> None:

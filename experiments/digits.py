@@ -8,7 +8,10 @@ Guided targets, built with the algebra from the shipped digits models
 * classifier-free      ``p_t(x) · (p_t(x|y)/p_t(x))^w``  ``cfg(cond.given(y), cond, w)``
 
 (``p_t(x)`` is the unconditional energy model for classifier guidance; for CFG it is the
-conditional network's null condition, so both terms cost one batched call.) All five samplers
+conditional network's null condition, so both terms cost one batched call.) Kind ``none`` is
+the unconditional model alone (its FD measures the model, not the guidance). ``models``
+picks the networks: ``energy`` (trained from scratch, the default), ``distilled`` (energies
+distilled from the score models) or ``score``. All five samplers
 run on the same energy-parameterised composite: T levels, K MCMC steps per level after a DDPM
 predictor step, Tweedie denoising at the end; samples are clipped to the data range ``[−1, 1]``.
 
@@ -48,15 +51,16 @@ from recompose.models.loading import load_model, shipped_path
 from recompose.sampling import sample
 from recompose.training.classifier import load_classifier
 
-from .common import map_in_workers, markdown_table, parse_config, script
+from .common import VARIANTS, map_in_workers, markdown_table, parse_config, sampler_args, script
 from .evaluators import load_evaluator
 
 __all__ = ["KINDS", "SAMPLERS", "SCALES", "digits_file", "load_digits", "guided",
            "evaluate", "run", "main"]
 
-KINDS = ("classifier", "cfg")
+KINDS = ("classifier", "cfg", "none")
 SAMPLERS = ("reverse", "ula", "uhmc", "mala", "hmc", "smc")  # the config runs the first five
 SCALES = (1.0, 3.0, 10.0)
+ORDER = SAMPLERS + tuple(VARIANTS)  # table order, with the score-only Metropolis variants
 
 
 def digits_file(name: str) -> Path:
@@ -67,7 +71,7 @@ def digits_file(name: str) -> Path:
 def load_digits(parameterization: str = "energy") -> dict:
     """The generation models: ``uncond``, ``cond`` (CFG network) and ``noisy_clf``."""
     uncond = load_model(digits_file(f"digits-{parameterization}"), name="p(x)")
-    cond = load_model(digits_file("digits-cond-energy"), name="p(x|∅)")
+    cond = load_model(digits_file(f"digits-cond-{parameterization}"), name="p(x|∅)")
     clf, _ = load_classifier(digits_file("digits-noisy-clf"))
     return {"uncond": uncond, "cond": cond, "noisy_clf": clf}
 
@@ -82,6 +86,8 @@ def guided(kind: str, scale: float, labels: Tensor, models: dict) -> DiffusionMo
     if kind == "cfg":
         c = models["cond"]
         return cfg(c.given(labels, name="p(x|y)"), c, scale)
+    if kind == "none":
+        return models["uncond"]
     raise KeyError(f"unknown guidance kind {kind!r}; choose one of {KINDS}")
 
 
@@ -125,19 +131,20 @@ def evaluate(x: Tensor, y: Tensor, ev: Evaluator) -> dict:
 
 
 def _run_cell(task: dict) -> dict:
-    models = load_digits()
+    models = load_digits(task.get("models", "energy"))
     y = labels_for(task["n"])
     model = guided(task["kind"], task["scale"], y, models)
-    r = sample(model, task["n"], task["sampler"], num_levels=task["num_levels"],
-               num_steps=None if task["sampler"] == "reverse" else task["num_steps"],
-               seed=task["seed"], progress=False)
+    name, options = sampler_args(task["sampler"])
+    r = sample(model, task["n"], name, num_levels=task["num_levels"],
+               num_steps=None if name == "reverse" else task["num_steps"],
+               seed=task["seed"], progress=False, **options)
     return {**task, "x": r.x.clamp(-1, 1).numpy(), "info": r.info.to_dict()}
 
 
 def _summary(cells: list[dict]) -> list[dict]:
     rows = []
     keys = sorted({(c["kind"], c["scale"], c["sampler"]) for c in cells},
-                  key=lambda k: (KINDS.index(k[0]), k[1], SAMPLERS.index(k[2])))
+                  key=lambda k: (KINDS.index(k[0]), k[1], ORDER.index(k[2])))
     for kind, scale, sampler in keys:
         group = sorted((c for c in cells if (c["kind"], c["scale"], c["sampler"])
                         == (kind, scale, sampler)), key=lambda c: c["seed"])
@@ -167,7 +174,8 @@ def markdown(rows: list[dict], floor: dict) -> str:
               f"{floor['fd']:.2f}", f"{floor['fd_class']:.2f}", f"{floor['diversity']:.2f}",
               "–", "–"]]
     for r in rows:
-        acc = f"{r['acceptance']:.2f}" if r["sampler"] in ("mala", "hmc", "smc") else "–"
+        mh = r["sampler"] in ("mala", "hmc", "smc") or r["sampler"] in VARIANTS
+        acc = f"{r['acceptance']:.2f}" if mh else "–"
         lines.append([r["kind"], f"{r['scale']:g}", r["sampler"],
                       f"{r['accuracy'][0]:.3f} ± {r['accuracy'][1]:.3f}",
                       f"{r['fd'][0]:.2f} ± {r['fd'][1]:.2f}",
@@ -182,7 +190,7 @@ def _figures(out: Path, cells: list[dict], scales: tuple[float, ...]) -> None:
     for kind in {c["kind"] for c in cells}:
         for scale in scales:
             panels = {}
-            for s in SAMPLERS:
+            for s in ORDER:
                 hit = [c for c in cells if (c["kind"], c["scale"], c["sampler"], c["seed"])
                        == (kind, scale, s, 0)]
                 if hit:  # rows = classes 0…9, 10 samples each
@@ -200,19 +208,22 @@ def _figures(out: Path, cells: list[dict], scales: tuple[float, ...]) -> None:
 def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2),
         scales: tuple[float, ...] = SCALES, kinds: tuple[str, ...] = KINDS,
         samplers: tuple[str, ...] = SAMPLERS, num_levels: int = 100, num_steps: int = 3,
-        workers: int = 2, progress: bool = True, overwrite: bool = False) -> dict:
+        workers: int = 2, progress: bool = True, overwrite: bool = False,
+        models: str = "energy") -> dict:
     """Sample every cell in worker processes, evaluate, write outputs atomically into ``out``."""
 
     out = Path(out)
     config = {"n": n, "seeds": list(seeds), "scales": list(scales), "kinds": list(kinds),
               "samplers": list(samplers), "num_levels": num_levels, "num_steps": num_steps,
-              "workers": workers, "labels": "i mod 10", "clip": [-1, 1]}
+              "workers": workers, "labels": "i mod 10", "clip": [-1, 1], "models": models}
     start = time.perf_counter()
     ev = Evaluator()
     tasks = [{"kind": k, "scale": float(w), "sampler": s, "seed": seed, "n": n,
-              "num_levels": num_levels, "num_steps": num_steps}
-             for k in kinds for w in scales for s in samplers for seed in seeds]
-    cost = {"reverse": 1, "ula": 4, "uhmc": 4, "mala": 4, "hmc": 10, "smc": 10}
+              "num_levels": num_levels, "num_steps": num_steps, "models": models}
+             for k in kinds for w in (scales if k != "none" else (1.0,)) for s in samplers
+             for seed in seeds]
+    cost = {"reverse": 1, "ula": 4, "uhmc": 4, "mala": 4, "hmc": 10, "smc": 10,
+            "mala-path": 7, "mala-trapezoid": 4, "hmc-path": 19, "hmc-trapezoid": 10}
     tasks.sort(key=lambda t: -cost[t["sampler"]] * (2 if t["kind"] == "cfg" else 1))
     cells = map_in_workers(_run_cell, tasks, workers, "digits cells", progress)
     for cell in cells:
@@ -238,7 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     c = parse_config("digits", __doc__, argv)
     res = run(c["out"], n=c["n"], seeds=tuple(range(c["seeds"])), scales=tuple(c["scales"]),
               kinds=tuple(c["kinds"]), samplers=tuple(c["samplers"]), num_levels=c["levels"],
-              num_steps=c["mcmc_steps"], workers=c["workers"], overwrite=c["overwrite"])
+              num_steps=c["mcmc_steps"], workers=c["workers"], overwrite=c["overwrite"],
+              models=c["models"])
     print(res["table"])
     print(f"\n{res['elapsed_s']:.0f} s; outputs in {c['out']}")
 

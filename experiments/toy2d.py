@@ -10,8 +10,11 @@ Compositions (shipped models, ``recompose.pretrained``):
   notebook coded ``q₁^1.3/q₂^0.3``, available as the extra composition ``negation_r3``
 
 Cells: {reverse, ULA, U-HMC} × {score, energy} and {MALA, HMC} × energy (a mixture needs
-energies, so its score cells are refused). Budget as R3: T = 100 levels, K = 10 steps per
-level; 500 chains per cell, 3 seeds (the reference run used 1,000 for the product and 500
+energies, so its score cells are refused). Further cells (config ``cells``, ``MODEL/SAMPLER``):
+``distilled/*`` (energies distilled from the score models), and score-only Metropolis on the
+score models, ``score/mala-path``, ``score/hmc-path`` (Simpson's rule) and
+``score/hmc-trapezoid`` (:mod:`recompose.mcmc.path`). Budget as R3: T = 100 levels, K = 10
+steps per level; 500 chains per cell, 3 seeds (the reference run used 1,000 for the product and 500
 for the others, one seed; 500 keeps the whole table well within 20 minutes on 2 cores, and
 W2 against 2,000 target draws stays a 2,000-point assignment). Metrics against the exact
 smoothed targets of :mod:`.targets2d`: mean log-likelihood, exact W2 to 2,000 target draws,
@@ -37,7 +40,7 @@ from recompose.io import run_folder
 from recompose.metrics import wasserstein2
 from recompose.sampling import sample
 
-from .common import map_in_workers, markdown_table, parse_config, script
+from .common import VARIANTS, map_in_workers, markdown_table, parse_config, sampler_args, script
 
 __all__ = ["CELLS", "ANCHOR", "run", "main"]
 
@@ -79,10 +82,12 @@ def _target_draws(composition: str, seed: int, n_target: int) -> torch.Tensor:
 
 def _run_cell(task: dict) -> dict:
     """Sample one cell and score it (in a worker, so metrics run in parallel too)."""
-    model = build(task["composition"], task["parameterization"], task["normalizers"])
-    r = sample(model, task["n"], task["sampler"], num_levels=task["num_levels"],
-               num_steps=None if task["sampler"] == "reverse" else task["num_steps"],
-               seed=task["seed"])
+    model = build(task["composition"], task["parameterization"],
+                  (task["normalizers"] or {}).get(task["parameterization"]))
+    sampler, options = sampler_args(task["sampler"])
+    r = sample(model, task["n"], sampler, num_levels=task["num_levels"],
+               num_steps=None if sampler == "reverse" else task["num_steps"],
+               seed=task["seed"], **options)
     target = TARGETS[task["composition"]]()
     ref = _target_draws(task["composition"], task["seed"], task["n_target"])
     return {**{k: v for k, v in task.items() if k != "normalizers"},
@@ -99,31 +104,36 @@ def _metrics(x: torch.Tensor, target: object, ref: torch.Tensor) -> dict:
             "support": float(target.in_support(x).double().mean())}
 
 
-def _cells_for(composition: str) -> list[tuple[str, str]]:
+def _cells_for(composition: str, cells: list[tuple[str, str]] = CELLS
+               ) -> list[tuple[str, str]]:
     if composition == "mixture":  # a mixture needs energies: the score cells are refused
-        return [c for c in CELLS if c[0] == "energy"]
-    return CELLS
+        return [c for c in cells if c[0] != "score"]
+    return cells
 
 
 def run(out: Path, n: int = 500, seeds: tuple[int, ...] = (0, 1, 2), num_levels: int = 100,
         num_steps: int = 10, workers: int = 2, n_target: int = 2000,
         compositions: tuple[str, ...] = COMPOSITIONS, progress: bool = True,
-        overwrite: bool = False) -> dict:
+        overwrite: bool = False, cells: list[tuple[str, str]] = CELLS) -> dict:
     """Run every cell, write ``out/{config,metrics}.json``, samples, table and figures."""
 
     out = Path(out)
     config = {"n": n, "seeds": list(seeds), "num_levels": num_levels, "num_steps": num_steps,
               "n_target": n_target, "compositions": list(compositions),
-              "negation_alpha": NEGATION_ALPHA, "workers": workers}
+              "negation_alpha": NEGATION_ALPHA, "workers": workers,
+              "cells": [f"{p}/{s}" for p, s in cells]}
     start = time.perf_counter()
-    normalizers = mixture_normalizers() if "mixture" in compositions else None
+    normalizers = None
+    if "mixture" in compositions:
+        normalizers = {p: mixture_normalizers(p) for p in {p for p, _ in cells} - {"score"}}
     tasks = [{"composition": c, "parameterization": p, "sampler": s, "seed": seed, "n": n,
               "num_levels": num_levels, "num_steps": num_steps, "normalizers": normalizers,
               "n_target": n_target}
-             for c in compositions for p, s in _cells_for(c) for seed in seeds]
-    cost = {"reverse": 1, "ula": 11, "mala": 11, "uhmc": 31, "hmc": 31}
-    tasks.sort(key=lambda t: -cost[t["sampler"]] * (2 if t["parameterization"] == "energy"
-                                                    else 1))
+             for c in compositions for p, s in _cells_for(c, cells) for seed in seeds]
+    cost = {"reverse": 1, "ula": 11, "mala": 11, "uhmc": 31, "hmc": 31, "mala-path": 21,
+            "mala-trapezoid": 11, "hmc-path": 61, "hmc-trapezoid": 31, "smc": 31}
+    tasks.sort(key=lambda t: -cost[t["sampler"]] * (1 if t["parameterization"] == "score"
+                                                    else 2))
     results = map_in_workers(_run_cell, tasks, workers, "toy2d cells", progress)
     # Keep the expensive part safe until the outputs are in place (never lose the sampling).
     out = Path(out).resolve()
@@ -139,7 +149,7 @@ def run(out: Path, n: int = 500, seeds: tuple[int, ...] = (0, 1, 2), num_levels:
                           _target_draws(comp, s, n_target)) for s in seeds]
         rows[(comp, "exact", "exact")] = {"metrics": exact}
         samples[f"{comp}/target"] = target.sample(n, torch.Generator().manual_seed(0)).numpy()
-        for p, s in _cells_for(comp):
+        for p, s in _cells_for(comp, cells):
             cell = [r for r in results if (r["composition"], r["parameterization"],
                                            r["sampler"]) == (comp, p, s)]
             cell.sort(key=lambda r: r["seed"])
@@ -155,7 +165,7 @@ def run(out: Path, n: int = 500, seeds: tuple[int, ...] = (0, 1, 2), num_levels:
                                                      indent=2))
         np.savez_compressed(tmp / "samples.npz", **samples)
         (tmp / "table.md").write_text(table + "\n")
-        _figures(tmp, samples, rows, compositions)
+        _figures(tmp, samples, rows, compositions, cells)
     raw.unlink()
     return {"rows": summary, "elapsed_s": elapsed, "table": table}
 
@@ -201,7 +211,7 @@ def markdown(summary: list[dict]) -> str:
         anchor = " / ".join(f"{a[k]:.2f}" if k in a else "–" for k in ("LL", "W2", "support"))
         if "wall_time" in e:
             model, sampler = e["parameterization"], e["sampler"]
-            mh = sampler in ("mala", "hmc")
+            mh = sampler in ("mala", "hmc") or sampler in VARIANTS
             cost = [str(e["network_score_evals"]), str(e["network_energy_evals"]),
                     f"{e['wall_time']:.0f}", f"{e['acceptance']:.2f}" if mh else "–"]
         else:
@@ -211,25 +221,29 @@ def markdown(summary: list[dict]) -> str:
     return markdown_table(head, rows)
 
 
-def _figures(out: Path, samples: dict, rows: dict, compositions: tuple[str, ...]) -> None:
+def _figures(out: Path, samples: dict, rows: dict, compositions: tuple[str, ...],
+             cells: list[tuple[str, str]] = CELLS) -> None:
     from recompose.viz.plots import acceptance_plot, scatter_grid
 
-    cols = ["target"] + [f"{s} ({p})" for p, s in CELLS]
+    cols = ["target"] + [f"{s} ({p})" for p, s in cells]
     if not any(c != "mixture" for c in compositions):
-        cols = ["target"] + [f"{s} (energy)" for p, s in CELLS if p == "energy"]
-    cells = {}
+        cols = ["target"] + [f"{s} ({p})" for p, s in cells if p != "score"]
+    shown = {}
     for comp in compositions:
-        cells[(comp, "target")] = samples[f"{comp}/target"]
-        for p, s in _cells_for(comp):
-            cells[(comp, f"{s} ({p})")] = samples[f"{comp}/{p}/{s}"]
-    fig = scatter_grid(cells, list(compositions), cols)
+        shown[(comp, "target")] = samples[f"{comp}/target"]
+        for p, s in _cells_for(comp, cells):
+            shown[(comp, f"{s} ({p})")] = samples[f"{comp}/{p}/{s}"]
+    fig = scatter_grid(shown, list(compositions), cols)
     fig.savefig(out / "toy2d_samples.png", dpi=130)
     for comp in compositions:
-        for s in ("mala", "hmc"):
-            info = rows[(comp, "energy", s)]["info"][0]
+        for p, s in _cells_for(comp, cells):
+            if s not in ("mala", "hmc") or p == "score":
+                continue
+            info = rows[(comp, p, s)]["info"][0]
             fig = acceptance_plot(info["t"], info["acceptance"], info["step_size"],
-                                  label=f"{comp} {s}")
-            fig.savefig(out / f"acceptance_{comp}_{s}.png", dpi=110)
+                                  label=f"{comp} {s} ({p})")
+            suffix = "" if p == "energy" else f"_{p}"
+            fig.savefig(out / f"acceptance_{comp}_{s}{suffix}.png", dpi=110)
 
 
 @script
@@ -237,7 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     c = parse_config("toy2d", __doc__, argv)
     res = run(c["out"], n=c["n"], seeds=tuple(range(c["seeds"])), num_levels=c["levels"],
               num_steps=c["mcmc_steps"], workers=c["workers"], n_target=c["n_target"],
-              compositions=tuple(c["compositions"]), overwrite=c["overwrite"])
+              compositions=tuple(c["compositions"]), overwrite=c["overwrite"],
+              cells=[tuple(cell.split("/")) for cell in c["cells"]])
     print(res["table"])
     print(f"\n{res['elapsed_s']:.0f} s; outputs in {c['out']}")
 

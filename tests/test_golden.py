@@ -20,4 +20,9 @@ def test_golden_values_are_reproduced():
     ref = torch.load(REFERENCE)
     assert sorted(now) == sorted(ref)
     for key, value in ref.items():
-        torch.testing.assert_close(now[key], value, rtol=1e-6, atol=1e-6, msg=key)
+        # Bitwise on the recording machine; another CPU's float32 kernels (SIMD width, fused
+        # multiply-add) round differently, and 100 levels of sampling carry that rounding:
+        # on an AMD EPYC the largest deviation was 6e-5 of the tensor's scale. A change to an
+        # algorithm moves the samples by percents of it (tests/mutants.py).
+        scale = float(value.abs().max())
+        torch.testing.assert_close(now[key], value, rtol=1e-4, atol=2e-4 * scale, msg=key)

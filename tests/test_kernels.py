@@ -308,9 +308,17 @@ def test_ula_and_mala_share_one_langevin_proposal():
 def test_factories_record_their_settings_and_refuse_bad_ones():
     k = hmc(num_leapfrog_steps=4, damping=0.25, mass=2.0)
     assert (k.name, k.needs_energy) == ("hmc", True)
-    assert dict(k.params) == {"num_leapfrog_steps": 4, "damping": 0.25, "mass": 2.0}
+    assert dict(k.params) == {"num_leapfrog_steps": 4, "damping": 0.25, "mass": 2.0,
+                              "energy": "exact"}
     assert dict(uhmc().params) == {"num_leapfrog_steps": 3, "damping": 0.5, "mass": 1.0}
-    assert dict(ula().params) == {} == dict(mala().params)
+    assert dict(ula().params) == {} and dict(mala().params) == {"energy": "exact"}
+    assert dict(mala(energy="path", quadrature="simpson").params) == {
+        "energy": "path", "quadrature": "simpson"}
+    assert hmc(energy="path").metropolis and not hmc(energy="path").needs_energy
+    with pytest.raises(ValueError, match="energy must be"):
+        hmc(energy="exactly")
+    with pytest.raises(ValueError, match="quadrature applies only"):
+        mala(quadrature="simpson")
     with pytest.raises(ValueError, match="num_leapfrog_steps"):
         hmc(num_leapfrog_steps=0)
     with pytest.raises(ValueError, match="damping"):

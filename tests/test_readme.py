@@ -1,5 +1,6 @@
 """The README's Python quickstart runs as written."""
 
+import math
 import re
 from pathlib import Path
 
@@ -31,3 +32,13 @@ def test_image_example_runs(capsys):
     out = capsys.readouterr().out
     assert "torch.Size([20, 1, 8, 8])" in out and "torch.Size([4, 3, 16, 16])" in out
     assert out.split()[-1] == "4"
+
+
+def test_energy_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) >= 3, "README lost its energy example"
+    env: dict = {}
+    exec(compile(blocks[2], "README.md", "exec"), env)
+    log_z, acceptance, energy_evals = capsys.readouterr().out.split()
+    assert math.isfinite(float(log_z)) and 0.3 < float(acceptance) < 1
+    assert energy_evals == "0" and env["path"].info.settings["energy"] == "path"

@@ -63,7 +63,7 @@ def test_an_inapplicable_argument_raises_one_line_naming_it(model, call, name):
 
 def test_the_errors_read_well(model):
     with pytest.raises(TypeError, match=r"^num_leapfrog_steps does not apply to sampler 'mala' "
-                                        r"\(its kernel options: none\)$"):
+                                        r"\(its kernel options: energy, quadrature\)$"):
         rc.sample(model, 5, "mala", num_leapfrog_steps=7)
     with pytest.raises(TypeError, match=r"^damping cannot be combined with kernel=; set it in "
                                         r"the factory, e.g. rc.mcmc.hmc\(damping=...\)$"):

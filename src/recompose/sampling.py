@@ -148,7 +148,9 @@ def sample(
         progress: show a progress bar.
         **kernel_options: arguments of the named sampler's kernel factory (for SMC, of the
             moves'), e.g. ``num_leapfrog_steps``, ``damping`` (fraction of momentum kept)
-            and ``mass`` for ``"uhmc"``/``"hmc"`` (R3: 3, 0.5, 1); none for ``"ula"``/``"mala"``.
+            and ``mass`` for ``"uhmc"``/``"hmc"`` (R3: 3, 0.5, 1); ``energy="path"`` for
+            ``"mala"``/``"hmc"`` on score-only models (:mod:`recompose.mcmc.path`; MALA also
+            ``quadrature="simpson"``).
 
     Returns:
         :class:`~recompose.diffusion.annealed.SampleResult` with ``.x`` ``(n, *D)`` and ``.info``
@@ -204,7 +206,8 @@ def sample(
     if kernel is not None and kernel.needs_energy and not model.has_energy:
         raise CapabilityError(
             f"{kernel.name.upper()} needs energies for its Metropolis-Hastings test but "
-            f"{model.describe()} is score-only; use energy-parameterised models, or the "
+            f"{model.describe()} is score-only; use energy-parameterised models, "
+            "energy='path' (energy differences estimated from the scores), or the "
             "'ula', 'uhmc' or 'reverse' samplers"
         )
     rule = adapter = None
@@ -241,7 +244,7 @@ def sample(
                          "num_steps": num_steps, "step_size": rule.scale,
                          "step_power": rule.power, "adapt": adapter is not None,
                          "target_accept": adapter.target if adapter else None,
-                         "metropolis": kernel.needs_energy, **kernel.params}
+                         "metropolis": kernel.metropolis, **kernel.params}
     finally:
         if bar is not None:
             bar.close()
@@ -286,8 +289,8 @@ def _step_rule(kernel: Kernel, step_size: float | None, step_power: float | None
                          "step_power=")
     rule = StepSizeRule(c if step_size is None else step_size,
                         p if step_power is None else step_power)
-    adapt = kernel.needs_energy if adapt is None else adapt
-    if adapt and not kernel.needs_energy:
+    adapt = kernel.metropolis if adapt is None else adapt
+    if adapt and not kernel.metropolis:
         raise _inapplicable("adapt", name, " (adapt needs an acceptance rate: only mala and "
                                           "hmc adapt)")
     if target_accept is not None and not adapt:

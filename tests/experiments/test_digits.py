@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import recompose as rc
+from experiments.common import sampler_args
 from experiments.digits import Evaluator, evaluate, guided, labels_for, load_digits
 from recompose.io import CheckpointError
 from recompose.metrics import frechet_distance, mean_pairwise_distance
@@ -48,6 +49,22 @@ def test_guided_composites_sample_with_every_sampler(kind):
                       num_steps=None if sampler == "reverse" else 1)
         assert r.x.shape == (4, 1, 8, 8) and bool(torch.isfinite(r.x).all())
     assert model.num_networks == 2
+
+
+@pytest.mark.parametrize("models", ["distilled", "score"])
+def test_other_model_sets_and_the_unguided_kind(models):
+    """``models="distilled"`` guides with distilled energies (every sampler), ``"score"``
+    with score networks (reverse, and MH from scores: ``hmc-path``); kind ``none`` is p(x)."""
+    loaded = load_digits(models)
+    y = labels_for(4)
+    assert guided("none", 1.0, y, loaded) is loaded["uncond"]
+    model = guided("cfg", 3.0, y, loaded)
+    assert model.has_energy == (models == "distilled")
+    for sampler in ("reverse", "hmc" if models == "distilled" else "hmc-path"):
+        name, options = sampler_args(sampler)
+        r = rc.sample(model, 4, name, num_levels=3, seed=0, **options,
+                      num_steps=None if sampler == "reverse" else 1)
+        assert bool(torch.isfinite(r.x).all())
 
 
 def test_cfg_pulls_samples_toward_the_requested_digit(evaluator):

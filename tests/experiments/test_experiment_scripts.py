@@ -10,7 +10,8 @@ from recompose.io import run_folder
 
 def test_every_config_is_valid_json_with_an_output_folder():
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
-    assert names == ["analytic_product", "clevr", "digits", "equal_compute", "toy2d"]
+    assert names == ["analytic_product", "clevr", "digits", "distillation", "equal_compute",
+                     "path_mh", "toy2d"]
     for name in names:
         assert "out" in load_config(name)
 
@@ -60,3 +61,25 @@ def test_equal_compute_writes_its_outputs_and_scores_smc_evidence(tmp_path):
         assert ("log Z error" in row) == row["curve"].startswith("smc")
         assert row["evals"][1] == 0.0  # the cost of a cell does not depend on the seed
     assert (out / "equal_compute.png").stat().st_size > 0
+
+
+def test_path_mh_compares_both_rules_with_exact_energies(tmp_path):
+    from experiments.path_mh import main
+
+    out = tmp_path / "pm"
+    main(["--n", "40", "--levels", "3", "--mcmc-steps", "2", "--kernels", "hmc",
+          "--steps", "0.5", "--out", str(out)])
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["quadrature"] for r in rows] == ["trapezoid", "simpson"]
+    assert rows[1]["score_evals_path"] > rows[0]["score_evals_path"] == rows[0][
+        "score_evals_exact"]
+
+
+def test_distillation_report_covers_the_three_parameterisations(tmp_path):
+    from experiments.distillation import main
+
+    out = tmp_path / "dr"
+    main(["--families", "ring", "--n", "64", "--out", str(out)])
+    res = json.loads((out / "results.json").read_text())["ring"]
+    assert set(res) == {"score", "energy", "distilled"}
+    assert res["score"]["vs_teacher"][0] < 1e-10 < res["distilled"]["vs_teacher"][0]

@@ -35,11 +35,12 @@ COMPOSITIONS = ("product", "mixture", "negation", "negation_r3")
 NEGATION_ALPHA = 0.3
 
 
-def mixture_normalizers() -> dict[str, tuple[list[float], list[float]]]:
+def mixture_normalizers(parameterization: str = "energy"
+                        ) -> dict[str, tuple[list[float], list[float]]]:
     """Quadrature ``log Z(t)`` tables of the two bar energy models (computed once)."""
     out = {}
     for name in ("left_bar", "right_bar"):
-        norm = normalize_by_quadrature(pretrained(name, "energy"), num_times=51, grid=64)
+        norm = normalize_by_quadrature(pretrained(name, parameterization), num_times=51, grid=64)
         out[name] = (norm.times.tolist(), norm.log_z.tolist())
     return out
 
@@ -58,7 +59,7 @@ def build(composition: str, parameterization: str,
     if composition == "negation_r3":
         return m("large_box") ** (1 + NEGATION_ALPHA) / m("small_box") ** NEGATION_ALPHA
     if composition == "mixture":
-        normalizers = normalizers or mixture_normalizers()
+        normalizers = normalizers or mixture_normalizers(parameterization)
         parts = [Normalized(m(name), torch.tensor(normalizers[name][0]),
                             torch.tensor(normalizers[name][1]))
                  for name in ("left_bar", "right_bar")]

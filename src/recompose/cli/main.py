@@ -43,17 +43,19 @@ def list_() -> None:
     """
     from importlib import resources
 
-    from ..models.loading import PRETRAINED
+    from ..models.loading import PARAMETERIZATIONS, PRETRAINED
 
-    click.echo("shipped 2D models (use as --model A=<name> or A=<name>:score):")
+    click.echo("shipped 2D models (use as --model A=<name>, A=<name>:score or "
+               "A=<name>:distilled):")
     folder = resources.files("recompose") / "pretrained"
     for name in PRETRAINED:
-        have = [p for p in ("energy", "score")
+        have = [p for p in PARAMETERIZATIONS
                 if (folder / f"{name}-{p}.safetensors").is_file()]
         click.echo(f"  {name:10s} {', '.join(have) or 'missing'}")
-    for family, names in (("digits", ("digits-score", "digits-energy", "digits-cond-energy",
-                                       "digits-noisy-clf")),
-                          ("CLEVR-like", ("clevr-score", "clevr-energy"))):
+    for family, names in (("digits", ("digits-score", "digits-energy", "digits-distilled",
+                                       "digits-cond-energy", "digits-cond-score",
+                                       "digits-cond-distilled", "digits-noisy-clf")),
+                          ("CLEVR-like", ("clevr-score", "clevr-energy", "clevr-distilled"))):
         click.echo(f"shipped {family} files (recompose.models.loading.shipped_path):")
         for name in names:
             ok = (folder / f"{name}.safetensors").is_file()

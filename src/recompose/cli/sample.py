@@ -15,15 +15,15 @@ KERNEL_CHOICES = click.Choice(["ula", "uhmc", "mala", "hmc"])
 
 
 def resolve_model(spec: str, default_param: str) -> object:
-    """``name``, ``name:score|energy`` (shipped models) or a path to a model file."""
-    from ..models.loading import PRETRAINED, load_model, pretrained
+    """``name``, ``name:score|energy|distilled`` (shipped models) or a path to a model file."""
+    from ..models.loading import PARAMETERIZATIONS, PRETRAINED, load_model, pretrained
 
     name, _, param = spec.partition(":")
     if name in PRETRAINED:
         param = param or default_param
-        if param not in ("score", "energy"):
+        if param not in PARAMETERIZATIONS:
             raise usage(f"unknown parameterization {param!r} in {spec!r}: use "
-                         f"{name}:score or {name}:energy")
+                         f"{name}:score, {name}:energy or {name}:distilled")
         return pretrained(name, param)
     path = Path(spec)
     if path.exists():
@@ -89,8 +89,8 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 
 @click.command()
 @click.option("--model", "models", multiple=True, metavar="NAME=MODEL",
-              help="Bind a name to a shipped model (ring, bar, …; optionally ring:score) or a "
-                   "model file. Repeatable.")
+              help="Bind a name to a shipped model (ring, bar, …; optionally ring:score, "
+                   "ring:distilled) or a model file. Repeatable.")
 @click.option("--expr", required=True,
               help='Composition, in the language of recompose.parse: names, numbers, * / ** '
                    '+, mix(A, B, weights=[...]), cfg(C, U, w), normalize(A); e.g. '
@@ -99,8 +99,10 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @click.option("--sampler", type=SAMPLER_CHOICES, default="hmc", show_default=True,
               help="Reverse diffusion, annealed MCMC (MALA and HMC need energies), or SMC "
                    "(weighted particles with MCMC moves; needs energies).")
-@click.option("--parameterization", type=click.Choice(["energy", "score"]), default="energy",
-              show_default=True, help="For shipped model names without :score/:energy.")
+@click.option("--parameterization", type=click.Choice(["energy", "score", "distilled"]),
+              default="energy", show_default=True,
+              help="For shipped model names without :score/:energy/:distilled (distilled: "
+                   "an energy model distilled from the score model).")
 @click.option("--levels", default=100, show_default=True, type=click.IntRange(min=1),
               help="Noise levels T.")
 @click.option("--mcmc-steps", default=None, type=click.IntRange(min=0),
@@ -115,6 +117,13 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @click.option("--damping", default=0.5, show_default=True,
               type=click.FloatRange(0, 1, max_open=True),
               help="Fraction of momentum kept at each U-HMC/HMC refresh (0 = full refresh).")
+@click.option("--energy", "energy_mode", type=click.Choice(["exact", "path"]), default="exact",
+              show_default=True,
+              help="MALA/HMC (and SMC moves): the model's energies, or energy differences "
+                   "integrated from the scores along each proposal (runs on score models).")
+@click.option("--quadrature", type=click.Choice(["simpson", "trapezoid"]), default=None,
+              help="With --energy path: simpson (default; one more score per segment) or "
+                   "trapezoid (free, larger bias).")
 @click.option("--reverse-step/--no-reverse-step", default=None,
               help="A DDPM predictor step between levels (annealed samplers: on by default; "
                    "SMC: the DDPM step as proposal, off by default = AIS weights).")
@@ -137,7 +146,8 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @handle_errors
 def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: str,
            levels: int, mcmc_steps: int, step_size: float | None, step_power: float | None,
-           adapt: bool | None, leapfrog: int, damping: float, reverse_step: bool | None,
+           adapt: bool | None, leapfrog: int, damping: float, energy_mode: str,
+           quadrature: str | None, reverse_step: bool | None,
            moves: str, ess_threshold: float, resampling: str, n: int, seed: int, out: Path,
            overwrite: bool, quiet: bool = False) -> None:
     """Sample a composition of models.
@@ -158,28 +168,36 @@ def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: s
 
     prepare_out(out, overwrite)
     model = build_model(models, expr, parameterization)
-    if sampler in ("mala", "hmc", "smc") and not model.has_energy:
+    kernel = moves if sampler == "smc" else sampler
+    if energy_mode == "path" and kernel not in ("mala", "hmc"):
+        raise usage(f"--energy path applies to mala and hmc (and SMC moves), not {kernel}")
+    if quadrature is not None and energy_mode != "path":
+        raise usage("--quadrature applies only with --energy path")
+    if (sampler == "smc" or kernel in ("mala", "hmc") and energy_mode == "exact") \
+            and not model.has_energy:
         from ..errors import CapabilityError
 
+        hint = "" if sampler == "smc" else ", --energy path (energies from the scores)"
         raise CapabilityError(
             f"{sampler} needs energies but {model.describe()} contains score-only models; "
-            "use :energy models or --sampler ula/uhmc/reverse")
+            f"use :energy or :distilled models{hint} or --sampler ula/uhmc/reverse")
     config = {"command": "sample", "models": list(models), "expr": expr, "sampler": sampler,
               "parameterization": parameterization, "levels": levels,
               "mcmc_steps": mcmc_steps, "step_size": step_size, "step_power": step_power,
               "adapt": adapt, "leapfrog": leapfrog, "damping": damping,
+              "energy": energy_mode, "quadrature": quadrature,
               "reverse_step": reverse_step, "n": n, "seed": seed}
     options = {}  # pass only the options that apply to the sampler (rc.sample refuses others)
     if sampler != "reverse":
         options = {"num_steps": mcmc_steps, "step_size": step_size, "step_power": step_power,
                    "adapt": adapt, "reverse_step": reverse_step}
-    kernel = sampler
     if sampler == "smc":
         config |= {"moves": moves, "ess_threshold": ess_threshold, "resampling": resampling}
         options |= {"moves": moves, "ess_threshold": ess_threshold, "resampling": resampling}
-        kernel = moves
     if kernel in ("uhmc", "hmc"):
         options |= {"num_leapfrog_steps": leapfrog, "damping": damping}
+    if energy_mode == "path":
+        options |= {"energy": "path", "quadrature": quadrature or "simpson"}
     with warnings.catch_warnings(record=True) as caught:  # reported below, in one line each
         warnings.simplefilter("always", SamplingWarning)
         result = draw(model, n, sampler, num_levels=levels, seed=seed,

@@ -21,6 +21,15 @@ from .common import handle_errors, is_quiet, on_interrupt, prepare_out, quiet_op
               help="A 2D toy dataset (other data: give a --config).")
 @click.option("--parameterization", type=click.Choice(["energy", "score"]), default=None,
               help="Energy (MALA/HMC/mixtures) or score (ε) model.  [default: energy]")
+@click.option("--distill-from", default=None, metavar="MODEL",
+              help="Train an energy model whose gradient matches this score model (a shipped "
+                   "name such as ring or clevr, or a model file); its training config gives "
+                   "the defaults (data, network, steps, …).")
+@click.option("--dsm-weight", type=click.FloatRange(min=0), default=None,
+              help="With --distill-from: weight of the plain denoising loss beside the "
+                   "teacher's.  [default: 0]")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads while training.  [default: 1, or the teacher's]")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Adam steps.  [default: 6000 without --config]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: 1000]")
@@ -34,6 +43,7 @@ from .common import handle_errors, is_quiet, on_interrupt, prepare_out, quiet_op
 @quiet_option
 @handle_errors
 def train(config_file: Path | None, data: str | None, parameterization: str | None,
+          distill_from: str | None, dsm_weight: float | None, threads: int | None,
           steps: int | None, batch_size: int | None, lr: float | None, seed: int | None,
           checkpoint_every: int | None, out: Path, quiet: bool = False) -> None:
     """Train one diffusion model by denoising score matching (resumable).
@@ -42,6 +52,7 @@ def train(config_file: Path | None, data: str | None, parameterization: str | No
     Examples:
       recompose train --data ring --parameterization energy --out runs/ring-energy
       recompose train --config my_model.json --out runs/my-model
+      recompose train --distill-from ring --out runs/ring-distilled
     The model file is OUT/checkpoint/model.safetensors; sample it with
     `recompose sample --model A=OUT/checkpoint/model.safetensors …`.
     """
@@ -63,13 +74,24 @@ def train(config_file: Path | None, data: str | None, parameterization: str | No
         if unknown:
             raise usage(f"{config_file}: unknown training settings {', '.join(unknown)}; "
                          f"known: {', '.join(sorted(known))}")
+    elif distill_from is not None:
+        from ..training.distill import teacher_config
+
+        try:
+            settings = teacher_config(distill_from).to_dict()
+        except ValueError as err:
+            raise usage(str(err)) from None
     elif data is None:
-        raise usage("give --data (a 2D toy) or --config (any dataset and network)")
+        raise usage("give --data (a 2D toy), --config (any dataset and network) or "
+                    "--distill-from MODEL")
     else:
         settings["steps"] = 6000
+    if dsm_weight is not None and distill_from is None and not settings.get("distill_from"):
+        raise usage("--dsm-weight applies only with --distill-from")
     given = {"data": data, "parameterization": parameterization, "steps": steps,
              "batch_size": batch_size, "lr": lr, "seed": seed,
-             "checkpoint_every": checkpoint_every}
+             "checkpoint_every": checkpoint_every, "distill_from": distill_from,
+             "dsm_weight": dsm_weight, "threads": threads}
     settings |= {k: v for k, v in given.items() if v is not None}
     try:
         config = TrainConfig(**settings)
@@ -86,7 +108,8 @@ def train(config_file: Path | None, data: str | None, parameterization: str | No
         click.echo(f"resuming from step {trainer.step}")
     on_interrupt(f"the checkpoint in {out / 'checkpoint'} (saved every "
                  f"{config.checkpoint_every} steps) is kept; rerun the same command to resume")
-    bar = tqdm(total=config.steps, initial=trainer.step, desc=f"train {config.data}",
+    what = f"distill {config.distill_from}" if config.distill_from else f"train {config.data}"
+    bar = tqdm(total=config.steps, initial=trainer.step, desc=what,
                disable=is_quiet())
     trainer.run(progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}",
                                                                             refresh=False)))

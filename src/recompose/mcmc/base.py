@@ -92,20 +92,24 @@ class HamiltonianState(NamedTuple):
 
 class Kernel(NamedTuple):
     """A transition kernel: ``init``/``step`` as in the module docstring; ``needs_energy``: it
-    has a Metropolis–Hastings test; ``params``: the factory's arguments, JSON-ready."""
+    evaluates the target's energy; ``params``: the factory's arguments, JSON-ready;
+    ``metropolis``: it has a Metropolis–Hastings test (with exact or path-estimated energies,
+    :mod:`.path`)."""
 
     name: str
     init: Callable[..., NamedTuple]
     step: Callable[..., tuple[NamedTuple, Info]]
     needs_energy: bool
     params: Mapping[str, object] = MappingProxyType({})
+    metropolis: bool = False
 
 
 def require_energy(target: Target, kernel: str) -> None:
     """Refuse a Metropolis-corrected kernel on a score-only target, saying what to do."""
     if not target.has_energy:
         raise CapabilityError(f"{kernel} needs energies for its Metropolis-Hastings test but "
-                              "the target is score-only; use an energy-parameterised model, or an "
+                              "the target is score-only; use an energy-parameterised model, "
+                              "energy='path' (energy differences from the scores), or an "
                               "unadjusted sampler (ula, uhmc) or reverse diffusion")
 
 

@@ -39,12 +39,15 @@ def leapfrog(
     x: Tensor, v: Tensor, score: Tensor, score_fn: ScoreFn, step_size: Tensor | float,
     num_leapfrog_steps: int, inv_mass: Tensor | float = 1.0,
     final_fn: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
+    segment_fn: Callable[[Tensor, Tensor, Tensor, Tensor], None] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
     """Run ``num_leapfrog_steps`` leapfrog steps from ``(x, v)`` whose score is ``score``.
 
     ``step_size`` is a float or a tensor broadcastable to ``x`` (use ``append_dims`` for
     per-chain sizes). ``final_fn`` (optional) returns ``(energy, score)`` and is used at the last
     position instead of ``score_fn``, so an MH kernel gets the final energy from the same call.
+    ``segment_fn`` (optional) sees each position update ``(x_k, x_{k+1}, s_k, s_{k+1})`` (path
+    quadrature of the energy, :mod:`.path`).
 
     Returns ``(x_L, v_L, energy_L or None, score_L)``; the inputs are untouched.
     """
@@ -52,11 +55,14 @@ def leapfrog(
     energy = None
     for i in range(num_leapfrog_steps):
         v = v + 0.5 * step_size * score
+        x_old, score_old = x, score
         x = x + step_size * inv_mass * v
         if final_fn is not None and i == num_leapfrog_steps - 1:
             energy, score = final_fn(x)
         else:
             score = score_fn(x)
+        if segment_fn is not None:
+            segment_fn(x_old, x, score_old, score)
         v = v + 0.5 * step_size * score
     return x, v, energy, score
 

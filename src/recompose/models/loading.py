@@ -21,6 +21,9 @@ __all__ = ["build_model", "load_model", "pretrained", "PRETRAINED", "shipped_pat
 
 PRETRAINED = ("ring", "bar", "left_bar", "right_bar", "large_box", "small_box")
 IMAGE_PRETRAINED = ("digits", "digits-cond", "clevr")
+# score: ε network; energy: energy network trained from scratch; distilled: energy network
+# distilled from the score model (recompose.training.distill)
+PARAMETERIZATIONS = ("score", "energy", "distilled")
 
 
 def build_model(config: dict) -> DiffusionModel:
@@ -82,16 +85,16 @@ def _check_event_shape(model: DiffusionModel, path: Path | str) -> None:
 def pretrained(name: str, parameterization: str = "energy") -> DiffusionModel:
     """A shipped diffusion model. 2D: ``ring``, ``bar``, ``left_bar``, ``right_bar``,
     ``large_box``, ``small_box``; images: ``digits`` (unconditional 8×8 digits),
-    ``digits-cond`` (class-conditional, energy only; null class = unconditional) and ``clevr``
+    ``digits-cond`` (class-conditional; null class = unconditional) and ``clevr``
     (position-conditioned 16×16 scenes; ``.given((x, y))``). ``parameterization`` is
-    ``"score"`` or ``"energy"``."""
+    ``"score"`` (ε network), ``"energy"`` (energy network trained from scratch) or
+    ``"distilled"`` (energy network distilled from the score model)."""
     if name not in PRETRAINED + IMAGE_PRETRAINED:
         raise ValueError(f"unknown pretrained model {name!r}; choose one of "
                          f"{', '.join(PRETRAINED + IMAGE_PRETRAINED)}")
-    if parameterization not in ("score", "energy"):
-        raise ValueError("parameterization must be 'score' or 'energy'")
-    if name == "digits-cond" and parameterization == "score":
-        raise ValueError("digits-cond is shipped as an energy model only")
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, "
+                         f"got {parameterization!r}")
     return load_model(shipped_path(f"{name}-{parameterization}"), name=name)
 
 

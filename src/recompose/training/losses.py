@@ -18,7 +18,17 @@ from ..models.base import DiffusionModel
 from ..models.parameterization import epsilon_prediction
 from ..utils import batch_sum
 
-__all__ = ["dsm_loss"]
+__all__ = ["dsm_loss", "noised"]
+
+
+def noised(x0: Tensor, model: DiffusionModel, generator: torch.Generator | None = None,
+           t_min: float = 1e-3) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x_t, t, ε)``: ``t ~ U(t_min, 1)`` per sample, then ``x_t = α_t x₀ + σ_t ε``."""
+    b = x0.shape[0]
+    t = t_min + (1 - t_min) * torch.rand(b, generator=generator, device=x0.device,
+                                         dtype=x0.dtype)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return q_sample(x0, t, model.schedule, noise), t, noise
 
 
 def dsm_loss(
@@ -26,10 +36,6 @@ def dsm_loss(
     t_min: float = 1e-3, c: Tensor | None = None,
 ) -> Tensor:
     """Per-sample ε-MSE at uniformly drawn ``t``; all randomness from ``generator``."""
-    b = x0.shape[0]
-    t = t_min + (1 - t_min) * torch.rand(b, generator=generator, device=x0.device,
-                                         dtype=x0.dtype)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    xt = q_sample(x0, t, model.schedule, noise)
+    xt, t, noise = noised(x0, model, generator, t_min)
     eps = epsilon_prediction(model, xt, t, c)
     return batch_sum((eps - noise) ** 2) / x0[0].numel()

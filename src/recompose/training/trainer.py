@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
 from ..config import TrainConfig
 from ..data import get_dataset
@@ -29,6 +30,7 @@ from ..io import CheckpointError, atomic_dir, atomic_write_text, read_model_file
 from ..models.base import DiffusionModel
 from ..models.loading import build_model
 from ..utils import append_dims
+from .distill import check_teacher, distillation_loss, load_teacher
 from .losses import dsm_loss
 
 __all__ = ["Trainer", "EXPLOSION"]
@@ -39,7 +41,8 @@ EXPLOSION = 100.0  # a loss this many times its initial level stops training as 
 class Trainer:
     """State of one training run; :meth:`run` trains to ``config.steps`` with checkpoints."""
 
-    def __init__(self, config: TrainConfig, out: Path | str) -> None:
+    def __init__(self, config: TrainConfig, out: Path | str,
+                 teacher: DiffusionModel | None = None) -> None:
         self.config = config
         self.out = Path(out)
         self.data = get_dataset(config.data)
@@ -48,6 +51,10 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(config.seed)
             self.model = build_model(self._model_config())
+        self.teacher = None
+        if config.distill_from is not None:  # energy distillation (see .distill)
+            self.teacher = teacher if teacher is not None else load_teacher(config.distill_from)
+            check_teacher(self.model, self.teacher)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.gen = torch.Generator().manual_seed(config.seed + 1)
@@ -104,20 +111,33 @@ class Trainer:
         return True
 
     # ---------------------------------------------------------------- training
+    def _conditions(self, raw: object, n: int) -> tuple[Tensor | None, Tensor | None]:
+        """Encoded conditions for the model and the teacher (``None`` when unconditional),
+        with one condition-dropout mask for both: dropped rows get the null condition."""
+        if not self.model.conditional:
+            return None, None
+        nets = [self.model.net] + ([self.teacher.net] if self.teacher is not None else [])
+        drop = None
+        if self.config.label_dropout > 0:
+            drop = torch.rand(n, generator=self.gen) < self.config.label_dropout
+        out = []
+        for net in nets:
+            c = net.encode_condition(raw)
+            if drop is not None:
+                c = torch.where(append_dims(drop, c.ndim), net.null_condition(n), c)
+            out.append(c)
+        return out[0], (out[1] if len(out) > 1 else None)
+
     def train_step(self) -> float:
         batch = self.data.sample(self.config.batch_size, self.gen)
-        if isinstance(batch, tuple):  # conditional data: condition dropout → null condition
-            x0, raw = batch
-            c = None  # an unconditional model ignores the conditions
-            if self.model.conditional:
-                c = self.model.net.encode_condition(raw)
-                if self.config.label_dropout > 0:
-                    drop = torch.rand(len(x0), generator=self.gen) < self.config.label_dropout
-                    null = self.model.net.null_condition(len(x0))
-                    c = torch.where(append_dims(drop, c.ndim), null, c)
-            loss = dsm_loss(self.model, x0, self.gen, c=c).mean()
+        x0, raw = batch if isinstance(batch, tuple) else (batch, None)
+        c, c_teacher = self._conditions(raw, len(x0)) if raw is not None else (None, None)
+        if self.teacher is not None:
+            loss = distillation_loss(self.model, self.teacher, x0, self.gen, c=c,
+                                     c_teacher=c_teacher,
+                                     dsm_weight=self.config.dsm_weight).mean()
         else:
-            loss = dsm_loss(self.model, batch, self.gen).mean()
+            loss = dsm_loss(self.model, x0, self.gen, c=c).mean()
         value = loss.item()
         if not math.isfinite(value):
             raise FloatingPointError(f"training loss is {value} at step {self.step}: the "

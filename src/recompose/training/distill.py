@@ -1,0 +1,156 @@
+r"""Energy distillation: an energy network whose gradient matches a trained score model
+(Thornton et al., AISTATS 2025, "Controlled generation with distilled diffusion energies").
+
+A score (ε) teacher ``ε̂_T(x, t)`` has no energy; the student is an
+:class:`~recompose.models.parameterization.EnergyModel`, ``ε̂_θ = ∇ₓU_θ`` and
+``E_θ = U_θ/σ_t``. Distillation regresses the student's gradient on the teacher's field at
+noised data, with the same ``t`` and noise draws as denoising score matching::
+
+    x_t = α_t x₀ + σ_t ε,     t ~ U(t_min, 1),  x₀ ~ data,  ε ~ N(0, I)
+    L(θ) = E mean_d ‖∇ₓU_θ(x_t, t) − ε̂_T(x_t, t)‖²  +  λ · E mean_d ‖∇ₓU_θ(x_t, t) − ε‖²
+
+The first term is score matching against the teacher in ε units (``‖s_θ − s_T‖² σ_t²``); its
+target has no noise, so it converges faster than the second (plain DSM, weight
+``λ = dsm_weight``, 0 by default). Its minimiser over all fields would be ``ε̂_T`` itself; over
+gradient fields it is the ``L²(p_t)``-closest conservative field, the gradient part of the
+teacher's field (a Helmholtz-like projection), so where the teacher is nearly conservative
+the student inherits its sample quality and adds energies for Metropolis tests and weights.
+
+Conditional teachers give conditional students: each drawn condition is encoded by both
+networks, the same condition-dropout mask replaces it by the null condition in both, so the
+student learns ``p_t(x | c)`` and ``p_t(x)`` (the null view) as the teacher defines them.
+
+The teacher is named in the config (``TrainConfig.distill_from``: a shipped name such as
+``"clevr"``, ``"ring:score"``, or a model file), so runs resume and reproduce like any other
+training run (:class:`~recompose.training.trainer.Trainer`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..config import TrainConfig
+from ..io import CheckpointError, read_model_file
+from ..models.base import DiffusionModel
+from ..models.parameterization import EnergyModel, epsilon_prediction
+from ..utils import append_dims, batch_sum
+from .losses import noised
+
+__all__ = ["distill_energy", "distillation_loss", "load_teacher", "teacher_config",
+           "check_teacher"]
+
+
+def _teacher_file(spec: str) -> Path:
+    """The model file a teacher spec names: ``name`` / ``name:score`` (shipped) or a path."""
+    from ..models.loading import IMAGE_PRETRAINED, PRETRAINED, shipped_path
+
+    name, _, param = spec.partition(":")
+    if name in PRETRAINED + IMAGE_PRETRAINED:
+        param = param or "score"
+        if param not in ("score", "energy"):
+            raise ValueError(f"teacher {spec!r}: a shipped teacher is {name}:score or "
+                             f"{name}:energy")
+        return shipped_path(f"{name}-{param}")
+    path = Path(spec)
+    if not path.exists():
+        raise ValueError(f"teacher {spec!r} is neither a shipped model nor a model file")
+    return path
+
+
+def load_teacher(spec: str) -> DiffusionModel:
+    """Load the teacher a config names (eval mode, no gradients)."""
+    from ..models.loading import load_model
+
+    return load_model(_teacher_file(spec))
+
+
+def teacher_config(spec: str, **overrides: object) -> TrainConfig:
+    """A student config from the teacher file's own training config: same data, network,
+    schedule, batch, steps and condition dropout, energy-parameterised, ``distill_from=spec``;
+    ``overrides`` replace any entry (e.g. ``steps=2000``)."""
+    _, meta = read_model_file(_teacher_file(spec))
+    train = dict(meta.get("train") or {})
+    if not train:
+        raise CheckpointError(f"teacher {spec!r} records no training config; build the student "
+                              "config yourself (TrainConfig(..., distill_from=...))")
+    known = set(TrainConfig.__dataclass_fields__)
+    train = {k: v for k, v in train.items() if k in known}
+    return TrainConfig(**{**train, "parameterization": "energy", "distill_from": spec,
+                          **overrides})
+
+
+def check_teacher(student: DiffusionModel, teacher: DiffusionModel) -> None:
+    """Refuse a teacher the student cannot learn from, saying why."""
+    if not isinstance(student, EnergyModel):
+        raise ValueError("distillation trains an energy model: set parameterization='energy'")
+    if tuple(teacher.event_shape) != tuple(student.event_shape):
+        raise ValueError(f"teacher {teacher.describe()} has event shape "
+                         f"{tuple(teacher.event_shape)}, the student {tuple(student.event_shape)}")
+    t = torch.linspace(0.01, 1.0, 11)
+    if not all(torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+               for a, b in zip(teacher.schedule(t), student.schedule(t))):
+        raise ValueError(f"teacher {teacher.describe()} uses another noise schedule than the "
+                         "student; give the student the teacher's schedule")
+    if student.conditional and not getattr(teacher, "conditional", False):
+        raise ValueError(f"the student is conditional but teacher {teacher.describe()} is not")
+
+
+def _teacher_epsilon(teacher: DiffusionModel, x: Tensor, t: Tensor, c: Tensor | None) -> Tensor:
+    """``ε̂_T = −σ_t s_T(x, t[, c])``, detached (any teacher: score, energy or composite)."""
+    _, sigma = teacher.schedule(t)
+    with torch.no_grad():
+        score = teacher.score(x, t) if c is None else teacher.score(x, t, c)
+    return -append_dims(sigma, x.ndim) * score.detach()
+
+
+def distillation_loss(
+    model: EnergyModel, teacher: DiffusionModel, x0: Tensor,
+    generator: torch.Generator | None = None, t_min: float = 1e-3, c: Tensor | None = None,
+    c_teacher: Tensor | None = None, dsm_weight: float = 0.0,
+) -> Tensor:
+    """Per-sample ``mean_d ‖ε̂_θ − ε̂_T‖² + λ mean_d ‖ε̂_θ − ε‖²``, shape ``(B,)``; ``c`` /
+    ``c_teacher``: the same conditions encoded by the student's and the teacher's network."""
+    xt, t, noise = noised(x0, model, generator, t_min)
+    eps = epsilon_prediction(model, xt, t, c)
+    loss = batch_sum((eps - _teacher_epsilon(teacher, xt, t, c_teacher)) ** 2)
+    if dsm_weight:
+        loss = loss + dsm_weight * batch_sum((eps - noise) ** 2)
+    return loss / x0[0].numel()
+
+
+def distill_energy(teacher: str, out: Path | str, config: TrainConfig | None = None,
+                   progress: bool = False, **overrides: object) -> EnergyModel:
+    """Train (or resume) an energy model distilled from ``teacher`` in the run folder ``out``.
+
+    Args:
+        teacher: a shipped model (``"ring"``, ``"clevr"``, ``"digits:score"``, …) or a model
+            file; its own training config gives the student's defaults.
+        out: run folder; ``out/checkpoint/model.safetensors`` is the student (EMA weights).
+        config: the full student config instead of the teacher's defaults.
+        progress: show a progress bar.
+        **overrides: entries of :class:`~recompose.config.TrainConfig`, e.g. ``steps=2000``.
+
+    Returns:
+        The trained student, an :class:`~recompose.models.parameterization.EnergyModel`.
+    """
+    from .trainer import Trainer
+
+    if config is None:
+        config = teacher_config(teacher, **overrides)
+    else:
+        config = replace(config, distill_from=teacher, **overrides)
+    trainer = Trainer(config, out)
+    trainer.load()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=trainer.step, desc=f"distill {teacher}")
+    trainer.run(progress=None if bar is None else (lambda step, loss: bar.update(1)))
+    if bar is not None:
+        bar.close()
+    return trainer.ema.eval().requires_grad_(False)

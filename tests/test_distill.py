@@ -1,0 +1,116 @@
+"""Energy distillation (recompose.training.distill): the loss, conditions, resumption, the CLI
+and the shipped distilled models."""
+
+import copy
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import recompose as rc
+from recompose.cli.main import cli
+from recompose.config import TrainConfig
+from recompose.data import get_toy2d
+from recompose.models.loading import PRETRAINED, pretrained
+from recompose.models.parameterization import EnergyModel
+from recompose.training.distill import distillation_loss, teacher_config
+from recompose.training.losses import dsm_loss
+from recompose.training.trainer import Trainer
+
+
+def small(**kw):
+    return teacher_config("ring", steps=6, batch_size=64, checkpoint_every=3, **kw)
+
+
+def test_a_student_equal_to_its_teacher_has_zero_loss_and_others_do_not():
+    """The loss compares the student's ε̂ with the teacher's at the same noised points."""
+    teacher = pretrained("ring", "energy")
+    x0 = get_toy2d("ring").sample(256, torch.Generator().manual_seed(0))
+    same = distillation_loss(copy.deepcopy(teacher), teacher, x0, torch.Generator().manual_seed(1))
+    assert same.abs().max() < 1e-10
+    other = distillation_loss(copy.deepcopy(pretrained("bar", "energy")), teacher, x0,
+                              torch.Generator().manual_seed(1))
+    assert other.mean() > 0.1
+    # with dsm_weight the plain denoising term is added, drawn with the same t and noise
+    mixed = distillation_loss(copy.deepcopy(teacher), teacher, x0,
+                              torch.Generator().manual_seed(1), dsm_weight=0.5)
+    plain = dsm_loss(teacher, x0, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(mixed, 0.5 * plain.detach(), rtol=1e-4, atol=1e-7)
+
+
+def test_conditional_teachers_see_the_same_conditions_and_null_mask():
+    """Student = a copy of a conditional teacher, condition dropout 0.5: a zero loss means
+    every row got the same condition (or the null one) in both networks."""
+    config = TrainConfig(data="digits", parameterization="energy", steps=2, batch_size=32,
+                         label_dropout=0.5, distill_from="in-memory teacher",
+                         network={"arch": "resmlp", "dim": 64, "width": 32, "num_blocks": 1,
+                                  "emb_dim": 16, "widen": 1, "num_classes": 10})
+    probe = Trainer(config, "/nonexistent", teacher=pretrained("digits-cond", "energy"))
+    probe.teacher = copy.deepcopy(probe.model).requires_grad_(False)
+    assert probe.train_step() < 1e-10
+    # and a teacher given other conditions would not agree: the check has power
+    _, c_teacher = probe._conditions(torch.arange(32) % 10, 32)
+    assert (c_teacher == probe.teacher.net.null_condition(32)).any()
+    assert not (c_teacher == probe.teacher.net.null_condition(32)).all()
+
+
+def test_distillation_resumes_bit_for_bit(tmp_path):
+    a = Trainer(small(), tmp_path / "a")
+    a.run()
+    b = Trainer(small(), tmp_path / "b")
+    b.run(stop_at=3)
+    c = Trainer(small(), tmp_path / "b")
+    assert c.load() and c.step == 3
+    c.run()
+    for (k, va), vc in zip(a.ema.state_dict().items(), c.ema.state_dict().values()):
+        assert torch.equal(va, vc), k
+    assert a.losses == c.losses
+
+
+def test_bad_teachers_and_configs_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="trains an energy model"):
+        TrainConfig(data="ring", parameterization="score", distill_from="ring")
+    with pytest.raises(ValueError, match="neither a shipped model nor a model file"):
+        teacher_config("no-such-model")
+    with pytest.raises(ValueError, match="event shape"):
+        Trainer(teacher_config("ring"), tmp_path, teacher=pretrained("digits", "score"))
+    other = rc.GaussianMixture([[0.0, 0.0]], 1.0, schedule=rc.LinearSchedule())
+    with pytest.raises(ValueError, match="noise schedule"):
+        Trainer(teacher_config("ring"), tmp_path, teacher=other)
+
+
+def test_the_cli_distils_and_samples_distilled_models(tmp_path):
+    run = CliRunner().invoke(cli, ["-q", "train", "--distill-from", "ring", "--steps", "4",
+                                   "--batch-size", "64", "--out", str(tmp_path / "d")])
+    assert run.exit_code == 0, run.output
+    student = rc.load_model(tmp_path / "d" / "checkpoint" / "model.safetensors")
+    assert isinstance(student, EnergyModel)
+    run = CliRunner().invoke(cli, ["-q", "sample", "--model", "A=ring:distilled", "--model",
+                                   "B=bar:distilled", "--expr", "A * B", "--sampler", "mala",
+                                   "--levels", "3", "--n", "16", "--out", str(tmp_path / "s")])
+    assert run.exit_code == 0, run.output
+    run = CliRunner().invoke(cli, ["-q", "sample", "--model", "A=ring:score", "--expr", "A",
+                                   "--sampler", "hmc", "--energy", "path", "--quadrature",
+                                   "simpson", "--levels", "3", "--n", "16",
+                                   "--out", str(tmp_path / "p")])
+    assert run.exit_code == 0, run.output
+    run = CliRunner().invoke(cli, ["-q", "sample", "--model", "A=ring:score", "--expr", "A",
+                                   "--sampler", "hmc", "--levels", "3", "--n", "16",
+                                   "--out", str(tmp_path / "q")])
+    assert run.exit_code != 0 and "--energy path" in run.output
+
+
+@pytest.mark.parametrize("name", PRETRAINED)
+def test_shipped_distilled_models_match_their_teacher_better_than_scratch_energies(name):
+    """Paired over the same noised points: the distilled model's error against the score
+    teacher is below the from-scratch energy model's by more than 4 standard errors."""
+    teacher = pretrained(name, "score")
+    distilled = pretrained(name, "distilled")
+    assert isinstance(distilled, EnergyModel)
+    gen = torch.Generator().manual_seed(7)
+    x0 = get_toy2d(name).sample(4096, gen)
+    d = distillation_loss(distilled, teacher, x0, torch.Generator().manual_seed(8)).detach()
+    e = distillation_loss(pretrained(name, "energy"), teacher, x0,
+                          torch.Generator().manual_seed(8)).detach()
+    diff = e - d
+    assert diff.mean() > 4 * diff.std() / len(diff) ** 0.5, (d.mean(), e.mean())
