@@ -22,12 +22,12 @@ student learns ``p_t(x | c)`` and ``p_t(x)`` (the null view) as the teacher defi
 
 The teacher is named in the config (``TrainConfig.distill_from``: a shipped name such as
 ``"clevr"``, ``"ring:score"``, or a model file), so runs resume and reproduce like any other
-training run (:class:`~recompose.training.trainer.Trainer`).
+training run (:class:`~recompose.training.trainer.Trainer`; the entry point is
+:func:`recompose.training.distill_energy`).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -40,8 +40,7 @@ from ..models.parameterization import EnergyModel, epsilon_prediction
 from ..utils import append_dims, batch_sum
 from .losses import noised
 
-__all__ = ["distill_energy", "distillation_loss", "load_teacher", "teacher_config",
-           "check_teacher"]
+__all__ = ["distillation_loss", "load_teacher", "teacher_config", "check_teacher"]
 
 
 def _teacher_file(spec: str) -> Path:
@@ -120,37 +119,3 @@ def distillation_loss(
     if dsm_weight:
         loss = loss + dsm_weight * batch_sum((eps - noise) ** 2)
     return loss / x0[0].numel()
-
-
-def distill_energy(teacher: str, out: Path | str, config: TrainConfig | None = None,
-                   progress: bool = False, **overrides: object) -> EnergyModel:
-    """Train (or resume) an energy model distilled from ``teacher`` in the run folder ``out``.
-
-    Args:
-        teacher: a shipped model (``"ring"``, ``"clevr"``, ``"digits:score"``, …) or a model
-            file; its own training config gives the student's defaults.
-        out: run folder; ``out/checkpoint/model.safetensors`` is the student (EMA weights).
-        config: the full student config instead of the teacher's defaults.
-        progress: show a progress bar.
-        **overrides: entries of :class:`~recompose.config.TrainConfig`, e.g. ``steps=2000``.
-
-    Returns:
-        The trained student, an :class:`~recompose.models.parameterization.EnergyModel`.
-    """
-    from .trainer import Trainer
-
-    if config is None:
-        config = teacher_config(teacher, **overrides)
-    else:
-        config = replace(config, distill_from=teacher, **overrides)
-    trainer = Trainer(config, out)
-    trainer.load()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, initial=trainer.step, desc=f"distill {teacher}")
-    trainer.run(progress=None if bar is None else (lambda step, loss: bar.update(1)))
-    if bar is not None:
-        bar.close()
-    return trainer.ema.eval().requires_grad_(False)

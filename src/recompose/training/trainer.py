@@ -18,6 +18,7 @@ import math
 import pickle
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,10 +31,10 @@ from ..io import CheckpointError, atomic_dir, atomic_write_text, read_model_file
 from ..models.base import DiffusionModel
 from ..models.loading import build_model
 from ..utils import append_dims
-from .distill import check_teacher, distillation_loss, load_teacher
+from .distill import check_teacher, distillation_loss, load_teacher, teacher_config
 from .losses import dsm_loss
 
-__all__ = ["Trainer", "EXPLOSION"]
+__all__ = ["Trainer", "EXPLOSION", "distill_energy"]
 
 EXPLOSION = 100.0  # a loss this many times its initial level stops training as diverged
 
@@ -186,3 +187,35 @@ class Trainer:
         atomic_write_text(self.out / "config.json", self.config.to_json())
         self.elapsed = time.perf_counter() - start
         return self.ema
+
+
+def distill_energy(teacher: str, out: Path | str, config: TrainConfig | None = None,
+                   progress: bool = False, **overrides: object) -> DiffusionModel:
+    """Train (or resume) an energy model distilled from ``teacher`` in the run folder ``out``.
+
+    Args:
+        teacher: a shipped model (``"ring"``, ``"clevr"``, ``"digits:score"``, …) or a model
+            file; its own training config gives the student's defaults.
+        out: run folder; ``out/checkpoint/model.safetensors`` is the student (EMA weights).
+        config: the full student config instead of the teacher's defaults.
+        progress: show a progress bar.
+        **overrides: entries of :class:`~recompose.config.TrainConfig`, e.g. ``steps=2000``.
+
+    Returns:
+        The trained student (EMA weights), an energy model in eval mode.
+    """
+    if config is None:
+        config = teacher_config(teacher, **overrides)
+    else:
+        config = replace(config, distill_from=teacher, **overrides)
+    trainer = Trainer(config, out)
+    trainer.load()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=trainer.step, desc=f"distill {teacher}")
+    trainer.run(progress=None if bar is None else (lambda step, loss: bar.update(1)))
+    if bar is not None:
+        bar.close()
+    return trainer.ema.eval().requires_grad_(False)
