@@ -16,20 +16,14 @@ KERNEL_CHOICES = click.Choice(["ula", "uhmc", "mala", "hmc"])
 
 def resolve_model(spec: str, default_param: str) -> object:
     """``name``, ``name:score|energy|distilled`` (shipped models) or a path to a model file."""
-    from ..models.loading import PARAMETERIZATIONS, PRETRAINED, load_model, pretrained
+    from ..models.loading import PRETRAINED, load_model, model_file
 
-    name, _, param = spec.partition(":")
-    if name in PRETRAINED:
-        param = param or default_param
-        if param not in PARAMETERIZATIONS:
-            raise usage(f"unknown parameterization {param!r} in {spec!r}: use "
-                         f"{name}:score, {name}:energy or {name}:distilled")
-        return pretrained(name, param)
-    path = Path(spec)
-    if path.exists():
-        return load_model(path)
-    raise usage(f"unknown model {spec!r}: not a shipped model ({', '.join(PRETRAINED)}) "
-                 "and no such file; see `recompose list`")
+    try:
+        path = model_file(spec, default_param, PRETRAINED)
+    except ValueError as err:
+        raise usage(f"{err}; see `recompose list`") from None
+    name = spec.partition(":")[0]
+    return load_model(path, name=name if name in PRETRAINED else None)
 
 
 def parse_model_options(models: tuple[str, ...], default_param: str) -> dict:

@@ -43,6 +43,7 @@ def mala(energy: str = "exact", quadrature: str | None = None) -> Kernel:
     """
     path = check_energy_mode(energy, "MALA") == "path"
     quadrature = check_quadrature(quadrature, path, "MALA")
+    simpson_rule = quadrature == "simpson"
 
     def init(x: Tensor, target: Target, generator: torch.Generator | None = None,
              previous: NamedTuple | None = None) -> LangevinState:
@@ -57,28 +58,22 @@ def mala(energy: str = "exact", quadrature: str | None = None) -> Kernel:
         x = state.x
         eta = per_chain(step_size, x)
         x_prop = langevin_proposal(x, state.score, eta, generator)
-        extra = 0
         if path:
-            e_prop, s_prop = None, target.score(x_prop)
-            if quadrature == "simpson":
-                delta = simpson(x, x_prop, state.score, target.score(0.5 * (x + x_prop)), s_prop)
-                extra = 1
-            else:
-                delta = trapezoid(x, x_prop, state.score, s_prop)
-            new_energy = None
+            s_prop = target.score(x_prop)
+            delta = (simpson(x, x_prop, state.score, target.score(0.5 * (x + x_prop)), s_prop)
+                     if simpson_rule else trapezoid(x, x_prop, state.score, s_prop))
         else:
             e_prop, s_prop = target.energy_and_score(x_prop)
             delta = e_prop.to(torch.float64) - state.energy.to(torch.float64)
         log_ratio = (-delta + langevin_log_q(x, x_prop, s_prop, eta)
                      - langevin_log_q(x_prop, x, state.score, eta))
         accepted, accept_prob = metropolis_hastings(log_ratio, generator)
-        if not path:
-            new_energy = torch.where(accepted, e_prop, state.energy)
-        new = LangevinState(x=select(accepted, x_prop, x), energy=new_energy,
+        new = LangevinState(x=select(accepted, x_prop, x),
+                            energy=None if path else torch.where(accepted, e_prop, state.energy),
                             score=select(accepted, s_prop, state.score))
         divergent = not_finite(x_prop, s_prop, delta)
-        info = Info(accept_prob.to(x.dtype), accepted, divergent, score_evals=1 + extra,
-                    energy_evals=0 if path else 1)
+        info = Info(accept_prob.to(x.dtype), accepted, divergent,
+                    score_evals=2 if simpson_rule else 1, energy_evals=0 if path else 1)
         return new, info
 
     params = {"energy": energy} | ({"quadrature": quadrature} if path else {})

@@ -17,7 +17,8 @@ from .base import DiffusionModel
 from .networks import build_network
 from .parameterization import EnergyModel, ScoreModel
 
-__all__ = ["build_model", "load_model", "pretrained", "PRETRAINED", "shipped_path"]
+__all__ = ["build_model", "load_model", "pretrained", "PRETRAINED", "shipped_path",
+           "model_file"]
 
 PRETRAINED = ("ring", "bar", "left_bar", "right_bar", "large_box", "small_box")
 IMAGE_PRETRAINED = ("digits", "digits-cond", "clevr")
@@ -105,4 +106,22 @@ def shipped_path(name: str) -> Path:
     if not path.is_file():
         raise CheckpointError(f"shipped file {path.name} is missing from the install; "
                               "reinstall recompose")
+    return path
+
+
+def model_file(spec: str, default_parameterization: str = "energy",
+               names: tuple[str, ...] = PRETRAINED + IMAGE_PRETRAINED) -> Path:
+    """The file a model spec names: ``name`` or ``name:parameterization`` for a shipped model
+    among ``names``, otherwise a path to a model file."""
+    name, _, param = spec.partition(":")
+    if name in names:
+        param = param or default_parameterization
+        if param not in PARAMETERIZATIONS:
+            raise ValueError(f"unknown parameterization {param!r} in {spec!r}: use "
+                             f"{name}:score, {name}:energy or {name}:distilled")
+        return shipped_path(f"{name}-{param}")
+    path = Path(spec)
+    if not path.exists():
+        raise ValueError(f"unknown model {spec!r}: neither a shipped model nor a model file "
+                         f"(shipped: {', '.join(names)})")
     return path

@@ -28,14 +28,13 @@ training run (:class:`~recompose.training.trainer.Trainer`; the entry point is
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import Tensor
 
 from ..config import TrainConfig
 from ..io import CheckpointError, read_model_file
 from ..models.base import DiffusionModel
+from ..models.loading import load_model, model_file
 from ..models.parameterization import EnergyModel, epsilon_prediction
 from ..utils import append_dims, batch_sum
 from .losses import noised
@@ -43,35 +42,16 @@ from .losses import noised
 __all__ = ["distillation_loss", "load_teacher", "teacher_config", "check_teacher"]
 
 
-def _teacher_file(spec: str) -> Path:
-    """The model file a teacher spec names: ``name`` / ``name:score`` (shipped) or a path."""
-    from ..models.loading import IMAGE_PRETRAINED, PRETRAINED, shipped_path
-
-    name, _, param = spec.partition(":")
-    if name in PRETRAINED + IMAGE_PRETRAINED:
-        param = param or "score"
-        if param not in ("score", "energy"):
-            raise ValueError(f"teacher {spec!r}: a shipped teacher is {name}:score or "
-                             f"{name}:energy")
-        return shipped_path(f"{name}-{param}")
-    path = Path(spec)
-    if not path.exists():
-        raise ValueError(f"teacher {spec!r} is neither a shipped model nor a model file")
-    return path
-
-
 def load_teacher(spec: str) -> DiffusionModel:
     """Load the teacher a config names (eval mode, no gradients)."""
-    from ..models.loading import load_model
-
-    return load_model(_teacher_file(spec))
+    return load_model(model_file(spec, "score"))
 
 
 def teacher_config(spec: str, **overrides: object) -> TrainConfig:
     """A student config from the teacher file's own training config: same data, network,
     schedule, batch, steps and condition dropout, energy-parameterised, ``distill_from=spec``;
     ``overrides`` replace any entry (e.g. ``steps=2000``)."""
-    _, meta = read_model_file(_teacher_file(spec))
+    _, meta = read_model_file(model_file(spec, "score"))
     train = dict(meta.get("train") or {})
     if not train:
         raise CheckpointError(f"teacher {spec!r} records no training config; build the student "
