@@ -42,3 +42,20 @@ def test_energy_example_runs(capsys):
     log_z, acceptance, energy_evals = capsys.readouterr().out.split()
     assert math.isfinite(float(log_z)) and 0.3 < float(acceptance) < 1
     assert energy_evals == "0" and env["path"].info.settings["energy"] == "path"
+
+
+def test_diffusers_example_runs_on_a_local_pipeline(tmp_path):
+    """The hub example, with a tiny local pipeline folder in place of the hub id (offline)."""
+    import pytest
+
+    pytest.importorskip("diffusers")
+    from test_diffusers import tiny_pipeline
+
+    folder = tiny_pipeline(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    block = next(b for b in blocks if "from_pretrained" in b)
+    block = block.replace('"stabilityai/stable-diffusion-2-1-base"', repr(str(folder)))
+    block = block.replace('device="cuda"', 'device="cpu"')
+    env: dict = {}
+    exec(compile(block, "README.md", "exec"), env)
+    assert env["images"].shape == (4, 3, 16, 16) and env["images"].abs().max() <= 1

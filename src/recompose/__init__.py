@@ -28,8 +28,21 @@ from .schedules import CosineSchedule, LinearSchedule, Schedule, get_schedule
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """``rc.from_diffusers`` and ``rc.from_pretrained`` import the optional diffusers backend
+    (:mod:`recompose.integrations.diffusers`) only when first used."""
+    if name in ("from_diffusers", "from_pretrained"):
+        from .integrations import diffusers as backend
+
+        return getattr(backend, name)
+    raise AttributeError(f"module 'recompose' has no attribute {name!r}")
+
+
+
 __all__ = ["DiffusionModel", "GaussianMixture", "gmm_product", "pretrained", "load_model",
            "Product", "Power", "Mixture", "product", "power", "mixture", "cfg", "guide",
            "conjunction", "normalize", "parse", "sample", "SAMPLERS", "SampleResult", "SampleInfo",
            "Schedule", "CosineSchedule", "LinearSchedule", "get_schedule", "CapabilityError",
-           "CompositionError", "ExpressionError", "mcmc"]
+           "CompositionError", "ExpressionError", "mcmc", "from_diffusers",
+           "from_pretrained"]

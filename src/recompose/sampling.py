@@ -23,12 +23,14 @@ for the step-size rule ``c · σ_t^p`` and its optional adaptation.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 
 import torch
 from torch import Tensor
 
+from . import distributed as _distributed
 from .diffusion.annealed import (
     LevelCallback,
     SampleResult,
@@ -110,7 +112,8 @@ def sample(
     ess_threshold: float | None = None, resampling: str | None = None,
     generator: torch.Generator | None = None, seed: int | None = None,
     x_init: Tensor | None = None, clip: tuple[float, float] | None = None,
-    callback: LevelCallback | None = None, progress: bool = False, **kernel_options: object,
+    callback: LevelCallback | None = None, progress: bool = False, shard: bool | None = None,
+    block_size: int | None = None, **kernel_options: object,
 ) -> SampleResult:
     """Draw ``n`` samples from ``model`` (any model or composite).
 
@@ -146,6 +149,11 @@ def sample(
             DDPM's ``clip_denoised`` (MCMC steps are not clipped). Default: no clipping.
         callback: called once per level with a dict (``level``, ``t``, ``x``, …).
         progress: show a progress bar.
+        shard: inside a ``torch.distributed`` process group (default there: ``True``), split
+            the chains into seeded blocks across the ranks and gather them on every rank; the
+            samples are the same for any world size (:mod:`recompose.distributed`). Needs
+            ``seed=``.
+        block_size: chains per block when sharding (default 256).
         **kernel_options: arguments of the named sampler's kernel factory (for SMC, of the
             moves'), e.g. ``num_leapfrog_steps``, ``damping`` (fraction of momentum kept)
             and ``mass`` for ``"uhmc"``/``"hmc"`` (R3: 3, 0.5, 1); ``energy="path"`` for
@@ -165,6 +173,35 @@ def sample(
         raise TypeError(f"model must be a DiffusionModel, got {type(model).__name__}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
+    if block_size is not None and not _distributed.active():
+        raise TypeError("block_size applies only inside a torch.distributed process group")
+    if (shard is None or shard) and _distributed.active() and sampler == "smc":
+        # one weighted population: replicated bookkeeping, network evaluations split by rows
+        if generator is not None or seed is None:
+            raise ValueError("smc in a process group needs seed= (every rank draws the same "
+                             "random numbers); a generator cannot be shared between processes")
+        if block_size is not None:
+            raise TypeError("block_size does not apply to smc (its population is not split "
+                            "into blocks)")
+        model = _distributed.ShardedModel(model)
+        progress = progress and _distributed.rank() == 0
+        shard = False
+    if (shard is None or shard) and _distributed.active():
+        result = _distributed.sample_sharded(
+            functools.partial(sample, model, sampler=sampler, kernel=kernel,
+                              num_levels=num_levels, num_steps=num_steps, step_size=step_size,
+                              step_power=step_power, adapt=adapt, target_accept=target_accept,
+                              reverse_step=reverse_step, denoise=denoise, moves=moves,
+                              ess_threshold=ess_threshold, resampling=resampling, clip=clip,
+                              callback=callback, shard=False, **kernel_options),
+            n, seed, x_init, _distributed.DEFAULT_BLOCK_SIZE if block_size is None
+            else block_size, progress)
+        result.x = result.x.to(model_device_dtype(model)[0])
+        for problem in result.info.warnings:
+            warnings.warn(problem, SamplingWarning, stacklevel=2)
+        return result
+    if shard:
+        raise ValueError("shard=True needs an initialised torch.distributed process group")
     particles = sampler == "smc"
     smc_options = {"moves": moves, "ess_threshold": ess_threshold, "resampling": resampling}
     if particles:

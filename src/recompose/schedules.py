@@ -14,6 +14,12 @@ Forward process: ``x_t = α_t x_0 + σ_t ε``, ``ε ~ N(0, I)``, with ``α_t² +
 
 All values are computed in float64 and cast to the caller's dtype.
 
+* Discrete (:class:`DiscreteSchedule`): a trained DDPM's table ``ᾱ_k``, ``k = 0 … N−1`` (e.g. a
+  diffusers scheduler's ``alphas_cumprod``). Timestep ``k`` sits at ``t = (k + 1)/N``, so
+  ``levels(T)`` for ``T`` dividing ``N`` lands exactly on trained timesteps (``T = N``: all of
+  them; ``T = 50`` of ``N = 1000``: ``k = 19, 39, …, 999``, diffusers' "trailing" spacing).
+  Between timesteps ``log ᾱ`` is interpolated linearly in ``t``, from ``ᾱ = 1`` at ``t = 0``.
+
 Discretisation (:meth:`Schedule.levels`): ``T`` levels at ``t_i = (i + 1)/T``, ``i = 0 … T−1``.
 Level ``T − 1`` is the noisiest (``t = 1``); level ``0`` the cleanest (``t = 1/T``). This matches
 DDPM's ``ᾱ_i = f((i+1)/T)/f(0)`` indexing used by the R3 reference code (T = 100).
@@ -27,7 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Schedule", "CosineSchedule", "LinearSchedule", "Levels", "get_schedule"]
+__all__ = ["Schedule", "CosineSchedule", "LinearSchedule", "DiscreteSchedule", "Levels",
+           "get_schedule"]
 
 
 @dataclass(frozen=True)
@@ -130,13 +137,66 @@ class LinearSchedule(Schedule):
         return torch.exp(-integral * self.steps)
 
 
+class DiscreteSchedule(Schedule):
+    """A trained model's own table ``ᾱ_k`` at ``t = (k + 1)/N`` (see the module docstring).
+
+    :meth:`timestep` maps ``t`` back to the (fractional) timestep ``k = N t − 1`` that the
+    network was trained with; at ``t = (k + 1)/N`` it is the integer ``k`` exactly.
+    """
+
+    name = "discrete"
+
+    def __init__(self, alphas_cumprod: Tensor | list[float]) -> None:
+        table = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
+        if table.numel() < 1 or not bool(((table > 0) & (table <= 1)).all()):
+            raise ValueError("alphas_cumprod must be a non-empty table of values in (0, 1]")
+        if bool((table[1:] > table[:-1]).any()):
+            raise ValueError("alphas_cumprod must not increase with the timestep")
+        self.alphas_cumprod = table
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.alphas_cumprod.numel()
+
+    def timestep(self, t: Tensor) -> Tensor:
+        """``k = N t − 1`` in float64, snapped to the nearest integer within 1e-6 (``t`` given
+        in float32 at a trained timestep maps to that timestep exactly)."""
+        k = t.to(torch.float64) * self.num_timesteps - 1
+        near = torch.round(k)
+        return torch.where((k - near).abs() < 1e-6 * max(1, self.num_timesteps), near, k)
+
+    def alpha_sq(self, t: Tensor) -> Tensor:
+        # log ᾱ on the grid u = −1 (t = 0, ᾱ = 1), 0, …, N − 1, linear in between.
+        log_table = torch.cat([torch.zeros(1, dtype=torch.float64),
+                               self.alphas_cumprod.to(t.device).log()])
+        u = (self.timestep(t) + 1).clamp(0, self.num_timesteps)
+        lo = u.floor().clamp(max=self.num_timesteps - 1).long()
+        frac = u - lo
+        return (log_table[lo] * (1 - frac) + log_table[lo + 1] * frac).exp()
+
+    def config(self) -> dict:
+        return {"name": self.name, "alphas_cumprod": self.alphas_cumprod.tolist()}
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and torch.equal(self.alphas_cumprod,
+                                                         other.alphas_cumprod)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.num_timesteps,
+                     float(self.alphas_cumprod.sum())))
+
+    def __repr__(self) -> str:
+        return (f"DiscreteSchedule(N={self.num_timesteps}, ᾱ from "
+                f"{float(self.alphas_cumprod[0]):.4g} to {float(self.alphas_cumprod[-1]):.3g})")
+
+
 def get_schedule(config: dict | str) -> Schedule:
     """Build a schedule from its :meth:`Schedule.config` dict or its name."""
     if isinstance(config, str):
         config = {"name": config}
     config = dict(config)
     name = config.pop("name")
-    classes = {"cosine": CosineSchedule, "linear": LinearSchedule}
+    classes = {"cosine": CosineSchedule, "linear": LinearSchedule, "discrete": DiscreteSchedule}
     if name not in classes:
         raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(classes)}")
     return classes[name](**config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -57,6 +58,43 @@ def build_model(models: tuple[str, ...], expr: str, default_param: str) -> objec
                               err.column, err.text, err.name) from None
 
 
+def build_diffusers_model(source: str, prompts: tuple[str, ...], expr: str, dtype: str,
+                          device: str) -> tuple[object, object]:
+    """``(composition, pipeline model)`` for ``--diffusers SOURCE --prompt NAME=TEXT … --expr``:
+    each prompt's view ``model.given(TEXT)`` bound to ``NAME``, the null (empty-prompt) view to
+    ``U``."""
+    import torch
+
+    from ..expression import ExpressionError, check, parse
+    from ..integrations.diffusers import from_pretrained, require_diffusers
+
+    check(expr)
+    try:
+        require_diffusers()
+    except ImportError as err:
+        raise usage(str(err)) from None
+    texts = {}
+    for item in prompts:
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier() or key == "U":
+            raise usage(f"--prompt expects NAME=TEXT with NAME not U (U is the empty prompt), "
+                        f"got {item!r}")
+        if key in texts:
+            raise usage(f"--prompt {key} is given twice")
+        texts[key] = text
+    model = from_pretrained(source, torch_dtype=getattr(torch, dtype), device=device)
+    if texts and not model.conditional:
+        raise usage(f"{source} is not text-conditioned; --prompt does not apply")
+    env = {"U": model} | {k: model.prompt(v, name=k) for k, v in texts.items()}
+    try:
+        return parse(expr, env), model
+    except ExpressionError as err:
+        if err.name is None:
+            raise
+        raise ExpressionError(f"{err.message}; define it with --prompt {err.name}=TEXT",
+                              err.column, err.text, err.name) from None
+
+
 def _write_figures(folder: Path, result: object, model: object) -> None:
     from ..viz.plots import acceptance_plot, density_levels, ess_plot, image_grid, scatter_grid
 
@@ -82,6 +120,18 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 
 
 @click.command()
+@click.option("--diffusers", "diffusers_source", metavar="PATH_OR_ID", default=None,
+              help="A diffusers pipeline (a save_pretrained folder, or a hub id on a "
+                   "connected machine) instead of --model; its prompts are bound with --prompt "
+                   "and its empty prompt is U. Needs the extra: pip install -e \".[diffusers]\"")
+@click.option("--prompt", "prompts", multiple=True, metavar="NAME=TEXT",
+              help='With --diffusers: bind a name to a prompt, e.g. P0="a red cube". '
+                   "Repeatable.")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]),
+              default="float32", show_default=True,
+              help="With --diffusers: the networks' dtype (the samplers stay float32).")
+@click.option("--device", default="cpu", show_default=True,
+              help="With --diffusers: the device to run on (cpu, cuda, cuda:1, …).")
 @click.option("--model", "models", multiple=True, metavar="NAME=MODEL",
               help="Bind a name to a shipped model (ring, bar, …; optionally ring:score, "
                    "ring:distilled) or a model file. Repeatable.")
@@ -129,8 +179,9 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @click.option("--resampling", type=click.Choice(["systematic", "stratified", "multinomial",
                                                   "residual"]),
               default="systematic", show_default=True, help="SMC: the resampling scheme.")
-@click.option("--n", default=2000, show_default=True, type=click.IntRange(min=1),
-              help="Number of samples.")
+@click.option("--n", "--num-samples", "n", default=2000, show_default=True,
+              type=click.IntRange(min=1),
+              help="Number of samples (--num-samples under torchrun, whose own options take --n).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output folder (created; must be empty or a previous run's, see "
@@ -138,7 +189,8 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @overwrite_option
 @quiet_option
 @handle_errors
-def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: str,
+def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, device: str,
+           models: tuple[str, ...], expr: str, sampler: str, parameterization: str,
            levels: int, mcmc_steps: int, step_size: float | None, step_power: float | None,
            adapt: bool | None, leapfrog: int, damping: float, energy_mode: str,
            quadrature: str | None, reverse_step: bool | None,
@@ -152,16 +204,37 @@ def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: s
           --sampler hmc --n 2000 --seed 0 --out runs/negation
       recompose sample --model A=left_bar --model B=right_bar \\
           --expr "mix(normalize(A), normalize(B), weights=[0.3, 0.7])" --out runs/mixture
+      recompose sample --diffusers PIPELINE_DIR --prompt P0="a red cube" \\
+          --prompt P1="a blue sphere" --expr "P0 * P1" --sampler reverse --out runs/and
     Writes OUT/config.json, samples.npz, metrics.json and figures/*.png.
     """
     import numpy as np
 
+    from .. import distributed
     from .. import sample as draw
     from ..diffusion.annealed import SamplingWarning
     from ..io import run_folder
 
-    prepare_out(out, overwrite)
-    model = build_model(models, expr, parameterization)
+    distributed.init_from_env()  # under torchrun: shard the chains, rank 0 writes
+    lead = distributed.rank() == 0
+    problem = None
+    if lead:
+        try:
+            prepare_out(out, overwrite)
+        except click.UsageError as err:
+            problem = err.message
+    problem = distributed.agree(problem)
+    if problem:
+        raise usage(problem)
+    pipeline = None
+    if diffusers_source is not None:
+        if models:
+            raise usage("give --model (recompose models) or --diffusers (a pipeline), not both")
+        model, pipeline = build_diffusers_model(diffusers_source, prompts, expr, dtype, device)
+    else:
+        if prompts:
+            raise usage("--prompt applies only with --diffusers")
+        model = build_model(models, expr, parameterization)
     kernel = moves if sampler == "smc" else sampler
     if energy_mode == "path" and kernel not in ("mala", "hmc"):
         raise usage(f"--energy path applies to mala and hmc (and SMC moves), not {kernel}")
@@ -175,7 +248,10 @@ def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: s
         raise CapabilityError(
             f"{sampler} needs energies but {model.describe()} contains score-only models; "
             f"use :energy or :distilled models{hint} or --sampler ula/uhmc/reverse")
-    config = {"command": "sample", "models": list(models), "expr": expr, "sampler": sampler,
+    config = {"command": "sample", "world_size": distributed.world_size(),
+              "models": list(models), "diffusers": diffusers_source,
+              "prompts": list(prompts), "dtype": dtype, "device": device,
+              "expr": expr, "sampler": sampler,
               "parameterization": parameterization, "levels": levels,
               "mcmc_steps": mcmc_steps, "step_size": step_size, "step_power": step_power,
               "adapt": adapt, "leapfrog": leapfrog, "damping": damping,
@@ -195,18 +271,25 @@ def sample(models: tuple[str, ...], expr: str, sampler: str, parameterization: s
     with warnings.catch_warnings(record=True) as caught:  # reported below, in one line each
         warnings.simplefilter("always", SamplingWarning)
         result = draw(model, n, sampler, num_levels=levels, seed=seed,
-                      progress=not is_quiet(), **options)
+                      progress=lead and not is_quiet(), **options)
+    if not lead:
+        return
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
-    x = result.x.detach().cpu()
+    x = result.x.detach()
+    latents = None
+    if pipeline is not None and pipeline.vae is not None:  # latent pipeline: decode at the end
+        latents, x = x.cpu(), pipeline.decode(x)
+    x = x.cpu()
     metrics = {"sampling": result.info.to_dict(),
                "samples": {"mean": x.reshape(n, -1).mean(0).tolist()[:16],
                            "std": x.reshape(n, -1).std(0).tolist()[:16]}}
     with run_folder(out, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        np.savez_compressed(tmp / "samples.npz", x=x.numpy())
+        arrays = {"x": x.numpy()} | ({} if latents is None else {"latents": latents.numpy()})
+        np.savez_compressed(tmp / "samples.npz", **arrays)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        _write_figures(tmp, result, model)
+        _write_figures(tmp, dataclasses.replace(result, x=x), model)
     if not is_quiet():
         info = result.info
         acc = f", acceptance {info.mean_acceptance:.2f}" if kernel in ("mala", "hmc") else ""

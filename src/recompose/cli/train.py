@@ -97,22 +97,34 @@ def train(config_file: Path | None, data: str | None, parameterization: str | No
         config = TrainConfig(**settings)
     except (TypeError, ValueError) as err:
         raise usage(f"bad training config: {err}") from None
+    from .. import distributed
+
+    distributed.init_from_env()  # under torchrun: data-parallel, rank 0 writes
+    lead = distributed.rank() == 0
     out = Path(out).resolve()
-    resuming = (out / "checkpoint").is_dir()
-    if not resuming:  # a new run: the folder must be new or empty, and writable
-        prepare_out(out)
-    elif not os.access(out, os.W_OK | os.X_OK):
-        raise usage(f"cannot write to {out}")
+    problem = None
+    if lead:
+        try:
+            if not (out / "checkpoint").is_dir():  # a new run: a new or empty, writable folder
+                prepare_out(out)
+            elif not os.access(out, os.W_OK | os.X_OK):
+                raise usage(f"cannot write to {out}")
+        except click.UsageError as err:
+            problem = err.message
+    problem = distributed.agree(problem)
+    if problem:
+        raise usage(problem)
     trainer = Trainer(config, out)
-    if trainer.load():
+    if trainer.load() and lead:
         click.echo(f"resuming from step {trainer.step}")
     on_interrupt(f"the checkpoint in {out / 'checkpoint'} (saved every "
                  f"{config.checkpoint_every} steps) is kept; rerun the same command to resume")
     what = f"distill {config.distill_from}" if config.distill_from else f"train {config.data}"
     bar = tqdm(total=config.steps, initial=trainer.step, desc=what,
-               disable=is_quiet())
+               disable=is_quiet() or not lead)
     trainer.run(progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}",
                                                                             refresh=False)))
     bar.close()
-    click.echo(f"model: {out}/checkpoint/model.safetensors (EMA weights; "
-               f"load with recompose.load_model)")
+    if lead:
+        click.echo(f"model: {out}/checkpoint/model.safetensors (EMA weights; "
+                   f"load with recompose.load_model)")

@@ -124,8 +124,11 @@ class DiffusionModel(nn.Module):
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Device and floating dtype of a model's first parameter or buffer (CPU/float32 if none)."""
+    """Device and floating dtype of a model's first parameter or buffer (CPU/float32 if none):
+    the samplers' device and dtype. Half-precision weights (fp16 / bf16) give float32: the
+    networks run in their own dtype, the samplers' arithmetic does not."""
     for tensor in list(model.parameters()) + list(model.buffers()):
         if tensor.is_floating_point():
-            return tensor.device, tensor.dtype
+            half = tensor.dtype in (torch.float16, torch.bfloat16)
+            return tensor.device, torch.float32 if half else tensor.dtype
     return torch.device("cpu"), torch.get_default_dtype()

@@ -39,7 +39,8 @@ from ..models.parameterization import EnergyModel, epsilon_prediction
 from ..utils import append_dims, batch_sum
 from .losses import noised
 
-__all__ = ["distillation_loss", "load_teacher", "teacher_config", "check_teacher"]
+__all__ = ["distillation_loss", "distillation_terms", "load_teacher", "teacher_config",
+           "check_teacher"]
 
 
 def load_teacher(spec: str) -> DiffusionModel:
@@ -93,9 +94,17 @@ def distillation_loss(
 ) -> Tensor:
     """Per-sample ``mean_d ‖ε̂_θ − ε̂_T‖² + λ mean_d ‖ε̂_θ − ε‖²``, shape ``(B,)``; ``c`` /
     ``c_teacher``: the same conditions encoded by the student's and the teacher's network."""
-    xt, t, noise = noised(x0, model, generator, t_min)
+    return distillation_terms(model, teacher, *noised(x0, model, generator, t_min), c,
+                              c_teacher, dsm_weight)
+
+
+def distillation_terms(
+    model: EnergyModel, teacher: DiffusionModel, xt: Tensor, t: Tensor, noise: Tensor,
+    c: Tensor | None = None, c_teacher: Tensor | None = None, dsm_weight: float = 0.0,
+) -> Tensor:
+    """:func:`distillation_loss` at given noised inputs ``(x_t, t, ε)``."""
     eps = epsilon_prediction(model, xt, t, c)
     loss = batch_sum((eps - _teacher_epsilon(teacher, xt, t, c_teacher)) ** 2)
     if dsm_weight:
         loss = loss + dsm_weight * batch_sum((eps - noise) ** 2)
-    return loss / x0[0].numel()
+    return loss / xt[0].numel()

@@ -18,7 +18,7 @@ from ..models.base import DiffusionModel
 from ..models.parameterization import epsilon_prediction
 from ..utils import batch_sum
 
-__all__ = ["dsm_loss", "noised"]
+__all__ = ["dsm_loss", "dsm_terms", "noised"]
 
 
 def noised(x0: Tensor, model: DiffusionModel, generator: torch.Generator | None = None,
@@ -36,6 +36,11 @@ def dsm_loss(
     t_min: float = 1e-3, c: Tensor | None = None,
 ) -> Tensor:
     """Per-sample ε-MSE at uniformly drawn ``t``; all randomness from ``generator``."""
-    xt, t, noise = noised(x0, model, generator, t_min)
+    return dsm_terms(model, *noised(x0, model, generator, t_min), c)
+
+
+def dsm_terms(model: DiffusionModel, xt: Tensor, t: Tensor, noise: Tensor,
+              c: Tensor | None = None) -> Tensor:
+    """Per-sample ε-MSE at given noised inputs ``(x_t, t, ε)`` (from :func:`noised`)."""
     eps = epsilon_prediction(model, xt, t, c)
-    return batch_sum((eps - noise) ** 2) / x0[0].numel()
+    return batch_sum((eps - noise) ** 2) / xt[0].numel()

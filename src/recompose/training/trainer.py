@@ -8,6 +8,16 @@ are drawn under :func:`torch.random.fork_rng` and the thread count is restored a
 
 The checkpoint folder (its files: :mod:`recompose.io`) is written atomically by
 :func:`recompose.io.atomic_dir`; ``trainer.json`` holds the step, config and loss history.
+
+**Data-parallel training** (inside a ``torch.distributed`` process group, e.g. ``torchrun``):
+every rank draws the *whole* global batch (data, conditions, ``t``, noise) from the same
+seeded generator, so the random stream is the single-process one; rank ``r`` of ``P`` computes
+the loss on rows ``r·B/P … (r+1)·B/P − 1`` and the gradients are averaged over the ranks by an
+all-reduce (DDP's algorithm; the ``DistributedDataParallel`` wrapper itself is not used because
+energy models differentiate through ``∇ₓU`` inside the loss, which DDP does not support). The
+average of the ``P`` slice means is the global batch mean, so the loss curve is the
+single-process one up to floating-point reduction order. Rank 0 alone writes checkpoints; all
+ranks hold the same state, so a checkpoint resumes under any world size.
 """
 
 from __future__ import annotations
@@ -25,14 +35,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .. import distributed
 from ..config import TrainConfig
 from ..data import get_dataset
 from ..io import CheckpointError, atomic_dir, atomic_write_text, read_model_file, save_model_file
 from ..models.base import DiffusionModel
 from ..models.loading import build_model
 from ..utils import append_dims
-from .distill import check_teacher, distillation_loss, load_teacher, teacher_config
-from .losses import dsm_loss
+from .distill import check_teacher, distillation_terms, load_teacher, teacher_config
+from .losses import dsm_terms, noised
 
 __all__ = ["Trainer", "EXPLOSION", "distill_energy"]
 
@@ -133,18 +144,25 @@ class Trainer:
         batch = self.data.sample(self.config.batch_size, self.gen)
         x0, raw = batch if isinstance(batch, tuple) else (batch, None)
         c, c_teacher = self._conditions(raw, len(x0)) if raw is not None else (None, None)
+        xt, t, noise = noised(x0, self.model, self.gen)  # the whole batch's randomness
+        rows = self._rows(len(x0))  # this rank's share (all rows in one process)
+        sliced = [None if v is None else v[rows] for v in (c, c_teacher)]
         if self.teacher is not None:
-            loss = distillation_loss(self.model, self.teacher, x0, self.gen, c=c,
-                                     c_teacher=c_teacher,
-                                     dsm_weight=self.config.dsm_weight).mean()
+            terms = distillation_terms(self.model, self.teacher, xt[rows], t[rows], noise[rows],
+                                       *sliced, dsm_weight=self.config.dsm_weight)
         else:
-            loss = dsm_loss(self.model, x0, self.gen, c=c).mean()
-        value = loss.item()
+            terms = dsm_terms(self.model, xt[rows], t[rows], noise[rows], sliced[0])
+        loss = terms.mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        value = self._all_reduce_mean(loss.detach()).item()
         if not math.isfinite(value):
             raise FloatingPointError(f"training loss is {value} at step {self.step}: the "
                                      f"learning rate ({self.config.lr:g}) is likely too high")
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.world > 1:
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad = self._all_reduce_mean(p.grad)
         self.opt.step()
         self.step += 1
         # EMA with warm-up so the random initial weights do not linger (0.999^4000 ≈ 1.8 %).
@@ -153,6 +171,26 @@ class Trainer:
             for pe, p in zip(self.ema.parameters(), self.model.parameters()):
                 pe.lerp_(p, 1 - decay)
         return value
+
+    @property
+    def world(self) -> int:
+        return distributed.world_size()
+
+    def _rows(self, n: int) -> slice:
+        """This rank's rows of a global batch of ``n`` (see the module docstring)."""
+        world, rank = self.world, distributed.rank()
+        if n % world:
+            raise ValueError(f"batch_size {n} must be divisible by the number of processes "
+                             f"({world}) for data-parallel training")
+        share = n // world
+        return slice(rank * share, (rank + 1) * share)
+
+    def _all_reduce_mean(self, value: Tensor) -> Tensor:
+        if self.world == 1:
+            return value
+        value = value.clone()
+        torch.distributed.all_reduce(value)
+        return value / self.world
 
     def _check_not_exploding(self) -> None:
         """Stop a diverging run: a loss 100× the first one (at the initial weights) means the
@@ -181,10 +219,14 @@ class Trainer:
                 if progress is not None:
                     progress(self.step, loss)
                 if self.step % self.config.checkpoint_every == 0 or self.step == end:
-                    self.save()
+                    if distributed.rank() == 0:  # all ranks hold the same state
+                        self.save()
         finally:
             torch.set_num_threads(threads)
-        atomic_write_text(self.out / "config.json", self.config.to_json())
+        if distributed.rank() == 0:
+            atomic_write_text(self.out / "config.json", self.config.to_json())
+        if distributed.active():
+            torch.distributed.barrier()  # the checkpoint is on disk before any rank returns
         self.elapsed = time.perf_counter() - start
         return self.ema
 

@@ -1,0 +1,228 @@
+r"""Sampling sharded over a ``torch.distributed`` process group (``torchrun``; gloo or NCCL).
+
+**Scheme.** Inside an initialised process group, :func:`recompose.sample` splits its ``n``
+chains into blocks of ``block_size`` chains, in order: block ``b`` holds chains
+``b·S … min((b+1)·S, n) − 1``. Block ``b`` is an independent run of the same sampler, seeded
+with
+
+    seed_b = SeedSequence([seed, b]).generate_state(1, uint64)[0]   (numpy's seed mixing)
+
+Blocks are dealt to ranks in contiguous runs (rank ``r`` of ``P`` gets blocks
+``⌊r·N_b/P⌋ … ⌊(r+1)·N_b/P⌋ − 1``), every rank samples its blocks one after another, and the
+blocks are gathered in block order onto every rank; rank 0 shows the progress bar (and, in the
+CLI, alone writes files). A block's bytes depend only on ``(seed, b)`` and its size, never on
+``P``, so **the union of the samples is the same for any world size** — bit for bit on CPU with
+the same number of threads per process (a BLAS may round differently with other thread counts;
+use one thread per process, as ``torchrun`` does with ``OMP_NUM_THREADS=1``).
+
+Per-block consequences: step-size adaptation runs per block (as it would per chain group), and
+``x_init`` is split with the chains. The diagnostics are merged: per-level acceptance and
+divergence are chain-weighted means, ``acceptance_min`` the minimum, ``step_size`` the chain-
+weighted mean of the blocks' final steps, ``wall_time`` the slowest rank's. SMC is one weighted
+population and is not split this way; it is refused inside a process group.
+
+Failures are collective: if any rank raises, every rank raises (no rank is left waiting).
+
+**SMC** (one weighted population) is distributed differently: :class:`ShardedModel`. Every rank
+holds the whole population and runs the sampler's bookkeeping (weights, ESS, resampling, the
+kernels' random draws) identically from the same seed, while each network evaluation — the
+dominant cost — is split: rank ``r`` evaluates its rows of the batch and the outputs are
+all-gathered. Weights and resampling are therefore global by construction (no particle has to
+move between ranks), and the result equals the single-process run up to the network's floating-
+point rounding on smaller batches. Memory per rank is the whole population's.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .diffusion.annealed import SampleInfo, SampleResult, SamplingWarning
+from .models.base import DiffusionModel
+
+__all__ = ["active", "rank", "world_size", "init_from_env", "agree", "block_seed", "blocks_of",
+           "sample_sharded", "ShardedModel", "DEFAULT_BLOCK_SIZE"]
+
+DEFAULT_BLOCK_SIZE = 256
+
+
+def active() -> bool:
+    """Is this process in an initialised ``torch.distributed`` process group?"""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def rank() -> int:
+    return torch.distributed.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return torch.distributed.get_world_size() if active() else 1
+
+
+def init_from_env(timeout_s: float = 600.0) -> bool:
+    """Join the process group ``torchrun`` describes in the environment (``RANK``,
+    ``WORLD_SIZE``, ``MASTER_ADDR``…): NCCL when CUDA is available, else gloo. Returns whether
+    this process is in a group (``False`` when not launched by ``torchrun``)."""
+    if active():
+        return True
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch.distributed.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return True
+
+
+def agree(error: str | None) -> str | None:
+    """Every rank learns the first rank's error (``None`` if no rank has one): a check made on
+    one rank (e.g. rank 0's output folder) stops all of them instead of leaving them waiting."""
+    if not active():
+        return error
+    errors: list = [None] * world_size()
+    torch.distributed.all_gather_object(errors, error)
+    return next((e for e in errors if e), None)
+
+
+def block_seed(seed: int, block: int) -> int:
+    """The seed of block ``block`` of a run seeded ``seed`` (see the module docstring)."""
+    state = np.random.SeedSequence([int(seed), int(block)]).generate_state(1, np.uint64)[0]
+    return int(state) & ((1 << 63) - 1)
+
+
+def blocks_of(n: int, block_size: int, world: int, r: int) -> list[tuple[int, int, int]]:
+    """``[(block, start, stop), …]`` of rank ``r`` among ``world`` ranks."""
+    count = -(-n // block_size)
+    first, last = r * count // world, (r + 1) * count // world
+    return [(b, b * block_size, min((b + 1) * block_size, n)) for b in range(first, last)]
+
+
+def _merge_info(infos: list[SampleInfo], sizes: list[int], wall: float) -> SampleInfo:
+    w = np.asarray(sizes, dtype=np.float64) / sum(sizes)
+
+    def mean(key: str) -> list[float]:
+        return (np.asarray([getattr(i, key) for i in infos]) * w[:, None]).sum(0).tolist()
+
+    head = infos[0]
+    merged = replace(head, num_chains=sum(sizes), acceptance=mean("acceptance"),
+                     acceptance_min=np.min([i.acceptance_min for i in infos], 0).tolist(),
+                     step_size=mean("step_size"), divergent=mean("divergent"), wall_time=wall,
+                     settings=dict(head.settings), warnings=[])
+    merged.warnings = merged.problems()
+    return merged
+
+
+def sample_sharded(run: Callable[..., SampleResult], n: int, seed: int | None,
+                   x_init: Tensor | None, block_size: int, progress: bool,
+                   **kwargs: object) -> SampleResult:
+    """Run ``run(n=…, seed=…, x_init=…, **kwargs)`` (the single-process sampler) on this rank's
+    blocks and gather every block onto every rank (see the module docstring)."""
+    dist = torch.distributed
+    if seed is None:
+        raise ValueError("sampling in a process group needs seed= (each block of chains is "
+                         "seeded from it, so that every world size gives the same samples); a "
+                         "generator cannot be shared between processes")
+    if block_size < 1:
+        raise ValueError(f"block_size must be ≥ 1, got {block_size}")
+    world, me = world_size(), rank()
+    mine = blocks_of(n, block_size, world, me)
+    start = time.perf_counter()
+    results, error = [], None
+    bar = None
+    if progress and me == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=-(-n // block_size), desc=f"blocks ({world} ranks)", leave=False)
+    try:
+        for b, lo, hi in mine:
+            part = None if x_init is None else x_init[lo:hi]
+            with warnings.catch_warnings():  # reported once, for the merged run
+                warnings.simplefilter("ignore", SamplingWarning)
+                r = run(n=hi - lo, seed=block_seed(seed, b), x_init=part, **kwargs)
+            results.append((b, r.x.cpu(), r.info))
+            if bar is not None:
+                bar.update(min(world, bar.total - bar.n))  # the others keep about this pace
+    except Exception as err:  # noqa: BLE001 - re-raised on every rank below
+        error = f"rank {me}: {type(err).__name__}: {err}"
+        failure = err
+    finally:
+        if bar is not None:
+            bar.close()
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, {"error": error, "blocks": results,
+                                      "wall": time.perf_counter() - start})
+    errors = [g["error"] for g in gathered if g["error"]]
+    if errors:
+        if error is not None:
+            raise failure
+        raise RuntimeError(f"sampling failed on another rank: {errors[0]}")
+    blocks = sorted((blk for g in gathered for blk in g["blocks"]), key=lambda blk: blk[0])
+    x = torch.cat([blk[1] for blk in blocks])
+    info = _merge_info([blk[2] for blk in blocks], [len(blk[1]) for blk in blocks],
+                       max(g["wall"] for g in gathered))
+    info.settings |= {"world_size": world, "block_size": block_size,
+                      "blocks": len(blocks), "seed": seed}
+    return SampleResult(x, info)
+
+
+def _rows(n: int, world: int, r: int) -> tuple[int, int]:
+    share = -(-n // world)
+    return min(r * share, n), min((r + 1) * share, n)
+
+
+def _gather_rows(local: Tensor, n: int) -> Tensor:
+    """Concatenate every rank's rows (rank order) into ``n`` rows on every rank."""
+    world = world_size()
+    share = -(-n // world)
+    pad = torch.zeros((share - local.shape[0],) + tuple(local.shape[1:]), dtype=local.dtype,
+                      device=local.device)
+    parts = [torch.empty((share,) + tuple(local.shape[1:]), dtype=local.dtype,
+                         device=local.device) for _ in range(world)]
+    torch.distributed.all_gather(parts, torch.cat([local, pad]).contiguous())
+    return torch.cat([p[: hi - lo] for p, (lo, hi) in
+                      zip(parts, (_rows(n, world, r) for r in range(world)))])
+
+
+class ShardedModel(DiffusionModel):
+    """``model`` with every evaluation split across the ranks by rows and all-gathered (see the
+    module docstring). All ranks must call it with the same inputs."""
+
+    def __init__(self, model: DiffusionModel) -> None:
+        super().__init__()
+        self.inner = model
+        self.schedule, self.event_shape = model.schedule, tuple(model.event_shape)
+        self.has_energy = model.has_energy
+        self.name = model.describe()
+
+    def _split(self, fn: Callable[[Tensor, Tensor | float], object], x: Tensor,
+               t: float | Tensor) -> tuple[Tensor, ...]:
+        n = x.shape[0]
+        lo, hi = _rows(n, world_size(), rank())
+        tt = t[lo:hi] if isinstance(t, Tensor) and t.ndim == 1 and t.shape[0] == n else t
+        out = fn(x[lo:hi], tt)
+        outs = out if isinstance(out, tuple) else (out,)
+        return tuple(_gather_rows(o.detach(), n) for o in outs)
+
+    def energy(self, x: Tensor, t: float | Tensor) -> Tensor:
+        if not self.has_energy:
+            return super().energy(x, t)
+        return self._split(self.inner.energy, x, t)[0]
+
+    def score(self, x: Tensor, t: float | Tensor) -> Tensor:
+        return self._split(self.inner.score, x, t)[0]
+
+    def energy_and_score(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        if not self.has_energy:
+            return super().energy_and_score(x, t)
+        return self._split(self.inner.energy_and_score, x, t)
+
+    def leaves(self) -> Iterator[DiffusionModel]:
+        return self.inner.leaves()

@@ -1,0 +1,208 @@
+"""Sharded sampling on a gloo process group of 1, 2 and 3 CPU processes (loopback only, bounded
+time): the union of the samples is the same bytes for every world size."""
+
+import json
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import recompose as rc
+
+TIMEOUT = 240  # seconds for one group to start, sample and stop
+
+
+def _worker(rank, world, init_file, out_dir, n, block_size, sampler):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        model = rc.pretrained("ring") * rc.pretrained("bar")
+        r = rc.sample(model, n, sampler, num_levels=8, num_steps=2, seed=3,
+                      block_size=block_size)
+        torch.save(r.x, f"{out_dir}/x{rank}.pt")
+        checks = {"n": r.info.num_chains, "world": r.info.settings["world_size"],
+                  "blocks": r.info.settings["blocks"]}
+        # SMC: one population, network evaluations split across the ranks
+        smc = rc.sample(model, 203, "smc", num_levels=8, seed=4)
+        alone = rc.sample(model, 203, "smc", num_levels=8, seed=4, shard=False)  # this rank
+        torch.save({"x": smc.x, "alone": alone.x, "logz": smc.info.log_evidence,
+                    "logz_alone": alone.info.log_evidence, "resampled": smc.info.resampled,
+                    "resampled_alone": alone.info.resampled}, f"{out_dir}/smc{rank}.pt")
+        for name, call in [("generator", lambda: rc.sample(model, 4, "ula", num_levels=2,
+                                                           generator=torch.Generator())),
+                           ("smc", lambda: rc.sample(model, 4, "smc", num_levels=2))]:
+            try:
+                call()
+                checks[name] = "no error"
+            except ValueError as err:
+                checks[name] = str(err)
+        with open(f"{out_dir}/checks{rank}.json", "w") as f:
+            json.dump(checks, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_group(world, tmp_path, n=300, block_size=64, sampler="hmc"):
+    out = tmp_path / f"p{world}"
+    out.mkdir()
+    ctx = mp.start_processes(_worker, args=(world, str(tmp_path / f"init{world}"), str(out), n,
+                                            block_size, sampler),
+                             nprocs=world, join=False, start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.terminate()
+            pytest.fail(f"process group of {world} did not finish in {TIMEOUT} s")
+    xs = [torch.load(out / f"x{r}.pt") for r in range(world)]
+    checks = [json.loads((out / f"checks{r}.json").read_text()) for r in range(world)]
+    return xs, checks
+
+
+def test_sharded_samples_are_identical_for_any_world_size(tmp_path):
+    (x1,), _ = run_group(1, tmp_path)
+    x2, checks2 = run_group(2, tmp_path)
+    x3, checks3 = run_group(3, tmp_path)
+    assert x1.shape == (300, 2)
+    for x in x2 + x3:  # every rank holds the whole, identical result
+        assert torch.equal(x, x1)
+    assert all(c["n"] == 300 and c["blocks"] == 5 for c in checks2 + checks3)
+    assert [c["world"] for c in checks3] == [3, 3, 3]
+    assert "needs seed=" in checks2[1]["generator"]
+    assert "needs seed=" in checks2[0]["smc"]
+    # the blocks are independent runs: a different block size is a different (valid) run
+    assert not torch.equal(x1[:64], x1[64:128])
+
+
+def test_distributed_smc_equals_one_process(tmp_path):
+    """Replicated weights and resampling, network rows split over 2 ranks: the same particles,
+    evidence and resampling levels as the same run in one process."""
+    run_group(2, tmp_path, n=64)
+    runs = [torch.load(tmp_path / "p2" / f"smc{r}.pt") for r in range(2)]
+    for run in runs:
+        assert run["x"].shape == (203, 2)
+        assert run["resampled"] == run["resampled_alone"] and run["resampled"]
+        torch.testing.assert_close(run["x"], run["alone"], rtol=1e-5, atol=1e-5)
+        assert abs(run["logz"] - run["logz_alone"]) < 1e-5
+    assert torch.equal(runs[0]["x"], runs[1]["x"])
+
+
+def test_block_scheme_deals_contiguous_blocks():
+    from recompose.distributed import block_seed, blocks_of
+
+    assert blocks_of(300, 64, 3, 0) == [(0, 0, 64)]
+    assert blocks_of(300, 64, 3, 2) == [(3, 192, 256), (4, 256, 300)]
+    covered = [c for r in range(4) for b in blocks_of(1000, 100, 4, r) for c in range(b[1], b[2])]
+    assert covered == list(range(1000))
+    assert block_seed(3, 0) != block_seed(3, 1) != block_seed(4, 0)
+    assert block_seed(3, 1) == block_seed(3, 1)
+
+
+def test_sharding_options_outside_a_group_are_refused():
+    model = rc.pretrained("ring")
+    with pytest.raises(TypeError, match="block_size"):
+        rc.sample(model, 4, "ula", num_levels=2, block_size=2)
+    with pytest.raises(ValueError, match="process group"):
+        rc.sample(model, 4, "ula", num_levels=2, shard=True)
+
+
+# --------------------------------------------------------------------- data-parallel training
+def _train_config(**kw):
+    from recompose.config import TrainConfig
+
+    return TrainConfig(data="ring", parameterization="energy", steps=12, batch_size=64,
+                       checkpoint_every=6, threads=1, **kw)
+
+
+def _train_worker(rank, world, init_file, out, stop_at):
+    from recompose.training.trainer import Trainer
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        trainer = Trainer(_train_config(), out)
+        trainer.load()
+        trainer.run(stop_at=stop_at)
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn_training(world, tmp_path, out, stop_at, tag):
+    ctx = mp.start_processes(_train_worker, args=(world, str(tmp_path / f"init-{tag}"), str(out),
+                                                  stop_at),
+                             nprocs=world, join=False, start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.terminate()
+            pytest.fail(f"training group of {world} did not finish in {TIMEOUT} s")
+
+
+def _losses(out):
+    return json.loads((out / "checkpoint" / "trainer.json").read_text())["losses"]
+
+
+def test_data_parallel_training_matches_one_process_and_resumes_under_another_size(tmp_path):
+    from recompose.models.loading import load_model
+    from recompose.training.trainer import Trainer
+
+    single = Trainer(_train_config(), tmp_path / "single")
+    single.run()
+    _spawn_training(2, tmp_path, tmp_path / "ddp", None, "a")
+    ref, ddp = torch.tensor(single.losses), torch.tensor(_losses(tmp_path / "ddp"))
+    assert len(ddp) == 12
+    torch.testing.assert_close(ddp, ref, rtol=1e-4, atol=1e-6)  # reduction order only
+    w_ref = single.ema.state_dict()
+    w_ddp = load_model(tmp_path / "ddp" / "checkpoint" / "model.safetensors").state_dict()
+    for k in w_ref:
+        torch.testing.assert_close(w_ddp[k], w_ref[k], rtol=1e-4, atol=1e-5)
+    # 6 steps on 2 processes, then resumed in one process to step 12
+    _spawn_training(2, tmp_path, tmp_path / "mixed", 6, "b")
+    resumed = Trainer(_train_config(), tmp_path / "mixed")
+    assert resumed.load() and resumed.step == 6
+    resumed.run()
+    torch.testing.assert_close(torch.tensor(resumed.losses), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_each_rank_takes_its_rows_and_the_batch_must_split_evenly(tmp_path, monkeypatch):
+    from recompose import distributed
+    from recompose.training.trainer import Trainer
+
+    trainer = Trainer(_train_config(), tmp_path)
+    assert trainer._rows(64) == slice(0, 64)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    assert trainer._rows(64) == slice(32, 64)
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    with pytest.raises(ValueError, match="divisible"):
+        trainer._rows(64)
+
+
+def test_torchrun_cli_writes_once_and_matches_one_process(tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    import numpy as np
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.fail("torchrun (installed with torch) is not on PATH")
+    xs = []
+    for world in (1, 2):
+        out = tmp_path / f"run{world}"
+        cmd = [torchrun, "--standalone", f"--nproc_per_node={world}", "-m", "recompose",
+               "sample", "--model", "A=ring", "--model", "B=bar", "--expr", "A * B",
+               "--sampler", "ula", "--levels", "10", "--num-samples", "300", "--seed", "2",
+               "--out", str(out), "--quiet"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT,
+                              env=os.environ | {"OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads((out / "config.json").read_text())["world_size"] == world
+        xs.append(np.load(out / "samples.npz")["x"])
+    assert xs[0].shape == (300, 2) and (xs[0] == xs[1]).all()
