@@ -324,11 +324,13 @@ def correct(present: Tensor, name: str) -> Tensor:
 
 
 def _cell(model: DiffusionModel, checker: AttributeChecker, comp: str, sampler: str, n: int,
-          seed: int, levels: int, steps: int) -> dict:
+          seed: int, levels: int, steps: int, leapfrog: int) -> dict:
     import recompose as rc
 
     name, options = sampler_args(sampler)
     mcmc = {} if name == "reverse" else {"num_steps": steps}
+    if name in ("uhmc", "hmc"):
+        mcmc["num_leapfrog_steps"] = leapfrog
     r = rc.sample(composition(model, comp), n, name, num_levels=levels, seed=seed,
                   clip=(-1.0, 1.0), **mcmc, **options)
     x = r.x.clamp(-1, 1)
@@ -350,7 +352,7 @@ def table(argv: list[str] | None = None) -> None:
     for comp in config["compositions"]:
         for sampler in config["samplers"]:
             cell = _cell(model, checker, comp, sampler, config["n"], config["seed"],
-                         config["levels"], config["mcmc_steps"])
+                         config["levels"], config["mcmc_steps"], config["leapfrog"])
             images[(comp, sampler)] = cell.pop("x")
             cells.append(cell)
             print(f"{comp:6s} {sampler:9s} {cell['accuracy']:.2f} ± {cell['se']:.2f} "

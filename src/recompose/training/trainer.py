@@ -12,11 +12,12 @@ The checkpoint folder (its files: :mod:`recompose.io`) is written atomically by
 **Data-parallel training** (inside a ``torch.distributed`` process group, e.g. ``torchrun``):
 every rank draws the *whole* global batch (data, conditions, ``t``, noise) from the same
 seeded generator, so the random stream is the single-process one; rank ``r`` of ``P`` computes
-the loss on rows ``r·B/P … (r+1)·B/P − 1`` and the gradients are averaged over the ranks by an
-all-reduce (DDP's algorithm; the ``DistributedDataParallel`` wrapper itself is not used because
-energy models differentiate through ``∇ₓU`` inside the loss, which DDP does not support). The
-average of the ``P`` slice means is the global batch mean, so the loss curve is the
-single-process one up to floating-point reduction order. Rank 0 alone writes checkpoints; all
+the loss on rows ``r·B/P … (r+1)·B/P − 1`` through ``DistributedDataParallel``, which averages
+the gradients over the ranks (the loss module, :class:`_Objective`, is what DDP wraps; an
+energy model's loss differentiates through ``∇ₓU`` inside it, and the final backward still
+reaches every parameter once, as DDP requires). The average of the ``P`` slice means is the
+global batch mean, so the loss curve is the single-process one up to floating-point reduction
+order. Rank 0 alone writes checkpoints; all
 ranks hold the same state, so a checkpoint resumes under any world size.
 """
 
@@ -50,6 +51,23 @@ __all__ = ["Trainer", "EXPLOSION", "distill_energy"]
 EXPLOSION = 100.0  # a loss this many times its initial level stops training as diverged
 
 
+class _Objective(torch.nn.Module):
+    """Per-sample training loss at given noised inputs: DSM, or distillation with a teacher
+    (the module that DistributedDataParallel wraps)."""
+
+    def __init__(self, model: DiffusionModel, teacher: DiffusionModel | None,
+                 dsm_weight: float) -> None:
+        super().__init__()
+        self.model, self.teacher, self.dsm_weight = model, teacher, dsm_weight
+
+    def forward(self, xt: Tensor, t: Tensor, noise: Tensor, c: Tensor | None,
+                c_teacher: Tensor | None) -> Tensor:
+        if self.teacher is not None:
+            return distillation_terms(self.model, self.teacher, xt, t, noise, c, c_teacher,
+                                      dsm_weight=self.dsm_weight)
+        return dsm_terms(self.model, xt, t, noise, c)
+
+
 class Trainer:
     """State of one training run; :meth:`run` trains to ``config.steps`` with checkpoints."""
 
@@ -68,6 +86,11 @@ class Trainer:
             self.teacher = teacher if teacher is not None else load_teacher(config.distill_from)
             check_teacher(self.model, self.teacher)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.objective: torch.nn.Module = _Objective(self.model, self.teacher, config.dsm_weight)
+        if distributed.world_size() > 1:
+            if self.teacher is not None:
+                self.teacher.requires_grad_(False)
+            self.objective = torch.nn.parallel.DistributedDataParallel(self.objective)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.gen = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
@@ -147,22 +170,13 @@ class Trainer:
         xt, t, noise = noised(x0, self.model, self.gen)  # the whole batch's randomness
         rows = self._rows(len(x0))  # this rank's share (all rows in one process)
         sliced = [None if v is None else v[rows] for v in (c, c_teacher)]
-        if self.teacher is not None:
-            terms = distillation_terms(self.model, self.teacher, xt[rows], t[rows], noise[rows],
-                                       *sliced, dsm_weight=self.config.dsm_weight)
-        else:
-            terms = dsm_terms(self.model, xt[rows], t[rows], noise[rows], sliced[0])
-        loss = terms.mean()
+        loss = self.objective(xt[rows], t[rows], noise[rows], *sliced).mean()
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP: gradients averaged over the ranks
         value = self._all_reduce_mean(loss.detach()).item()
         if not math.isfinite(value):
             raise FloatingPointError(f"training loss is {value} at step {self.step}: the "
                                      f"learning rate ({self.config.lr:g}) is likely too high")
-        if self.world > 1:
-            for p in self.model.parameters():
-                if p.grad is not None:
-                    p.grad = self._all_reduce_mean(p.grad)
         self.opt.step()
         self.step += 1
         # EMA with warm-up so the random initial weights do not linger (0.999^4000 ≈ 1.8 %).
