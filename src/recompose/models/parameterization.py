@@ -47,7 +47,6 @@ from torch import Tensor, nn
 from ..errors import CapabilityError
 from ..schedules import Schedule
 from ..utils import append_dims, as_time, batch_sum, check_event_shape, energy_and_score_autograd
-from . import fast_gradient
 from .base import BatchSlot, DiffusionModel
 
 __all__ = ["ScoreModel", "EnergyModel", "Conditioned", "epsilon_prediction",
@@ -144,13 +143,6 @@ class EnergyModel(_Learned):
 
     def energy_and_score(self, x: Tensor, t: float | Tensor,
                          c: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if fast_gradient.supports(self.net) and (c is None or self.conditional):
-            # hand-derived gradient of the residual MLP (no graph; equal to autograd's)
-            check_event_shape(x, self.event_shape, self.describe())
-            t = as_time(t, x.shape[0], x)
-            _, sigma = self.schedule(t)
-            u, grad = fast_gradient.potential_and_grad(self.net, x, t, self.form, c)
-            return u / sigma, -grad / append_dims(sigma, x.ndim)
         return energy_and_score_autograd(lambda z: self.energy(z, t, c), x)
 
     def score(self, x: Tensor, t: float | Tensor, c: Tensor | None = None) -> Tensor:
