@@ -2,12 +2,12 @@
 
 For each shipped energy network — the 2D residual MLP (``ring``), the digits MLP (``digits``)
 and the position UNet (``clevr``) — at batch 1, 64 and 1,000, times ``model.energy_and_score``
-(recompose's path: one forward and one autograd backward), the bare autograd call around the
-network's energy (``energy_and_score_autograd``: the floor of any autograd path), and, for the
-MLPs, the same architecture and weights in JAX under ``jit`` (``jax.vjp`` of the per-sample energies, as
-recompose returns them). The JAX output is checked against recompose's before timing. Calls are
-interleaved, median of ``repeats`` rounds of ``calls`` calls. Ratios ``/ JAX`` < 1: recompose
-is faster. No JAX reference was built for the UNet.
+(recompose's path: one forward and one autograd backward), the bare autograd call around
+the network's energy (``energy_and_score_autograd``: the floor of any autograd path), and,
+for the MLPs, the same architecture and weights in JAX under ``jit`` (``jax.vjp`` of the
+per-sample energies, as recompose returns them). The JAX output is checked against
+recompose's before timing. Calls are interleaved, median of ``repeats`` rounds of ``calls``
+calls. Ratios ``/ JAX`` < 1: recompose is faster. No JAX reference was built for the UNet.
 
 Each thread count runs in its own process (JAX reads its thread settings at import).
 

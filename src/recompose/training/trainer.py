@@ -86,11 +86,7 @@ class Trainer:
             self.teacher = teacher if teacher is not None else load_teacher(config.distill_from)
             check_teacher(self.model, self.teacher)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
-        self.objective: torch.nn.Module = _Objective(self.model, self.teacher, config.dsm_weight)
-        if distributed.world_size() > 1:
-            if self.teacher is not None:
-                self.teacher.requires_grad_(False)
-            self.objective = torch.nn.parallel.DistributedDataParallel(self.objective)
+        self._objective: torch.nn.Module | None = None  # built at the first step
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.gen = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
@@ -185,6 +181,18 @@ class Trainer:
             for pe, p in zip(self.ema.parameters(), self.model.parameters()):
                 pe.lerp_(p, 1 - decay)
         return value
+
+    @property
+    def objective(self) -> torch.nn.Module:
+        """The loss module, wrapped in DistributedDataParallel inside a process group."""
+        if self._objective is None:
+            objective = _Objective(self.model, self.teacher, self.config.dsm_weight)
+            if distributed.world_size() > 1:
+                if self.teacher is not None:
+                    self.teacher.requires_grad_(False)
+                objective = torch.nn.parallel.DistributedDataParallel(objective)
+            self._objective = objective
+        return self._objective
 
     @property
     def world(self) -> int:
