@@ -91,7 +91,10 @@ def test_distributed_smc_equals_one_process(tmp_path):
 
 
 def test_block_scheme_deals_contiguous_blocks():
-    from recompose.distributed import block_seed, blocks_of
+    from recompose.distributed import block_seed, blocks_of, default_block_size
+
+    assert [default_block_size(s) for s in [(2,), (64,), (3, 16, 16), (4, 64, 64)]] == \
+        [1024, 1024, 64, 16]
 
     assert blocks_of(300, 64, 3, 0) == [(0, 0, 64)]
     assert blocks_of(300, 64, 3, 2) == [(3, 192, 256), (4, 256, 300)]

@@ -153,7 +153,8 @@ def sample(
             the chains into seeded blocks across the ranks and gather them on every rank; the
             samples are the same for any world size (:mod:`recompose.distributed`). Needs
             ``seed=``.
-        block_size: chains per block when sharding (default 256).
+        block_size: chains per block when sharding (default: by the data's size, 1,024 for
+            2D points, 64 for 16×16 RGB images; see :mod:`recompose.distributed`).
         **kernel_options: arguments of the named sampler's kernel factory (for SMC, of the
             moves'), e.g. ``num_leapfrog_steps``, ``damping`` (fraction of momentum kept)
             and ``mass`` for ``"uhmc"``/``"hmc"`` (R3: 3, 0.5, 1); ``energy="path"`` for
@@ -194,8 +195,8 @@ def sample(
                               reverse_step=reverse_step, denoise=denoise, moves=moves,
                               ess_threshold=ess_threshold, resampling=resampling, clip=clip,
                               callback=callback, shard=False, **kernel_options),
-            n, seed, x_init, _distributed.DEFAULT_BLOCK_SIZE if block_size is None
-            else block_size, progress)
+            n, seed, x_init, _distributed.default_block_size(tuple(model.event_shape))
+            if block_size is None else block_size, progress)
         result.x = result.x.to(model_device_dtype(model)[0])
         for problem in result.info.warnings:
             warnings.warn(problem, SamplingWarning, stacklevel=2)
