@@ -14,6 +14,19 @@ import recompose as rc
 TIMEOUT = 240  # seconds for one group to start, sample and stop
 
 
+def spawn(fn, world, args):
+    """``fn(rank, world, *args)`` in ``world`` spawned processes; fails the test (and stops
+    them) if they do not finish within ``TIMEOUT``."""
+    ctx = mp.start_processes(fn, args=(world, *args), nprocs=world, join=False,
+                             start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.terminate()
+            pytest.fail(f"{fn.__name__} in a group of {world} did not finish in {TIMEOUT} s")
+
+
 def _worker(rank, world, init_file, out_dir, n, block_size, sampler):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
@@ -48,15 +61,7 @@ def _worker(rank, world, init_file, out_dir, n, block_size, sampler):
 def run_group(world, tmp_path, n=300, block_size=64, sampler="hmc"):
     out = tmp_path / f"p{world}"
     out.mkdir()
-    ctx = mp.start_processes(_worker, args=(world, str(tmp_path / f"init{world}"), str(out), n,
-                                            block_size, sampler),
-                             nprocs=world, join=False, start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.terminate()
-            pytest.fail(f"process group of {world} did not finish in {TIMEOUT} s")
+    spawn(_worker, world, (str(tmp_path / f"init{world}"), str(out), n, block_size, sampler))
     xs = [torch.load(out / f"x{r}.pt") for r in range(world)]
     checks = [json.loads((out / f"checks{r}.json").read_text()) for r in range(world)]
     return xs, checks
@@ -135,15 +140,7 @@ def _train_worker(rank, world, init_file, out, stop_at):
 
 
 def _spawn_training(world, tmp_path, out, stop_at, tag):
-    ctx = mp.start_processes(_train_worker, args=(world, str(tmp_path / f"init-{tag}"), str(out),
-                                                  stop_at),
-                             nprocs=world, join=False, start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.terminate()
-            pytest.fail(f"training group of {world} did not finish in {TIMEOUT} s")
+    spawn(_train_worker, world, (str(tmp_path / f"init-{tag}"), str(out), stop_at))
 
 
 def _losses(out):

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 __all__ = ["Failure", "Terminated", "usage", "handle_errors", "is_quiet", "quiet_option",
-           "prepare_out", "on_interrupt", "overwrite_option"]
+           "prepare_out", "check_on_lead", "on_interrupt", "overwrite_option"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -95,6 +95,26 @@ def prepare_out(out: Path, overwrite: bool = False) -> Path:
         return check_run_folder(out, overwrite)
     except RunFolderError as err:
         raise usage(str(err)) from None
+
+
+def check_on_lead(check: Callable[[], object]) -> bool:
+    """Join ``torchrun``'s process group when launched by it, run ``check`` (which raises a
+    usage error, e.g. on the output folder) on rank 0 only, and stop every rank with its
+    message. Returns whether this process is rank 0 (the one that writes)."""
+    from .. import distributed
+
+    distributed.init_from_env()
+    lead = distributed.rank() == 0
+    problem = None
+    if lead:
+        try:
+            check()
+        except click.UsageError as err:
+            problem = err.message
+    problem = distributed.agree(problem)
+    if problem:
+        raise usage(problem)
+    return lead
 
 
 def on_interrupt(kept: str) -> None:

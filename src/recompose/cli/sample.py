@@ -9,7 +9,15 @@ from pathlib import Path
 
 import click
 
-from .common import handle_errors, is_quiet, overwrite_option, prepare_out, quiet_option, usage
+from .common import (
+    check_on_lead,
+    handle_errors,
+    is_quiet,
+    overwrite_option,
+    prepare_out,
+    quiet_option,
+    usage,
+)
 
 SAMPLER_CHOICES = click.Choice(["reverse", "ula", "uhmc", "mala", "hmc", "smc"])
 KERNEL_CHOICES = click.Choice(["ula", "uhmc", "mala", "hmc"])
@@ -215,17 +223,7 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
     from ..diffusion.annealed import SamplingWarning
     from ..io import run_folder
 
-    distributed.init_from_env()  # under torchrun: shard the chains, rank 0 writes
-    lead = distributed.rank() == 0
-    problem = None
-    if lead:
-        try:
-            prepare_out(out, overwrite)
-        except click.UsageError as err:
-            problem = err.message
-    problem = distributed.agree(problem)
-    if problem:
-        raise usage(problem)
+    lead = check_on_lead(lambda: prepare_out(out, overwrite))  # torchrun: rank 0 writes
     pipeline = None
     if diffusers_source is not None:
         if models:

@@ -9,7 +9,15 @@ from pathlib import Path
 import click
 
 from ..data.toy2d import TOY2D
-from .common import handle_errors, is_quiet, on_interrupt, prepare_out, quiet_option, usage
+from .common import (
+    check_on_lead,
+    handle_errors,
+    is_quiet,
+    on_interrupt,
+    prepare_out,
+    quiet_option,
+    usage,
+)
 
 
 @click.command()
@@ -97,23 +105,15 @@ def train(config_file: Path | None, data: str | None, parameterization: str | No
         config = TrainConfig(**settings)
     except (TypeError, ValueError) as err:
         raise usage(f"bad training config: {err}") from None
-    from .. import distributed
-
-    distributed.init_from_env()  # under torchrun: data-parallel, rank 0 writes
-    lead = distributed.rank() == 0
     out = Path(out).resolve()
-    problem = None
-    if lead:
-        try:
-            if not (out / "checkpoint").is_dir():  # a new run: a new or empty, writable folder
-                prepare_out(out)
-            elif not os.access(out, os.W_OK | os.X_OK):
-                raise usage(f"cannot write to {out}")
-        except click.UsageError as err:
-            problem = err.message
-    problem = distributed.agree(problem)
-    if problem:
-        raise usage(problem)
+
+    def check_out() -> None:
+        if not (out / "checkpoint").is_dir():  # a new run: a new or empty, writable folder
+            prepare_out(out)
+        elif not os.access(out, os.W_OK | os.X_OK):
+            raise usage(f"cannot write to {out}")
+
+    lead = check_on_lead(check_out)  # under torchrun: data-parallel, rank 0 writes
     trainer = Trainer(config, out)
     if trainer.load() and lead:
         click.echo(f"resuming from step {trainer.step}")
