@@ -46,6 +46,8 @@ def _worker(rank, world, init_file, out_dir, n, block_size, sampler):
                     "resampled_alone": alone.info.resampled}, f"{out_dir}/smc{rank}.pt")
         for name, call in [("generator", lambda: rc.sample(model, 4, "ula", num_levels=2,
                                                            generator=torch.Generator())),
+                           ("both", lambda: rc.sample(model, 4, "ula", num_levels=2, seed=1,
+                                                      generator=torch.Generator())),
                            ("smc", lambda: rc.sample(model, 4, "smc", num_levels=2))]:
             try:
                 call()
@@ -77,6 +79,7 @@ def test_sharded_samples_are_identical_for_any_world_size(tmp_path):
     assert all(c["n"] == 300 and c["blocks"] == 5 for c in checks2 + checks3)
     assert [c["world"] for c in checks3] == [3, 3, 3]
     assert "needs seed=" in checks2[1]["generator"]
+    assert "no generator=" in checks2[1]["both"]  # never silently ignored
     assert "needs seed=" in checks2[0]["smc"]
     # the blocks are independent runs: a different block size is a different (valid) run
     assert not torch.equal(x1[:64], x1[64:128])

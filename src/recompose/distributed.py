@@ -51,7 +51,8 @@ from torch import Tensor
 from .diffusion.annealed import SampleInfo, SampleResult, SamplingWarning
 from .models.base import DiffusionModel
 
-__all__ = ["active", "rank", "world_size", "init_from_env", "agree", "block_seed", "blocks_of",
+__all__ = ["active", "rank", "world_size", "init_from_env", "agree", "require_seed",
+           "block_seed", "blocks_of",
            "sample_sharded", "ShardedModel", "default_block_size"]
 
 
@@ -91,6 +92,16 @@ def agree(error: str | None) -> str | None:
     errors: list = [None] * world_size()
     torch.distributed.all_gather_object(errors, error)
     return next((e for e in errors if e), None)
+
+
+def require_seed(seed: int | None, generator: torch.Generator | None = None) -> None:
+    """Sampling in a process group is seeded by ``seed`` alone (every rank derives the same
+    random numbers from it); a generator cannot be shared between processes."""
+    if seed is None or generator is not None:
+        raise ValueError("sampling in a process group needs seed= and no generator= (the "
+                         "chains' random numbers are derived from the seed, so that every "
+                         "world size gives the same samples); a generator cannot be shared "
+                         "between processes")
 
 
 def default_block_size(event_shape: tuple[int, ...]) -> int:
@@ -136,10 +147,7 @@ def sample_sharded(run: Callable[..., SampleResult], n: int, seed: int | None,
     """Run ``run(n=…, seed=…, x_init=…, **kwargs)`` (the single-process sampler) on this rank's
     blocks and gather every block onto every rank (see the module docstring)."""
     dist = torch.distributed
-    if seed is None:
-        raise ValueError("sampling in a process group needs seed= (each block of chains is "
-                         "seeded from it, so that every world size gives the same samples); a "
-                         "generator cannot be shared between processes")
+    require_seed(seed)
     if block_size < 1:
         raise ValueError(f"block_size must be ≥ 1, got {block_size}")
     world, me = world_size(), rank()

@@ -176,11 +176,10 @@ def sample(
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if block_size is not None and not _distributed.active():
         raise TypeError("block_size applies only inside a torch.distributed process group")
+    if (shard is None or shard) and _distributed.active():
+        _distributed.require_seed(seed, generator)
     if (shard is None or shard) and _distributed.active() and sampler == "smc":
         # one weighted population: replicated bookkeeping, network evaluations split by rows
-        if generator is not None or seed is None:
-            raise ValueError("smc in a process group needs seed= (every rank draws the same "
-                             "random numbers); a generator cannot be shared between processes")
         if block_size is not None:
             raise TypeError("block_size does not apply to smc (its population is not split "
                             "into blocks)")
