@@ -156,12 +156,14 @@ def build_scheduler() -> object:
 def save_pipeline(folder: Path, unet: nn.Module, scheduler: object, encoder: nn.Module,
                   tokenizer: object) -> None:
     """A pipeline folder as ``save_pretrained`` writes it (``model_index.json`` + parts)."""
+    import diffusers
+
     folder.mkdir(parents=True, exist_ok=True)
     unet.save_pretrained(folder / "unet")
     scheduler.save_pretrained(folder / "scheduler")
     encoder.save_pretrained(folder / "text_encoder")
     tokenizer.save_pretrained(folder / "tokenizer")
-    index = {"_class_name": "RecomposeTextToImage", "_diffusers_version": "0.42.1",
+    index = {"_class_name": "RecomposeTextToImage", "_diffusers_version": diffusers.__version__,
              "unet": ["diffusers", type(unet).__name__],
              "scheduler": ["diffusers", type(scheduler).__name__],
              "text_encoder": ["transformers", type(encoder).__name__],

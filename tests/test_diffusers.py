@@ -316,3 +316,14 @@ def test_core_import_works_without_diffusers():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and '.[diffusers]' in proc.stdout
+
+
+def test_cli_prompt_bindings_are_checked_before_loading():
+    import click
+
+    from recompose.cli.sample import build_diffusers_model
+
+    for prompts, message in [(("U=red",), "NAME not U"), (("P0",), "expects NAME=TEXT"),
+                             (("P0=red", "P0=blue"), "P0 is given twice")]:
+        with pytest.raises(click.UsageError, match=message):
+            build_diffusers_model("no-such-folder", prompts, "U", "float32", "cpu")

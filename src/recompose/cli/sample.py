@@ -35,35 +35,51 @@ def resolve_model(spec: str, default_param: str) -> object:
     return load_model(path, name=name if name in PRETRAINED else None)
 
 
+def bindings(items: tuple[str, ...], option: str, expects: str, empty_value: bool = False,
+             reserved: tuple[str, ...] = ()) -> dict[str, str]:
+    """``{NAME: VALUE}`` from repeated ``option NAME=VALUE`` (``--model``, ``--prompt``): each
+    NAME an identifier, not reserved and given once."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier() or key in reserved or not (value or empty_value):
+            raise usage(f"{option} expects {expects}, got {item!r}")
+        if key in out:
+            raise usage(f"{option} {key} is given twice")
+        out[key] = value
+    return out
+
+
+def parse_bound(expr: str, env: dict, option: str, value: str) -> object:
+    """``recompose.parse(expr, env)``; a name ``expr`` uses but ``env`` lacks is reported with
+    the option that would define it (``define it with --model B=MODEL``)."""
+    from ..expression import ExpressionError, parse
+
+    try:
+        return parse(expr, env)
+    except ExpressionError as err:
+        if err.name is None:
+            raise
+        raise ExpressionError(f"{err.message}; define it with {option} {err.name}={value}",
+                              err.column, err.text, err.name) from None
+
+
 def parse_model_options(models: tuple[str, ...], default_param: str) -> dict:
-    env = {}
-    for item in models:
-        key, sep, spec = item.partition("=")
-        if not sep or not key.isidentifier() or not spec:
-            raise usage(f"--model expects NAME=MODEL (e.g. A=ring), got {item!r}")
-        if key in env:
-            raise usage(f"--model {key} is given twice")
-        env[key] = resolve_model(spec, default_param)
-    return env
+    specs = bindings(models, "--model", "NAME=MODEL (e.g. A=ring)")
+    return {key: resolve_model(spec, default_param) for key, spec in specs.items()}
 
 
 def build_model(models: tuple[str, ...], expr: str, default_param: str) -> object:
     """The model ``--model NAME=MODEL … --expr EXPR`` describe: ``recompose.parse(expr, env)``
     on the bound models, nothing added (mixtures are normalised only where ``expr`` says
     ``normalize(A)``). Syntax errors are reported before any model is loaded."""
-    from ..expression import ExpressionError, check, parse
+    from ..expression import check
 
     check(expr)
     env = parse_model_options(models, default_param)
     if not env:
         raise usage("give at least one --model NAME=MODEL")
-    try:
-        return parse(expr, env)
-    except ExpressionError as err:
-        if err.name is None:
-            raise
-        raise ExpressionError(f"{err.message}; define it with --model {err.name}=MODEL",
-                              err.column, err.text, err.name) from None
+    return parse_bound(expr, env, "--model", "MODEL")
 
 
 def build_diffusers_model(source: str, prompts: tuple[str, ...], expr: str, dtype: str,
@@ -73,7 +89,7 @@ def build_diffusers_model(source: str, prompts: tuple[str, ...], expr: str, dtyp
     ``U``."""
     import torch
 
-    from ..expression import ExpressionError, check, parse
+    from ..expression import check
     from ..integrations.diffusers import from_pretrained, require_diffusers
 
     check(expr)
@@ -81,26 +97,13 @@ def build_diffusers_model(source: str, prompts: tuple[str, ...], expr: str, dtyp
         require_diffusers()
     except ImportError as err:
         raise usage(str(err)) from None
-    texts = {}
-    for item in prompts:
-        key, sep, text = item.partition("=")
-        if not sep or not key.isidentifier() or key == "U":
-            raise usage(f"--prompt expects NAME=TEXT with NAME not U (U is the empty prompt), "
-                        f"got {item!r}")
-        if key in texts:
-            raise usage(f"--prompt {key} is given twice")
-        texts[key] = text
+    texts = bindings(prompts, "--prompt", "NAME=TEXT with NAME not U (U is the empty prompt)",
+                     empty_value=True, reserved=("U",))
     model = from_pretrained(source, torch_dtype=getattr(torch, dtype), device=device)
     if texts and not model.conditional:
         raise usage(f"{source} is not text-conditioned; --prompt does not apply")
     env = {"U": model} | {k: model.prompt(v, name=k) for k, v in texts.items()}
-    try:
-        return parse(expr, env), model
-    except ExpressionError as err:
-        if err.name is None:
-            raise
-        raise ExpressionError(f"{err.message}; define it with --prompt {err.name}=TEXT",
-                              err.column, err.text, err.name) from None
+    return parse_bound(expr, env, "--prompt", "TEXT"), model
 
 
 def _write_figures(folder: Path, result: object, model: object) -> None:
