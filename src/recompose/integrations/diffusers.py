@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from ..errors import CapabilityError
 from ..models.parameterization import EnergyModel, ScoreModel
 from ..schedules import DiscreteSchedule
+from ..utils import append_dims
 
 __all__ = ["from_diffusers", "from_pretrained", "DiffusersModel", "DiffusersEnergyModel",
            "UNetAdapter", "require_diffusers"]
@@ -85,7 +86,6 @@ class UNetAdapter(nn.Module):
         self.unet, self.schedule, self.prediction_type = unet, schedule, prediction_type
         self.encode_prompt, self.raw = encode_prompt, raw
         self.conditional = getattr(unet.config, "cross_attention_dim", None) is not None
-        self.in_channels = int(unet.config.in_channels)
         if self.conditional and null_embeds is None:
             if encode_prompt is None:
                 raise CapabilityError(
@@ -129,9 +129,7 @@ class UNetAdapter(nn.Module):
             out = out[:, : x.shape[1]]
         if self.raw or self.prediction_type == "epsilon":
             return out
-        alpha, sigma = self.schedule(t.to(x.dtype))
-        alpha = alpha.reshape((-1,) + (1,) * (x.ndim - 1))
-        sigma = sigma.reshape((-1,) + (1,) * (x.ndim - 1))
+        alpha, sigma = (append_dims(v, x.ndim) for v in self.schedule(t.to(x.dtype)))
         if self.prediction_type == "v_prediction":
             return alpha * out + sigma * x
         return (x - alpha * out) / sigma  # "sample": f = x̂₀
