@@ -2,8 +2,9 @@
 
 Quick map: models (:class:`DiffusionModel`, :class:`GaussianMixture`), the algebra
 (``a * b``, ``a ** w``, ``a / b``, :func:`mixture`, :func:`cfg`, :func:`guide`,
-:func:`normalize`; the same algebra as text: :func:`parse`), and one
-sampler entry point :func:`sample` (reverse diffusion, ULA, U-HMC, MALA, HMC).
+:func:`normalize`, :func:`tapestry` for canvases of crops; the same algebra as text:
+:func:`parse`), and one sampler entry point :func:`sample` (reverse diffusion, ULA, U-HMC,
+MALA, HMC, SMC).
 
 Importing recompose before torch makes torch's OpenMP threads sleep rather than spin while they
 wait (``OMP_WAIT_POLICY=PASSIVE``, unless the variable is already set): with spinning threads a
@@ -25,6 +26,7 @@ from .models.loading import load_model, pretrained
 from .models.normalization import normalize
 from .sampling import SAMPLERS, sample
 from .schedules import CosineSchedule, LinearSchedule, Schedule, get_schedule
+from .tapestry import Tapestry, tapestry
 
 __version__ = "0.1.0"
 
@@ -42,7 +44,8 @@ def __getattr__(name: str) -> object:
 
 __all__ = ["DiffusionModel", "GaussianMixture", "gmm_product", "pretrained", "load_model",
            "Product", "Power", "Mixture", "product", "power", "mixture", "cfg", "guide",
-           "conjunction", "normalize", "parse", "sample", "SAMPLERS", "SampleResult", "SampleInfo",
+           "conjunction", "tapestry", "Tapestry", "normalize", "parse", "sample", "SAMPLERS",
+           "SampleResult", "SampleInfo",
            "Schedule", "CosineSchedule", "LinearSchedule", "get_schedule", "CapabilityError",
            "CompositionError", "ExpressionError", "mcmc", "from_diffusers",
            "from_pretrained"]

@@ -110,6 +110,11 @@ class DiffusionModel(nn.Module):
         ``K·B`` inputs and equal ``Σ_k w_k`` of the separately evaluated terms."""
         raise NotImplementedError(f"{type(self).__name__} cannot evaluate stacked conditions")
 
+    def rows(self, conditions: Sequence[Tensor | None], batch: int) -> DiffusionModel:
+        """This network on ``K·batch`` rows, block ``k`` under condition ``k`` (for models that
+        appear as ``batch_slot.network``): views of the network at different inputs, one call."""
+        raise NotImplementedError(f"{type(self).__name__} cannot evaluate conditions per row")
+
     # --------------------------------------------------------------- operators
     if TYPE_CHECKING:  # installed by recompose.compose (see the module docstring)
 

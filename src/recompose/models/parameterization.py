@@ -47,10 +47,11 @@ from torch import Tensor, nn
 from ..errors import CapabilityError
 from ..schedules import Schedule
 from ..utils import append_dims, as_time, batch_sum, check_event_shape, energy_and_score_autograd
-from .base import BatchSlot, DiffusionModel
+from .base import BatchSlot, DiffusionModel, model_device_dtype
 
 __all__ = ["ScoreModel", "EnergyModel", "Conditioned", "epsilon_prediction",
-           "score_from_epsilon", "condition_batch", "stack_copies", "weighted_sum"]
+           "score_from_epsilon", "condition_batch", "stack_copies", "stack_conditions",
+           "weighted_sum"]
 
 
 def score_from_epsilon(epsilon: Tensor, sigma: Tensor) -> Tensor:
@@ -101,6 +102,14 @@ class _Learned(DiffusionModel):
             raise ValueError(f"stacking {self.describe()} needs one weight per condition, got "
                              f"{len(conditions)} conditions and {len(weights)} weights")
         return _Stacked(self, conditions, weights)
+
+    def rows(self, conditions: Sequence[Tensor | None], batch: int) -> DiffusionModel:
+        """This network as one model on ``K·batch`` rows whose block ``k`` (rows ``k·batch …
+        (k+1)·batch − 1``) has encoded condition ``conditions[k]`` (``None`` = null): one call
+        for views of the network applied to *different* inputs (the crops of a tapestry)."""
+        if not self.conditional:
+            raise CapabilityError(f"{self.describe()} is not a conditional model")
+        return _Rows(self, conditions, batch)
 
 
 class ScoreModel(_Learned):
@@ -212,9 +221,39 @@ def stack_copies(model: _Learned, x: Tensor, t: float | Tensor,
     b, k = x.shape[0], len(conditions)
     xs = torch.cat([x] * k)
     ts = as_time(t, b, x).repeat(k)
-    cs = torch.cat([condition_batch(model, None if c is None else c.to(x.device), b)
-                    for c in conditions])
-    return xs, ts, cs
+    return xs, ts, stack_conditions(model, conditions, b, x.device)
+
+
+def stack_conditions(model: _Learned, conditions: Sequence[Tensor | None], batch: int,
+                     device: torch.device) -> Tensor:
+    """``(K·batch, …)`` encoded conditions, block ``k`` from ``conditions[k]`` (``None`` = null;
+    one value or one per chain)."""
+    return torch.cat([condition_batch(model, None if c is None else c.to(device), batch)
+                      for c in conditions])
+
+
+class _Rows(Conditioned):
+    """A conditional network with one condition per row: ``K`` blocks of ``batch`` rows (built
+    by ``model.rows``); its inputs are ``(K·batch, *D)``, each block its own input."""
+
+    def __init__(self, parent: _Learned, conditions: Sequence[Tensor | None], batch: int) -> None:
+        DiffusionModel.__init__(self)
+        self.parent, self.value = parent, None
+        device = model_device_dtype(parent)[0]
+        self.cond = stack_conditions(parent, conditions, batch, device)
+        self.schedule, self.event_shape = parent.schedule, tuple(parent.event_shape)
+        self.has_energy = parent.has_energy
+        self.name = f"rows({parent.describe()}, K={len(conditions)})"
+
+    @property
+    def batch_slot(self) -> None:
+        return None  # already a batched call
+
+    def _c(self, x: Tensor) -> Tensor:
+        if x.shape[0] != self.cond.shape[0]:
+            raise ValueError(f"{self.describe()} takes {self.cond.shape[0]} rows, got "
+                             f"{x.shape[0]}")
+        return self.cond.to(x.device)
 
 
 def weighted_sum(stacked: Tensor, weights: Sequence[float]) -> Tensor:
