@@ -44,6 +44,25 @@ def skewed_gmm():
                               weights=[0.5, 0.3, 0.2], name="skewed")
 
 
+def randomise(net, seed=0, std=0.1):
+    """Random weights everywhere (zero-initialised output layers would make tests trivial)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return net
+
+
+def class_model(kind, seed=0):
+    """A random class-conditional 8×8 model (10 classes + null), energy or score, float64."""
+    from recompose.models.networks import ResMLP
+    from recompose.models.parameterization import EnergyModel, ScoreModel
+
+    net = randomise(ResMLP(64, width=32, num_blocks=2, emb_dim=16, num_classes=10), seed)
+    cls = EnergyModel if kind == "energy" else ScoreModel
+    return cls(net, rc.CosineSchedule(), (1, 8, 8), name="A").double()
+
+
 @pytest.fixture
 def generator():
     return torch.Generator().manual_seed(1234)

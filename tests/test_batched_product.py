@@ -9,26 +9,16 @@ import pytest
 import torch
 
 import recompose as rc
-from conftest import CallCounter
+from conftest import CallCounter, class_model
 from recompose.models.base import BatchSlot, DiffusionModel
 from recompose.models.networks import ResMLP
-from recompose.models.parameterization import EnergyModel, ScoreModel
+from recompose.models.parameterization import ScoreModel
 from recompose.schedules import CosineSchedule
 
 B = 5
 LABELS_A = torch.tensor([0, 3, 7, 9, 2])  # per-chain conditions: every chain its own label
 LABELS_B = torch.tensor([4, 4, 1, 8, 6])
 EXPONENTS = (0.7, -1.3, 4.0, -2.4)  # distinct, some negative: a swapped pair changes the sums
-
-
-def _class_model(kind):
-    net = ResMLP(64, width=32, num_blocks=2, emb_dim=16, num_classes=10)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in net.parameters():  # the output layer is zero-initialised: make it non-trivial
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    cls = EnergyModel if kind == "energy" else ScoreModel
-    return cls(net, CosineSchedule(), (1, 8, 8), name="A").double()
 
 
 def _views(model):
@@ -48,7 +38,7 @@ def _inputs():
 
 @pytest.mark.parametrize("kind", ["energy", "score"])
 def test_grouped_product_equals_the_sum_of_separately_weighted_terms(kind):
-    model = _class_model(kind)
+    model = class_model(kind)
     views, conds = _views(model)
     comp = rc.product([v ** w for v, w in zip(views, EXPONENTS)])
     assert len(comp._groups) == 1 and not comp._single  # one group, nothing evaluated alone
@@ -66,7 +56,7 @@ def test_grouped_product_equals_the_sum_of_separately_weighted_terms(kind):
 
 @pytest.mark.parametrize("kind", ["energy", "score"])
 def test_a_product_of_views_of_one_network_makes_one_call_per_evaluation(kind):
-    model = _class_model(kind)
+    model = class_model(kind)
     views, _ = _views(model)
     comp = rc.product([v ** w for v, w in zip(views, EXPONENTS)])
     x, t = _inputs()
@@ -78,7 +68,7 @@ def test_a_product_of_views_of_one_network_makes_one_call_per_evaluation(kind):
 
 
 def test_groups_by_network_and_keeps_lone_views_and_other_factors_alone():
-    a, b = _class_model("energy"), _class_model("energy")
+    a, b = class_model("energy"), class_model("energy")
     comp = rc.product([a.given(1), b.given(2), a ** -0.5, b.given(3)])
     assert not comp._single and len(comp._groups) == 2  # one per network, never mixed
     assert {g.network for g in comp._groups} == {a, b}
@@ -147,7 +137,7 @@ def test_product_passes_conditions_and_exponents_in_factor_order_to_the_hook():
 
 
 def test_stacked_needs_one_weight_per_condition_and_a_conditional_network():
-    model = _class_model("score")
+    model = class_model("score")
     with pytest.raises(ValueError, match="one weight per condition"):
         model.stacked([None, None], [1.0])
     plain = ScoreModel(ResMLP(64, width=8, num_blocks=1), CosineSchedule(), (1, 8, 8), "plain")

@@ -4,29 +4,15 @@ import pytest
 import torch
 
 import recompose as rc
-from conftest import CallCounter
+from conftest import CallCounter, class_model, randomise
 from recompose.models.classifier import ClassifierFactor
 from recompose.models.networks import PositionUNet, ResMLP, TimeClassifier
 from recompose.models.parameterization import EnergyModel, ScoreModel
 from recompose.schedules import CosineSchedule
 
 
-def _randomise(net, seed=0, std=0.1):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():  # zero-initialised layers would make every test trivial
-            p.copy_(torch.randn(p.shape, generator=gen) * std)
-    return net
-
-
-def _class_model(kind, seed=0):
-    net = _randomise(ResMLP(64, width=32, num_blocks=2, emb_dim=16, num_classes=10), seed)
-    cls = EnergyModel if kind == "energy" else ScoreModel
-    return cls(net, CosineSchedule(), (1, 8, 8), name="A").double()
-
-
 def _position_model(kind, seed=0):
-    net = _randomise(PositionUNet(channels=8, emb_dim=16), seed, std=0.05)
+    net = randomise(PositionUNet(channels=8, emb_dim=16), seed, std=0.05)
     cls = EnergyModel if kind == "energy" else ScoreModel
     return cls(net, CosineSchedule(), (3, 16, 16), name="A").double()
 
@@ -57,7 +43,7 @@ def test_batched_position_product_equals_the_unbatched_sum(kind):
 @pytest.mark.parametrize("kind", ["score", "energy"])
 @pytest.mark.parametrize("w", [1.0, 3.0, 10.0])
 def test_cfg_composite_equals_the_formula(kind, w):
-    model = _class_model(kind, seed=2)
+    model = class_model(kind, seed=2)
     x = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     y = torch.arange(6) % 10
     comp = rc.cfg(model.given(y), model, w)
@@ -72,7 +58,7 @@ def test_cfg_composite_equals_the_formula(kind, w):
 
 
 def test_conditions_change_the_output_and_null_is_the_parent():
-    model = _class_model("energy")
+    model = class_model("energy")
     x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
     assert not torch.allclose(model.given(1).energy(x, 0.5), model.given(2).energy(x, 0.5))
     null = model.net.null_condition(3)
@@ -84,7 +70,7 @@ def test_given_on_an_unconditional_model_is_refused():
     model = ScoreModel(net, CosineSchedule(), (1, 8, 8), name="plain")
     with pytest.raises(rc.CapabilityError, match="not trained with conditions"):
         model.given(3)
-    cond = _class_model("score")
+    cond = class_model("score")
     with pytest.raises(ValueError, match="class labels"):
         cond.given(10)
     pos = _position_model("score")
@@ -96,7 +82,7 @@ def test_given_on_an_unconditional_model_is_refused():
 
 
 def test_classifier_factor_score_is_autograd_of_log_likelihood():
-    clf = _randomise(TimeClassifier(dim=64, num_classes=10, width=32, num_blocks=2,
+    clf = randomise(TimeClassifier(dim=64, num_classes=10, width=32, num_blocks=2,
                                     emb_dim=16), seed=5).double()
     y = torch.tensor([0, 3, 7, 9])
     factor = ClassifierFactor(clf, y, CosineSchedule(), (1, 8, 8))
@@ -108,7 +94,7 @@ def test_classifier_factor_score_is_autograd_of_log_likelihood():
     torch.testing.assert_close(e, -log_p.detach())
     torch.testing.assert_close(s, grad)
     # classifier guidance: s = s_model + λ ∇ log p_t(y|x)
-    model = _class_model("energy")
+    model = class_model("energy")
     guided = rc.guide(model, factor, 3.0)
     torch.testing.assert_close(guided.score(x.detach(), 0.3),
                                model.score(x.detach(), 0.3) + 3.0 * grad)
@@ -130,7 +116,7 @@ def test_parameterisation_formulas_against_the_raw_network():
     t = torch.tensor([0.1, 0.3, 0.6, 0.9], dtype=torch.float64)
     c = torch.tensor([1, 4, 10, 7])  # 10 is the null label
     sigma = CosineSchedule()(t)[1]
-    energy_model, score_model = _class_model("energy", seed=6), _class_model("score", seed=6)
+    energy_model, score_model = class_model("energy", seed=6), class_model("score", seed=6)
     u = ((energy_model.net(x, t, c) - x) ** 2).sum((1, 2, 3))
     torch.testing.assert_close(energy_model.energy(x, t, c), u / sigma, rtol=1e-12, atol=1e-12)
     eps = score_model.net(x, t, c)

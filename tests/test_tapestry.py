@@ -8,11 +8,9 @@ import pytest
 import torch
 
 import recompose as rc
-from conftest import CallCounter
+from conftest import CallCounter, class_model
 from recompose.errors import CapabilityError, CompositionError
-from recompose.models.networks import ResMLP
-from recompose.models.parameterization import EnergyModel, ScoreModel
-from recompose.schedules import CosineSchedule, LinearSchedule
+from recompose.schedules import LinearSchedule
 
 CANVAS = (1, 4, 10)
 OFFSETS = [(0, 0), (0, 3), (0, 6)]  # columns 0-3, 3-6, 6-9: coverage 1,1,1,2,1,1,2,1,1,1
@@ -96,21 +94,11 @@ def test_average_is_the_per_pixel_geometric_mean_for_factorised_crops():
     torch.testing.assert_close(tap.score(x.detach(), t), grad, rtol=1e-10, atol=1e-10)
 
 
-def _conditional(kind):
-    net = ResMLP(64, width=32, num_blocks=2, emb_dim=16, num_classes=10)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in net.parameters():  # the output layer is zero-initialised: make it non-trivial
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    cls = EnergyModel if kind == "energy" else ScoreModel
-    return cls(net, CosineSchedule(), (1, 8, 8), name="A").double()
-
-
 @pytest.mark.parametrize("kind", ["energy", "score"])
 def test_crops_of_one_network_make_one_call(kind):
     """Three crops, each cfg(A.given(y_k), A, 2) with per-chain labels (9 terms of one network):
     one network call per evaluation, equal to the separately evaluated and placed crops."""
-    a = _conditional(kind)
+    a = class_model(kind)
     b, offsets = 5, [(0, 0), (0, 6), (0, 12)]
     labels = [torch.tensor([0, 3, 7, 9, 2]), torch.tensor([4, 4, 1, 8, 6]), torch.tensor(5)]
     crops = [rc.cfg(a.given(y), a, 2.0) for y in labels]
