@@ -59,3 +59,12 @@ def test_diffusers_example_runs_on_a_local_pipeline(tmp_path):
     env: dict = {}
     exec(compile(block, "README.md", "exec"), env)
     assert env["images"].shape == (4, 3, 16, 16) and env["images"].abs().max() <= 1
+
+
+def test_tapestry_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    block = next(b for b in blocks if "rc.tapestry" in b)
+    env: dict = {}
+    exec(compile(block, "README.md", "exec"), env)
+    assert capsys.readouterr().out.split() == ["torch.Size([4,", "3,", "16,", "40])", "12"]
+    assert all(len(w.factors) == 3 for w in env["canvas"].models)  # S**-1 · S|p · S|p per window
