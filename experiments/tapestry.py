@@ -31,6 +31,10 @@ free guidance of the class-conditional digits model (§5), ``cfg(A.given(y_k), A
 the evaluator's accuracy per crop and per strip (all three digits right), FD of crops to
 held-out digits.
 
+Cells are ``MODEL/SAMPLER`` (``score`` / ``energy`` models; ``hmc-path`` is score-only HMC,
+§8), ``SAMPLER-average`` for averaged crop scores, ``@T`` for a cell with its own number of
+levels (``score/reverse-average@1250``: the shortcut at the compute of ``score/hmc-path``).
+
 Run: ``python -m experiments.tapestry`` (protocol: ``experiments/configs/tapestry.json``).
 """
 
@@ -87,12 +91,18 @@ def draw_layout(layout: str, n: int, seed: int) -> Tensor:
     return (lo + span * u).float()
 
 
+def _inside(pos: Tensor, offset: tuple[int, int]) -> Tensor:
+    """``(n, M)``: the object lies ≥ 2.5 px inside the window at ``offset``."""
+    oy, ox = offset
+    return ((pos[..., 0] - 2.5 >= ox) & (pos[..., 0] + 2.5 <= ox + WINDOW)
+            & (pos[..., 1] - 2.5 >= oy) & (pos[..., 1] + 2.5 <= oy + WINDOW))
+
+
 def window_requests(pos: Tensor, offset: tuple[int, int]) -> Tensor:
     """``(n, K, 2)`` the objects wholly inside the window at ``offset``, in the window's
     normalised coordinates (as the position model's conditions)."""
     oy, ox = offset
-    inside = ((pos[..., 0] - 2.5 >= ox) & (pos[..., 0] + 2.5 <= ox + WINDOW)
-              & (pos[..., 1] - 2.5 >= oy) & (pos[..., 1] + 2.5 <= oy + WINDOW))
+    inside = _inside(pos, offset)
     k = inside.sum(1)
     if not (k == k[0]).all():
         raise ValueError("a layout must give every canvas the same count per window")
@@ -146,7 +156,8 @@ def _coverage(layout: str) -> Tensor:
 
 def score_canvases(x: Tensor, pos: Tensor, layout: str, checker: Checker) -> dict:
     """Per canvas: all windows hold all their requests; per window accuracy; spurious objects
-    on the whole canvas and how many of them sit in overlaps."""
+    on the whole canvas and how many of them sit in overlaps; recall on the whole canvas of the
+    objects one window requests and of those several windows share."""
     held = []
     for offset, crop in zip(LAYOUTS[layout]["offsets"], _windows(x, layout)):
         held.append(checker.holds_object(crop, window_requests(pos, offset)).all(1))
@@ -161,21 +172,29 @@ def score_canvases(x: Tensor, pos: Tensor, layout: str, checker: Checker) -> dic
         far = torch.cdist(centres, req).min(1).values > 1.5
         spurious.append(int(far.sum()))
         at_seams.append(int((cover[ij[far, 0], ij[far, 1]] > 1).sum()))
+    window = F.max_pool2d(prob[:, None], 3, stride=1, padding=1)[:, 0]
+    ij = pos.floor().long()  # (n, M, 2) as (column, row)
+    found = window[torch.arange(len(x))[:, None], ij[..., 1], ij[..., 0]] > 0.5  # (n, M)
+    shared = sum(_inside(pos, o).long() for o in LAYOUTS[layout]["offsets"]) > 1
     acc = held.all(1).float()
     return {"canvas_accuracy": float(acc.mean()),
             "canvas_se": float((acc.mean() * (1 - acc.mean()) / len(acc)).sqrt()),
             "window_accuracy": float(held.float().mean()),
             "window_se": float((held.float().mean() * (1 - held.float().mean())
                                 / held.numel()).sqrt()),
-            "spurious": float(np.mean(spurious)), "spurious_at_seams": float(np.mean(at_seams))}
+            "spurious": float(np.mean(spurious)), "spurious_at_seams": float(np.mean(at_seams)),
+            "recall_single": float(found[~shared].float().mean()),
+            "recall_shared": float(found[shared].float().mean())}
 
 
-def _cell_options(cell: str) -> tuple[str, str, str, dict]:
-    """``"score/reverse-average"`` -> (parameterisation, sampler, overlap, kernel options)."""
+def _cell_options(cell: str, num_levels: int = 0) -> tuple[str, str, str, dict, int]:
+    """``"score/reverse-average@1250"`` -> (parameterisation, sampler, overlap, kernel options,
+    levels): ``-average`` averages the crop scores, ``@T`` overrides the number of levels."""
+    cell, _, levels = cell.partition("@")
     model, sampler = cell.split("/")
     overlap = "average" if sampler.endswith("-average") else "product"
     name, options = sampler_args(sampler.removesuffix("-average"))
-    return model, name, overlap, options
+    return model, name, overlap, options, int(levels) if levels else num_levels
 
 
 def _sample(model: DiffusionModel, n: int, sampler: str, options: dict, seed: int,
@@ -190,7 +209,7 @@ def run_clevr(cells: list[str], layouts: list[str], n: int, seed: int, num_level
     from tqdm.auto import tqdm
 
     checker = Checker()
-    models = {p: load_clevr(p) for p in {c.split("/")[0] for c in cells}}
+    models = {p: load_clevr(p) for p in {_cell_options(c)[0] for c in cells}}
     rows, floors = [], {}
     for layout in layouts:
         pos = draw_layout(layout, n, seed=1000 + seed)
@@ -201,9 +220,9 @@ def run_clevr(cells: list[str], layouts: list[str], n: int, seed: int, num_level
                           "fd": frechet_distance(_features(checker, torch.cat(
                               _windows(real_b, layout))), f_real)}
         for cell in tqdm(cells, desc=f"{layout} canvases", disable=not progress):
-            p, sampler, overlap, options = _cell_options(cell)
+            p, sampler, overlap, options, levels = _cell_options(cell, num_levels)
             tap = clevr_canvas(models[p], layout, pos, overlap)
-            r = _sample(tap, n, sampler, options, seed, num_levels, num_steps, (-1.0, 1.0))
+            r = _sample(tap, n, sampler, options, seed, levels, num_steps, (-1.0, 1.0))
             x = r.x.clamp(-1, 1)
             metrics = score_canvases(x, pos, layout, checker)
             metrics["fd"] = frechet_distance(_features(checker, torch.cat(_windows(x, layout))),
@@ -249,12 +268,12 @@ def run_digits(cells: list[str], n: int, seed: int, scale: float, num_levels: in
 
     ev = Evaluator()
     labels = torch.randint(0, 10, (n, 3), generator=torch.Generator().manual_seed(4000 + seed))
-    models = {p: load_digits(p)["cond"] for p in {c.split("/")[0] for c in cells}}
+    models = {p: load_digits(p)["cond"] for p in {_cell_options(c)[0] for c in cells}}
     rows = []
     for cell in tqdm(cells, desc="digit strips", disable=not progress):
-        p, sampler, overlap, options = _cell_options(cell)
+        p, sampler, overlap, options, levels = _cell_options(cell, num_levels)
         strip = digit_strip(models[p], labels, scale, overlap)
-        r = _sample(strip, n, sampler, options, seed, num_levels, num_steps, None)
+        r = _sample(strip, n, sampler, options, seed, levels, num_steps, None)
         x = r.x.clamp(-1, 1)
         rows.append({"layout": "digits", "cell": cell, **score_strips(x, labels, ev),
                      "network_evals": r.info.network_score_evals + r.info.network_energy_evals,
@@ -289,10 +308,13 @@ def markdown(rows: list[dict], floors: dict, n: int) -> str:
         h, w = LAYOUTS[layout]["canvas"]
         parts += [f"CLEVR {layout} canvas {h}×{w} (four 16×16 windows), {n} canvases per cell:",
                   "", markdown_table(
-                      ["model / sampler", "canvas accuracy", "window accuracy", "spurious",
-                       "of which at seams", "FD (windows)", "net evals / canvas", "acceptance"],
+                      ["model / sampler", "canvas accuracy", "window accuracy",
+                       "recall: one window / shared", "spurious", "of which at seams",
+                       "FD (windows)", "net evals / canvas", "acceptance"],
                       [[r["cell"], _pm(r["canvas_accuracy"], r["canvas_se"]),
-                        _pm(r["window_accuracy"], r["window_se"]), f"{r['spurious']:.2f}",
+                        _pm(r["window_accuracy"], r["window_se"]),
+                        f"{r['recall_single']:.2f} / {r['recall_shared']:.2f}",
+                        f"{r['spurious']:.2f}",
                         f"{r['spurious_at_seams']:.2f}", f"{r['fd']:.2f}", r["network_evals"],
                         _acc(r)] for r in group]), "",
                   f"Real canvases of this layout: canvas accuracy "
