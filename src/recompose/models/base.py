@@ -14,7 +14,8 @@ weight mixture; a model times a *number* is refused) are installed by :mod:`reco
 **Shared network calls.** A leaf that is one of several views of one network (the conditions
 of a conditional network, :mod:`.parameterization`) names it in :attr:`~DiffusionModel.batch_slot`;
 that model evaluates a weighted product of its views in one call (:meth:`~DiffusionModel.stacked`),
-so ``∏_k p_t(x | c_k)^{w_k}`` costs one network call on ``K·B`` inputs.
+so ``∏_k p_t(x | c_k)^{w_k}`` costs one network call on ``K·B`` inputs; views applied to
+*different* inputs (the crops of a :mod:`~recompose.tapestry`) use :meth:`~DiffusionModel.rows`.
 """
 
 from __future__ import annotations
