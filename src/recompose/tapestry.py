@@ -65,10 +65,12 @@ def _plan(models: Sequence[DiffusionModel]) -> list[_Group]:
     for k, model in enumerate(models):
         for base, w in _factors(model):
             slot = base.batch_slot
-            owner = base if slot is None else slot.network
-            group = groups.setdefault(id(owner), _Group(owner, slot is not None))
+            # a network that cannot take one condition per row: each view is called on its own
+            shared = slot is not None and type(slot.network).rows is not DiffusionModel.rows
+            owner = slot.network if shared else base
+            group = groups.setdefault(id(owner), _Group(owner, shared))
             group.crops.append(k)
-            group.conditions.append(None if slot is None else slot.condition)
+            group.conditions.append(slot.condition if shared else None)
             group.weights.append(w)
     return list(groups.values())
 
