@@ -205,3 +205,32 @@ def test_average_tapestry_refuses_energies():
         rc.sample(avg, 4, "mala", num_levels=3)
     with pytest.raises(CapabilityError):
         avg + avg
+
+
+class _ViewWithoutRows(rc.DiffusionModel):
+    """A view naming a shared network that has no per-row hook (``rows``)."""
+
+    has_energy = True
+
+    def __init__(self, inner, owner):
+        super().__init__()
+        self.inner, self.owner = inner, [owner]  # a list: not a submodule
+        self.schedule, self.event_shape = inner.schedule, inner.event_shape
+
+    @property
+    def batch_slot(self):
+        from recompose.models.base import BatchSlot
+
+        return BatchSlot(self.owner[0], None)
+
+    def energy(self, x, t):
+        return self.inner.energy(x, t)
+
+
+def test_views_of_a_network_without_rows_are_called_one_by_one():
+    owner = _gmm(7)
+    views = [_ViewWithoutRows(_gmm(k), owner) for k in range(3)]
+    tap = rc.tapestry(CANVAS, list(zip(OFFSETS, views)))
+    x = _canvas()
+    direct = sum(v.energy(_crop(x, o), 0.4) for o, v in zip(OFFSETS, views))
+    torch.testing.assert_close(tap.energy(x, 0.4), direct, rtol=1e-12, atol=1e-10)
