@@ -234,3 +234,20 @@ def test_views_of_a_network_without_rows_are_called_one_by_one():
     x = _canvas()
     direct = sum(v.energy(_crop(x, o), 0.4) for o, v in zip(OFFSETS, views))
     torch.testing.assert_close(tap.energy(x, 0.4), direct, rtol=1e-12, atol=1e-10)
+
+
+def test_a_tapestry_times_a_classifier_factor():
+    """The issue's example: rc.guide(tapestry, p_t(y | canvas), λ) has energy E_tap − λ log p,
+    and every sampler that needs energies runs on it."""
+    from conftest import randomise
+    from recompose.models.classifier import ClassifierFactor
+    from recompose.models.networks import TimeClassifier
+
+    tap = rc.tapestry(CANVAS, [(o, _gmm(k)) for k, o in enumerate(OFFSETS)])
+    clf = randomise(TimeClassifier(dim=40, num_classes=3, width=16, num_blocks=1, emb_dim=8))
+    factor = ClassifierFactor(clf.double(), torch.tensor(1), tap.schedule, CANVAS)
+    guided = rc.guide(tap, factor, 2.0)
+    x, t = _canvas(), 0.3
+    torch.testing.assert_close(guided.energy(x, t), tap.energy(x, t) + 2.0 * factor.energy(x, t))
+    r = rc.sample(guided, 6, "mala", num_levels=3, num_steps=1, seed=0)
+    assert torch.isfinite(r.x).all()
