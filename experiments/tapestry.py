@@ -37,7 +37,9 @@ Cells are ``MODEL/SAMPLER`` (``score`` / ``energy`` models; ``hmc-path`` is scor
 §8), ``SAMPLER-average`` for averaged crop scores, ``@T`` for a cell with its own number of
 levels (``score/reverse-average@1250``: the shortcut at the compute of ``score/hmc-path``).
 
-Run: ``python -m experiments.tapestry`` (protocol: ``experiments/configs/tapestry.json``).
+Run: ``python -m experiments.tapestry`` (protocol: ``experiments/configs/tapestry.json``);
+``--probe 1 --out runs/tapestry_probe``: where each model puts one object near a window's sides,
+and whether it keeps an object two windows share (:func:`shared_object_probe`).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from .common import markdown_table, parse_config, sampler_args, script
 from .digits import Evaluator, load_digits
 
 __all__ = ["LAYOUTS", "draw_layout", "window_requests", "clevr_canvas", "digit_strip",
-           "real_canvases", "score_canvases", "run", "main"]
+           "real_canvases", "score_canvases", "shared_object_probe", "run", "main"]
 
 WINDOW = 16
 
@@ -289,6 +291,38 @@ def run_digits(cells: list[str], n: int, seed: int, scale: float, num_levels: in
     return rows, floor
 
 
+# ------------------------------------------------------------------ shared-object probe
+def shared_object_probe(parameterization: str, n: int = 100, seed: int = 0,
+                        num_levels: int = 50) -> dict:
+    """Where a model puts one requested object near a window's left (x = 0.25) and right
+    (x = 0.75) side (reverse diffusion, K = 1): recall and the mean offset (px) of the nearest
+    detection from the request; then one object shared by two windows of a 16×24 canvas (at
+    x = 12 px: 0.75 in the first window, 0.25 in the second) and its recall."""
+    checker, model = Checker(), load_clevr(parameterization)
+    y = 2.5 / 16 + 11 / 16 * torch.rand(n, generator=torch.Generator().manual_seed(seed))
+    out = {}
+    for side in (0.25, 0.75):
+        pos = torch.stack([torch.full((n,), side), y], 1)[:, None]
+        x = _sample(compose_positions(model, pos), n, "reverse", {}, seed, num_levels, 0,
+                    (-1.0, 1.0)).x.clamp(-1, 1)
+        prob = checker.presence(x)
+        offsets = [(d[torch.cdist(d, q).argmin(0)] - q)[0] * 16
+                   for d, q in zip(checker.detections(prob), pos) if len(d)]
+        dx = float(torch.stack(offsets)[:, 0].mean()) if offsets else float("nan")
+        out[f"x={side}"] = {"recall": float(checker.holds_object(x, pos, prob).float().mean()),
+                            "mean_dx_px": dx}
+    centre = torch.stack([torch.full((n,), 12.0), 16 * y], 1)  # canvas pixels
+    regions = [((0, ox), compose_positions(
+        model, ((centre - torch.tensor([float(ox), 0.0])) / WINDOW)[:, None])) for ox in (0, 8)]
+    x = _sample(rc.tapestry((3, 16, 24), regions), n, "reverse", {}, seed, num_levels, 0,
+                (-1.0, 1.0)).x.clamp(-1, 1)
+    window = F.max_pool2d(checker.presence(x)[:, None], 3, stride=1, padding=1)[:, 0]
+    ij = centre.floor().long()
+    out["shared"] = {"recall": float((window[torch.arange(n), ij[:, 1], ij[:, 0]] > 0.5)
+                                     .float().mean())}
+    return out
+
+
 # ------------------------------------------------------------------ tables and figures
 def _pm(v: float, se: float) -> str:
     return f"{v:.2f} ± {se:.2f}"
@@ -392,6 +426,14 @@ def run(out: Path, cells: list[str], digit_cells: list[str], layouts: list[str],
 @script
 def main(argv: list[str] | None = None) -> None:
     c = parse_config("tapestry", __doc__, argv)
+    if c["probe"]:  # the shared-object diagnostic of §11 instead of the tables
+        torch.set_num_threads(c["threads"])
+        res = {p: shared_object_probe(p, c["n"], c["seed"], c["levels"])
+               for p in ("score", "energy")}
+        with run_folder(c["out"], c["overwrite"]) as tmp:
+            (tmp / "probe.json").write_text(json.dumps(res, indent=1))
+        print(json.dumps(res, indent=1))
+        return
     res = run(c["out"], c["cells"], c["digit_cells"], c["layouts"], n=c["n"], seed=c["seed"],
               num_levels=c["levels"], num_steps=c["mcmc_steps"],
               digits_scale=c["digits_scale"], digits_levels=c["digits_levels"],

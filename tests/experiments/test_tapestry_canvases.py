@@ -78,3 +78,14 @@ def test_a_tiny_run_writes_its_outputs(tmp_path):
     assert json.loads((out / "config.json").read_text())["n"] == 3
     for name in ("tapestry_wide.png", "tapestry_digits.png", "samples.npz", "table.md"):
         assert (out / name).stat().st_size > 0
+
+
+def test_the_shared_object_probe_writes_its_report(tmp_path):
+    from experiments.tapestry import main
+
+    out = tmp_path / "probe"
+    main(["--probe", "1", "--n", "3", "--levels", "2", "--out", str(out)])
+    report = json.loads((out / "probe.json").read_text())
+    assert set(report) == {"score", "energy"}
+    assert set(report["energy"]) == {"x=0.25", "x=0.75", "shared"}
+    assert 0 <= report["score"]["shared"]["recall"] <= 1
