@@ -176,17 +176,17 @@ def sample(
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if block_size is not None and not _distributed.active():
         raise TypeError("block_size applies only inside a torch.distributed process group")
-    if (shard is None or shard) and _distributed.active():
+    sharded = (shard is None or shard) and _distributed.active()
+    if sharded:
         _distributed.require_seed(seed, generator)
-    if (shard is None or shard) and _distributed.active() and sampler == "smc":
+    if sharded and sampler == "smc":
         # one weighted population: replicated bookkeeping, network evaluations split by rows
         if block_size is not None:
             raise TypeError("block_size does not apply to smc (its population is not split "
                             "into blocks)")
         model = _distributed.ShardedModel(model)
         progress = progress and _distributed.rank() == 0
-        shard = False
-    if (shard is None or shard) and _distributed.active():
+    elif sharded:
         result = _distributed.sample_sharded(
             functools.partial(sample, model, sampler=sampler, kernel=kernel,
                               num_levels=num_levels, num_steps=num_steps, step_size=step_size,
@@ -200,7 +200,7 @@ def sample(
         for problem in result.info.warnings:
             warnings.warn(problem, SamplingWarning, stacklevel=2)
         return result
-    if shard:
+    elif shard:
         raise ValueError("shard=True needs an initialised torch.distributed process group")
     particles = sampler == "smc"
     smc_options = {"moves": moves, "ess_threshold": ess_threshold, "resampling": resampling}
