@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from .compose import _factors
 from .errors import CapabilityError, CompositionError
 from .models.base import DiffusionModel
-from .utils import append_dims, as_time
+from .utils import append_dims, as_time, check_event_shape
 
 __all__ = ["Tapestry", "tapestry", "OVERLAPS"]
 
@@ -110,20 +110,30 @@ class Tapestry(DiffusionModel):
         self.schedule, self.event_shape = first.schedule, shape
         self.has_energy = overlap == "product" and all(m.has_energy for m in models)
         self._groups = _plan(models)
+        # per-row views of shared networks by (group, batch size); a plain dict, so they are
+        # not submodules (their networks already are, through the region models)
+        self._rows: dict[tuple[int, int], DiffusionModel] = {}
 
     # ------------------------------------------------------------------ evaluation
     def _calls(self, x: Tensor, t: float | Tensor) -> Iterator[tuple[_Group, DiffusionModel,
                                                                      Tensor, Tensor]]:
         """Per group: the model to call, its stacked crops ``(M·B, C, *s)`` and times."""
-        if tuple(x.shape[1:]) != self.event_shape:
-            want = ", ".join(["B", *map(str, self.event_shape)])
-            raise ValueError(f"{self.describe()} takes x of shape ({want}), got {tuple(x.shape)}")
+        check_event_shape(x, self.event_shape, self.describe())
         b = x.shape[0]
         t = as_time(t, b, x)
-        for g in self._groups:
+        for i, g in enumerate(self._groups):
             crops = torch.cat([x[(slice(None), slice(None)) + self.slices[k]] for k in g.crops])
-            model = g.base.rows(g.conditions, b) if g.shared else g.base
-            yield g, model, crops, t.repeat(len(g.crops))
+            yield g, self._caller(i, b), crops, t.repeat(len(g.crops))
+
+    def _caller(self, i: int, batch: int) -> DiffusionModel:
+        """What evaluates group ``i`` on ``batch`` chains: its network's per-row view (built
+        once per batch size: a sampler calls with one size throughout) or its lone base."""
+        g = self._groups[i]
+        if not g.shared:
+            return g.base
+        if (i, batch) not in self._rows:
+            self._rows[(i, batch)] = g.base.rows(g.conditions, batch)
+        return self._rows[(i, batch)]
 
     @staticmethod
     def _weighted(g: _Group, out: Tensor) -> Tensor:
