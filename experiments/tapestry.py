@@ -51,7 +51,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 import recompose as rc
@@ -167,18 +166,16 @@ def score_canvases(x: Tensor, pos: Tensor, layout: str, checker: Checker) -> dic
         held.append(checker.holds_object(crop, window_requests(pos, offset)).all(1))
     held = torch.stack(held, 1)  # (n, windows)
     prob = checker.presence(x)  # (n, H, W), the checker is fully convolutional
-    peak = (prob == F.max_pool2d(prob[:, None], 3, stride=1, padding=1)[:, 0]) & (prob > 0.5)
+    width = prob.shape[-1]  # the checker normalises both coordinates by the width
     cover = _coverage(layout)
     spurious, at_seams = [], []
-    for p, req in zip(peak, pos):
-        ij = torch.nonzero(p)  # (D, 2) as (row, column)
-        centres = ij.flip(1).float() + 0.5
-        far = torch.cdist(centres, req).min(1).values > 1.5
+    for det, req in zip(checker.detections(prob), pos):
+        centres = det * width  # (D, 2) detected centres (x, y) in canvas pixels
+        far = torch.cdist(centres, req).min(1).values > checker.match_px
         spurious.append(int(far.sum()))
-        at_seams.append(int((cover[ij[far, 0], ij[far, 1]] > 1).sum()))
-    window = F.max_pool2d(prob[:, None], 3, stride=1, padding=1)[:, 0]
-    ij = pos.floor().long()  # (n, M, 2) as (column, row)
-    found = window[torch.arange(len(x))[:, None], ij[..., 1], ij[..., 0]] > 0.5  # (n, M)
+        ij = centres[far].long()  # pixel (column, row) of each spurious detection
+        at_seams.append(int((cover[ij[:, 1], ij[:, 0]] > 1).sum()))
+    found = checker.holds_object(x, pos / width, prob)  # (n, M) on the whole canvas
     shared = sum(_inside(pos, o).long() for o in LAYOUTS[layout]["offsets"]) > 1
     acc = held.all(1).float()
     return {"canvas_accuracy": float(acc.mean()),
@@ -316,10 +313,8 @@ def shared_object_probe(parameterization: str, n: int = 100, seed: int = 0,
         model, ((centre - torch.tensor([float(ox), 0.0])) / WINDOW)[:, None])) for ox in (0, 8)]
     x = _sample(rc.tapestry((3, 16, 24), regions), n, "reverse", {}, seed, num_levels, 0,
                 (-1.0, 1.0)).x.clamp(-1, 1)
-    window = F.max_pool2d(checker.presence(x)[:, None], 3, stride=1, padding=1)[:, 0]
-    ij = centre.floor().long()
-    out["shared"] = {"recall": float((window[torch.arange(n), ij[:, 1], ij[:, 0]] > 0.5)
-                                     .float().mean())}
+    held = checker.holds_object(x, centre[:, None] / x.shape[-1])  # width-normalised
+    out["shared"] = {"recall": float(held.float().mean())}
     return out
 
 
