@@ -251,3 +251,16 @@ def test_a_tapestry_times_a_classifier_factor():
     torch.testing.assert_close(guided.energy(x, t), tap.energy(x, t) + 2.0 * factor.energy(x, t))
     r = rc.sample(guided, 6, "mala", num_levels=3, num_steps=1, seed=0)
     assert torch.isfinite(r.x).all()
+
+
+def test_batch_size_may_change_between_calls():
+    """Per-row network views are reused per batch size, never across sizes."""
+    a = class_model("score")
+    crops = [rc.cfg(a.given(y), a, 2.0) for y in (1, 7)]
+    tap = rc.tapestry((1, 8, 14), [((0, 0), crops[0]), ((0, 6), crops[1])])
+    for b in (4, 2, 4):
+        x = _canvas(b, b, (1, 8, 14))
+        expected = torch.zeros_like(x)
+        for o, m in zip([(0, 0), (0, 6)], crops):
+            expected[:, :, :, o[1]:o[1] + 8] += m.score(_crop(x, o, (8, 8)), 0.5)
+        torch.testing.assert_close(tap.score(x, 0.5), expected, rtol=1e-10, atol=1e-10)

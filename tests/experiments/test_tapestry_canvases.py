@@ -40,8 +40,18 @@ def test_real_canvases_score_perfectly_and_empty_ones_fail(layout):
     x, pos = real_canvases(layout, 60, seed=1)
     real = score_canvases(x, pos, layout, checker)
     assert real["canvas_accuracy"] >= 0.95 and real["spurious"] <= 0.05
+    assert real["recall_single"] >= 0.95 and real["recall_shared"] >= 0.95
     empty = score_canvases(torch.full_like(x, 2 * 0.45 - 1), pos, layout, checker)
     assert empty["canvas_accuracy"] == 0.0 and empty["window_accuracy"] == 0.0
+    assert empty["recall_single"] == 0.0 and empty["recall_shared"] == 0.0
+    # erase the shared objects only (wide: the middle three strips, which reach columns
+    # 8.5-31.5; square: the centre cell's object, rows and columns 8.5-15.5)
+    erased = x.clone()
+    rows = slice(0, 16) if layout == "wide" else slice(8, 16)
+    cols = slice(8, 32) if layout == "wide" else slice(8, 16)
+    erased[:, :, rows, cols] = 2 * 0.45 - 1
+    part = score_canvases(erased, pos, layout, checker)
+    assert part["recall_single"] >= 0.95 and part["recall_shared"] == 0.0
     # objects the canvas does not request are spurious, and the edge cells of `square` sit
     # in two windows' overlap: an object there counts as one at a seam
     if layout == "square":
