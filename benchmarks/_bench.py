@@ -11,20 +11,33 @@ scripts beside this module (``python benchmarks/NAME.py``).
 * :func:`product_batching` — one sampling step (composite energy + gradient) of a product of
   ``K`` position terms of the shipped CLEVR UNet, batched into one network call vs one call
   per term, as a ratio to ``K = 1``. Target: ``K = 4`` costs ≤ 2.5× ``K = 1``.
+* :func:`late_conditioning` — the same product for the shipped position UNet (the condition
+  enters at the input) and the late-conditioned study model (``experiments/weights/
+  clevr-late-score``: a condition-free trunk computed once, a head per term), as score models
+  (one score evaluation, no graph) and as energy models (energy + gradient; the late
+  architecture's energy reads the same network as ``‖f − x‖²``, for timing only: no energy
+  was trained for it).
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+# The CLEVR benchmarks use the experiments' composition and loaders (``experiments/`` sits
+# beside this folder; a script's own folder, not the repository, is on ``sys.path``).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recompose.config import TrainConfig
 from recompose.models.loading import pretrained
 from recompose.sampling import sample
 from recompose.training.trainer import Trainer
 
-__all__ = ["sampler_overhead", "parameterization_cost", "product_batching"]
+__all__ = ["sampler_overhead", "parameterization_cost", "product_batching",
+           "late_conditioning"]
 
 
 def _bare(leaves: list, x: torch.Tensor, t: torch.Tensor, calls: int, energy_only: int) -> float:
@@ -164,3 +177,35 @@ def product_batching(n: int = 32, repeats: int = 5, calls: int = 5,
         "| K | network terms | batched ms | batched / K=1 | per-term ms | per-term / K=1 | "
         "per-term / batched |",
         "|---|---|---|---|---|---|---|", *rows])
+
+
+def late_conditioning(n: int = 32, repeats: int = 5, calls: int = 5,
+                      ks: tuple[int, ...] = (1, 2, 3, 4, 5)) -> str:
+    """Time of one composite evaluation ``Π_k A|p_k`` vs ``K``, as a ratio to ``K = 1``, for
+    the input-conditioned and the late-conditioned position UNets (module docstring)."""
+    from experiments.clevr import compose_positions, load_clevr, request_positions
+    from recompose.models.parameterization import EnergyModel
+
+    late = load_clevr("late-score")
+    models = {"input, score": load_clevr("score"), "late, score": late,
+              "input, energy": load_clevr("energy"),
+              "late, energy": EnergyModel(late.net, late.schedule, late.event_shape, name="A")}
+    x = torch.randn((n, *late.event_shape), generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(0.5)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for k in ks:
+        positions = request_positions(n, k, seed=k)
+        for name, model in models.items():
+            comp = compose_positions(model, positions, plain=True)
+            if model.has_energy:
+                fn = lambda c=comp: c.energy_and_score(x, t)  # noqa: E731
+            else:
+                fn = lambda c=comp: c.score(x, t)  # noqa: E731
+            with torch.no_grad():
+                times[name].append(_best_time(fn, repeats, calls))
+    rows = [f"| {k} | " + " | ".join(f"{1e3 * times[m][i]:.1f} ({times[m][i] / times[m][0]:.2f}×)"
+                                      for m in models) + " |" for i, k in enumerate(ks)]
+    return "\n".join([
+        f"composite Π_k A|p_k, {n} images of {tuple(late.event_shape)}, one evaluation (score: "
+        f"no graph; energy: energy + gradient), ms (ratio to K = 1), best of {repeats}×{calls}",
+        "", "| K | " + " | ".join(models) + " |", "|---|" + "---|" * len(models), *rows])

@@ -46,10 +46,10 @@ from recompose.models.loading import load_model, shipped_path
 from recompose.sampling import sample
 
 from .common import markdown_table, parse_config, sampler_args, script
-from .evaluators import load_evaluator
+from .evaluators import WEIGHTS_DIR, load_evaluator
 
-__all__ = ["compose_positions", "Checker", "load_clevr", "request_positions", "score_images",
-           "run", "main"]
+__all__ = ["compose_positions", "Checker", "load_clevr", "position_effect", "request_positions",
+           "score_images", "run", "main"]
 
 CELLS = [("score", "reverse"), ("score", "ula"), ("score", "uhmc"),
          ("energy", "reverse"), ("energy", "ula"), ("energy", "uhmc"),
@@ -57,8 +57,12 @@ CELLS = [("score", "reverse"), ("score", "ula"), ("score", "uhmc"),
 
 
 def load_clevr(parameterization: str = "energy") -> DiffusionModel:
-    """The shipped position model (``score``, ``energy`` or ``distilled``)."""
-    return load_model(shipped_path(f"clevr-{parameterization}"), name="A")
+    """The shipped position model (``score``, ``energy`` or ``distilled``), or ``late-score``:
+    the late-conditioned study model in ``experiments/weights`` (not shipped: it fails the
+    accuracy it was built for, docs/results.md §6)."""
+    path = WEIGHTS_DIR / f"clevr-{parameterization}.safetensors"
+    return load_model(path if path.is_file() else shipped_path(f"clevr-{parameterization}"),
+                      name="A")
 
 
 def compose_positions(model: DiffusionModel, positions: Tensor, plain: bool = False
@@ -68,6 +72,23 @@ def compose_positions(model: DiffusionModel, positions: Tensor, plain: bool = Fa
     k = positions.shape[-2]
     return conjunction(model, [positions[..., j, :] for j in range(k)], plain=plain,
                        names=[f"A|p{j + 1}" for j in range(k)])
+
+
+def position_effect(model: DiffusionModel, ts: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8),
+                    n: int = 64, seed: int = 1) -> dict[float, float]:
+    """How much the position changes the network's ``ε̂``: ``‖ε̂(x_t, t, p) − ε̂(x_t, t, ∅)‖ /
+    ‖ε̂(x_t, t, ∅)‖`` on noised empty scenes (all pixels −1), random positions, per ``t``."""
+    net, out = model.net, {}
+    for t in ts:
+        gen = torch.Generator().manual_seed(seed)
+        tt = torch.full((n,), t)
+        alpha, sigma = (v[:, None, None, None] for v in model.schedule(tt))
+        x = -alpha + sigma * torch.randn((n, *model.event_shape), generator=gen)
+        c = net.encode_condition(torch.rand(n, 2, generator=gen) * 0.6 + 0.2)
+        with torch.no_grad():
+            cond, null = net(x, tt, c), net(x, tt, None)
+        out[t] = float((cond - null).norm() / null.norm())
+    return out
 
 
 def request_positions(n: int, k: int, seed: int, spec: SceneSpec | None = None) -> Tensor:

@@ -11,15 +11,16 @@ from recompose.models.parameterization import EnergyModel, ScoreModel
 from recompose.schedules import CosineSchedule
 
 
-def _position_model(kind, seed=0):
-    net = randomise(PositionUNet(channels=8, emb_dim=16), seed, std=0.05)
+def _position_model(kind, seed=0, late=False):
+    net = randomise(PositionUNet(channels=8, emb_dim=16, late=late), seed, std=0.05)
     cls = EnergyModel if kind == "energy" else ScoreModel
     return cls(net, CosineSchedule(), (3, 16, 16), name="A").double()
 
 
+@pytest.mark.parametrize("late", [False, True])
 @pytest.mark.parametrize("kind", ["score", "energy"])
-def test_batched_position_product_equals_the_unbatched_sum(kind):
-    model = _position_model(kind)
+def test_batched_position_product_equals_the_unbatched_sum(kind, late):
+    model = _position_model(kind, late=late)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(4, 3, 16, 16, generator=gen, dtype=torch.float64)
     pos = torch.rand(4, 3, 2, generator=gen)  # three positions per chain, different per chain
@@ -28,7 +29,7 @@ def test_batched_position_product_equals_the_unbatched_sum(kind):
     assert len(comp._groups) == 1 and comp.num_networks == 4
     t = 0.37
     expected = sum(v.score(x, t) for v in views) - 2.0 * model.score(x, t)
-    counter = CallCounter(model.net)
+    counter = CallCounter(model.net.out)  # the output layer runs once per network evaluation
     got = comp.score(x, t)
     assert counter.calls == 1  # one batched network call, not four
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
@@ -38,6 +39,24 @@ def test_batched_position_product_equals_the_unbatched_sum(kind):
         torch.testing.assert_close(e, e_expected, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(s, expected, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(comp.energy(x, t), e_expected, rtol=1e-9, atol=1e-9)
+
+
+def test_a_late_conditioned_network_runs_its_trunk_once_per_product():
+    model = _position_model("energy", late=True)
+    net = model.net
+    x = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    c = net.encode_condition(torch.rand(4 * 5, 2, generator=torch.Generator().manual_seed(3)))
+    t = torch.full((5,), 0.4, dtype=torch.float64)
+    stacked = net(torch.cat([x] * 4), t.repeat(4), c)
+    torch.testing.assert_close(net.forward_copies(x, t, c), stacked, rtol=1e-12, atol=1e-12)
+    trunk, head = CallCounter(net.down1), CallCounter(net.head_inp)
+    rows = []
+    net.down1.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    comp = rc.product([model.given(c[5 * k:5 * (k + 1), :2]) for k in range(4)])
+    comp.energy_and_score(x, 0.4)
+    assert (trunk.calls, head.calls, rows) == (1, 1, [5])  # trunk on B rows, head on 4·B
+    with pytest.raises(ValueError, match="multiple"):
+        net.forward_copies(x, t, c[:7])
 
 
 @pytest.mark.parametrize("kind", ["score", "energy"])

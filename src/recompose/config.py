@@ -42,7 +42,7 @@ class TrainConfig(_Config):
     checkpoint_every: int = 500
     threads: int = 1
     label_dropout: float = 0.0  # conditional data: probability of the null condition (CFG)
-    distill_from: str | None = None  # a teacher (shipped name or model file): energy distillation
+    distill_from: str | None = None  # a teacher (shipped name or model file): distillation
     dsm_weight: float = 0.0  # distillation: weight of the plain DSM term beside the teacher's
     network: dict = field(default_factory=lambda: {"arch": "resmlp", "dim": 2, "width": 128,
                                                    "num_blocks": 4, "emb_dim": 32, "widen": 1})
@@ -57,9 +57,6 @@ class TrainConfig(_Config):
             raise ValueError("ema_decay must lie in [0, 1)")
         if not 0 <= self.label_dropout <= 1:
             raise ValueError("label_dropout must lie in [0, 1]")
-        if self.distill_from is not None and self.parameterization != "energy":
-            raise ValueError("distillation (distill_from) trains an energy model: set "
-                             "parameterization='energy'")
         if not self.dsm_weight >= 0:
             raise ValueError("dsm_weight must be ≥ 0")
 

@@ -159,27 +159,37 @@ class PositionUNet(nn.Module):
 
     Three resolutions (S, S/2, S/4) with ``channels·(1, 2, 2)`` feature maps, one residual block
     per level each way plus a middle block, GroupNorm, time embedding added in every block.
-    The condition ``c = (p_x, p_y, 1)`` (``(0, 0, 0)`` = null) enters twice: as an extra input
-    channel holding a Gaussian bump (``bump`` pixels wide) at the position — which makes "put an
-    object here" a local, translation-equivariant task — and through Fourier features of the
-    position added to the time embedding.
+    The condition ``c = (p_x, p_y, 1)`` (``(0, 0, 0)`` = null) enters as a channel holding a
+    Gaussian bump (``bump`` pixels wide) at the position — which makes "put an object here" a
+    local, translation-equivariant task — and through Fourier features of the position added
+    to a time embedding.
+
+    ``late=False``: the bump is an input channel and the position embedding is added in every
+    block, so the whole UNet depends on ``c``. ``late=True``: the UNet is a trunk over
+    ``(x, t)`` alone, and the condition enters in a head at full resolution (``x``, the
+    trunk's features and the bump in, ``head_blocks`` residual blocks with the position
+    embedding). Then ``K`` conditions on one ``x`` cost one trunk pass and ``K`` head passes
+    (:meth:`forward_copies`).
     """
 
     conditional = True
     condition_ndim = 1
 
     def __init__(self, in_channels: int = 3, size: int = 16, channels: int = 32,
-                 emb_dim: int = 64, bump: float = 1.0) -> None:
+                 emb_dim: int = 64, bump: float = 1.0, late: bool = False,
+                 head_blocks: int = 1) -> None:
         super().__init__()
         self.config = {"arch": "position_unet", "in_channels": in_channels, "size": size,
                        "channels": channels, "emb_dim": emb_dim, "bump": bump}
-        self.size, self.bump = size, bump
+        if late:
+            self.config.update(late=True, head_blocks=head_blocks)
+        self.size, self.bump, self.late = size, bump, late
         c1, c2 = channels, 2 * channels
         self.embed = _time_embedding(emb_dim)
         self.register_buffer("freqs", torch.pi * 2.0 ** torch.arange(4), persistent=False)
         self.cond_embed = nn.Sequential(nn.Linear(17, emb_dim), nn.SiLU(),
                                         nn.Linear(emb_dim, emb_dim))
-        self.inp = nn.Conv2d(in_channels + 1, c1, 3, padding=1)
+        self.inp = nn.Conv2d(in_channels + (0 if late else 1), c1, 3, padding=1)
         self.down1 = _ResBlock(c1, c1, emb_dim)
         self.down2 = _ResBlock(c1, c2, emb_dim)
         self.down3 = _ResBlock(c2, c2, emb_dim)
@@ -187,10 +197,18 @@ class PositionUNet(nn.Module):
         self.up3 = _ResBlock(2 * c2, c2, emb_dim)
         self.up2 = _ResBlock(2 * c2, c1, emb_dim)
         self.up1 = _ResBlock(2 * c1, c1, emb_dim)
+        if late:
+            self.head_inp = nn.Conv2d(c1 + in_channels + 1, c1, 3, padding=1)
+            self.head = nn.ModuleList(_ResBlock(c1, c1, emb_dim) for _ in range(head_blocks))
         self.out_norm = nn.GroupNorm(8, c1)
         self.out = nn.Conv2d(c1, in_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+
+    @property
+    def shares_trunk(self) -> bool:
+        """Whether :meth:`forward_copies` computes the trunk once for ``K`` conditions."""
+        return self.late
 
     def encode_condition(self, value: object) -> Tensor:
         p = torch.as_tensor(value, dtype=torch.float32, device=self.out.weight.device)
@@ -209,18 +227,49 @@ class PositionUNet(nn.Module):
         dy = (grid[None, :, None] - c[:, 1, None, None]) * self.size
         return c[:, 2, None, None] * torch.exp(-(dx**2 + dy**2) / (2 * self.bump**2))
 
-    def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
-        c = self.null_condition(x.shape[0]).to(x.dtype) if c is None else c.to(x.dtype)
-        angles = c[:, :2, None] * self.freqs.to(x.dtype)  # (B, 2, 4)
+    def _position_embedding(self, c: Tensor) -> Tensor:
+        angles = c[:, :2, None] * self.freqs.to(c.dtype)  # (B, 2, 4)
         fourier = torch.cat([angles.sin().flatten(1), angles.cos().flatten(1), c[:, 2:]], 1)
-        emb = self.embed(t) + self.cond_embed(fourier * c[:, 2:])
-        h1 = self.down1(self.inp(torch.cat([x, self._bump(c)[:, None]], 1)), emb)
+        return self.cond_embed(fourier * c[:, 2:])
+
+    def _unet(self, x: Tensor, emb: Tensor) -> Tensor:
+        h1 = self.down1(self.inp(x), emb)
         h2 = self.down2(F.avg_pool2d(h1, 2), emb)
         h3 = self.down3(F.avg_pool2d(h2, 2), emb)
         h = self.mid(h3, emb)
         h = self.up3(torch.cat([h, h3], 1), emb)
         h = self.up2(torch.cat([F.interpolate(h, scale_factor=2.0), h2], 1), emb)
-        h = self.up1(torch.cat([F.interpolate(h, scale_factor=2.0), h1], 1), emb)
+        return self.up1(torch.cat([F.interpolate(h, scale_factor=2.0), h1], 1), emb)
+
+    def _head(self, x: Tensor, h: Tensor, emb: Tensor, c: Tensor) -> Tensor:
+        h = self.head_inp(torch.cat([x, h, self._bump(c)[:, None]], 1))
+        emb = emb + self._position_embedding(c)
+        for block in self.head:
+            h = block(h, emb)
+        return h
+
+    def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
+        c = self.null_condition(x.shape[0]).to(x.dtype) if c is None else c.to(x.dtype)
+        if self.late:
+            emb = self.embed(t)
+            h = self._head(x, self._unet(x, emb), emb, c)
+        else:
+            emb = self.embed(t) + self._position_embedding(c)
+            h = self._unet(torch.cat([x, self._bump(c)[:, None]], 1), emb)
+        return self.out(F.silu(self.out_norm(h)))
+
+    def forward_copies(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
+        """``forward`` on ``K`` copies of the batch, copy ``k`` with conditions
+        ``c[k·B:(k+1)·B]``: ``(x (B, …), t (B,), c (K·B, 3)) -> (K·B, …)``. A late-conditioned
+        network runs its trunk once; otherwise this is ``forward`` on the stacked copies."""
+        k = c.shape[0] // x.shape[0]
+        if not self.late:
+            return self.forward(torch.cat([x] * k), t.repeat(k), c)
+        if c.shape[0] != k * x.shape[0]:
+            raise ValueError(f"{c.shape[0]} conditions are not a multiple of {x.shape[0]} rows")
+        emb = self.embed(t)
+        h = self._unet(x, emb)
+        h = self._head(torch.cat([x] * k), torch.cat([h] * k), emb.repeat(k, 1), c.to(x.dtype))
         return self.out(F.silu(self.out_norm(h)))
 
 

@@ -28,12 +28,14 @@ condition dropout defines ``p_t(x | c)`` plus the unconditional ``p_t(x)`` (the 
     E(x, t) = Σ_k w_k E_θ(x, t, c_k),        s(x, t) = Σ_k w_k s_θ(x, t, c_k).
 
 Both conversions are linear in the network output, so this is the conversion of
-``Σ_k w_k U_θ(x, t, c_k)`` (or of ``Σ_k w_k ε̂``): :func:`stack_copies` stacks the ``K`` copies of
-``x`` into one ``(K·B, *D)`` batch with conditions ``(c_1…c_1, …, c_K…c_K)``, the network is
-called once, and :func:`weighted_sum` reduces its ``(K·B, …)`` output with the weights
+``Σ_k w_k U_θ(x, t, c_k)`` (or of ``Σ_k w_k ε̂``): the ``K`` copies of ``x`` are stacked into
+one ``(K·B, *D)`` batch with conditions ``(c_1…c_1, …, c_K…c_K)``, the network is called once,
+and :func:`weighted_sum` reduces its ``(K·B, …)`` output with the weights
 (:meth:`~_Learned.stacked`). Autograd through the stacking sums the gradients of the copies, so
-a score obtained as ``−∇ₓE`` is exact. A leaf joins such a call through its
-:attr:`~recompose.models.base.DiffusionModel.batch_slot`, and
+a score obtained as ``−∇ₓE`` is exact. A network whose condition enters late (its
+``shares_trunk`` is true) computes the condition-free trunk on ``x`` once and only its head on
+the ``K·B`` rows, so ``K`` terms cost one trunk and ``K`` heads. A leaf joins such a call
+through its :attr:`~recompose.models.base.DiffusionModel.batch_slot`, and
 :class:`~recompose.compose.Product` groups its factors by that slot.
 """
 
@@ -50,7 +52,7 @@ from ..utils import append_dims, as_time, batch_sum, check_event_shape, energy_a
 from .base import BatchSlot, DiffusionModel, model_device_dtype
 
 __all__ = ["ScoreModel", "EnergyModel", "Conditioned", "epsilon_prediction",
-           "score_from_epsilon", "condition_batch", "stack_copies", "stack_conditions",
+           "score_from_epsilon", "condition_batch", "stack_conditions",
            "weighted_sum"]
 
 
@@ -78,6 +80,17 @@ class _Learned(DiffusionModel):
         if not self.conditional:
             raise CapabilityError(f"{self.describe()} is not a conditional model")
         return self.net(x, t, c)
+
+    def _net_copies(self, x: Tensor, t: Tensor, c: Tensor, copies: int) -> tuple[Tensor, Tensor]:
+        """``(xs, out)``: ``copies`` stacked copies of ``x`` (``(K·B, *D)``) and the network's
+        output on them with the ``K·B`` conditions ``c``. A network that ``shares_trunk`` is
+        given ``x`` once (:meth:`PositionUNet.forward_copies`); the stacked ``xs`` is what
+        an energy's ``x`` term differentiates through either way."""
+        xs = torch.cat([x] * copies)
+        if getattr(self.net, "shares_trunk", False):
+            check_event_shape(x, self.event_shape, self.describe())
+            return xs, self.net.forward_copies(x, t, c)
+        return xs, self._net(xs, t.repeat(copies), c)
 
     def given(self, value: object, name: str | None = None) -> DiffusionModel:
         """``p_t(x | c = value)`` as a leaf model; ``value`` is one condition or one per chain."""
@@ -117,8 +130,11 @@ class ScoreModel(_Learned):
 
     has_energy = False
 
-    def epsilon(self, x: Tensor, t: float | Tensor, c: Tensor | None = None) -> Tensor:
-        return self._net(x, as_time(t, x.shape[0], x), c)
+    def epsilon(self, x: Tensor, t: float | Tensor, c: Tensor | None = None,
+                copies: int = 1) -> Tensor:
+        """``ε̂``; with ``copies = K``, on ``K`` copies of ``x`` with ``K·B`` conditions ``c``."""
+        t = as_time(t, x.shape[0], x)
+        return self._net(x, t, c) if copies == 1 else self._net_copies(x, t, c, copies)[1]
 
     def score(self, x: Tensor, t: float | Tensor, c: Tensor | None = None) -> Tensor:
         t = as_time(t, x.shape[0], x)
@@ -138,11 +154,14 @@ class EnergyModel(_Learned):
         super().__init__(net, schedule, event_shape, name)
         self.form = form
 
-    def potential(self, x: Tensor, t: float | Tensor, c: Tensor | None = None) -> Tensor:
-        """``U_θ(x, t)``, shape ``(B,)`` (ε-scale; the energy divides it by ``σ_t``)."""
-        out = self._net(x, as_time(t, x.shape[0], x), c)
+    def potential(self, x: Tensor, t: float | Tensor, c: Tensor | None = None,
+                  copies: int = 1) -> Tensor:
+        """``U_θ(x, t)``, shape ``(B,)`` (ε-scale; the energy divides it by ``σ_t``); with
+        ``copies = K``, ``(K·B,)`` on ``K`` copies of ``x`` with ``K·B`` conditions ``c``."""
+        t = as_time(t, x.shape[0], x)
+        xs, out = (x, self._net(x, t, c)) if copies == 1 else self._net_copies(x, t, c, copies)
         if self.form == "ae":
-            return batch_sum((out - x) ** 2)
+            return batch_sum((out - xs) ** 2)
         return 0.5 * batch_sum(out**2)
 
     def energy(self, x: Tensor, t: float | Tensor, c: Tensor | None = None) -> Tensor:
@@ -213,17 +232,6 @@ class Conditioned(DiffusionModel):
         return self.parent.energy_and_score(x, t, self._c(x))
 
 
-def stack_copies(model: _Learned, x: Tensor, t: float | Tensor,
-                 conditions: Sequence[Tensor | None]) -> tuple[Tensor, Tensor, Tensor]:
-    """One network batch ``(xs (K·B, *D), ts (K·B,), cs (K·B, …))`` for ``K = len(conditions)``
-    copies of the ``B`` chains ``x``, copy ``k`` in rows ``k·B … (k+1)·B − 1``; each condition
-    is encoded (``None`` = null), one value or one per chain."""
-    b, k = x.shape[0], len(conditions)
-    xs = torch.cat([x] * k)
-    ts = as_time(t, b, x).repeat(k)
-    return xs, ts, stack_conditions(model, conditions, b, x.device)
-
-
 def stack_conditions(model: _Learned, conditions: Sequence[Tensor | None], batch: int,
                      device: torch.device) -> Tensor:
     """``(K·batch, …)`` encoded conditions, block ``k`` from ``conditions[k]`` (``None`` = null;
@@ -257,7 +265,7 @@ class _Rows(Conditioned):
 
 
 def weighted_sum(stacked: Tensor, weights: Sequence[float]) -> Tensor:
-    """``Σ_k w_k v_k`` of a ``(K·B, …)`` batch laid out by :func:`stack_copies` -> ``(B, …)``."""
+    """``Σ_k w_k v_k`` of a ``(K·B, …)`` batch of ``K`` blocks of ``B`` rows -> ``(B, …)``."""
     k = len(weights)
     v = stacked.reshape((k, stacked.shape[0] // k) + tuple(stacked.shape[1:]))
     w = torch.tensor(list(weights), dtype=v.dtype, device=v.device)
@@ -283,8 +291,9 @@ class _Stacked(DiffusionModel):
         """``σ_t`` and ``Σ_k w_k`` of the network's ``output`` (potential or epsilon)."""
         t = as_time(t, x.shape[0], x)
         _, sigma = self.schedule(t)
-        xs, ts, cs = stack_copies(self.network, x, t, self.conditions)
-        return sigma, weighted_sum(getattr(self.network, output)(xs, ts, cs), self.weights)
+        cs = stack_conditions(self.network, self.conditions, x.shape[0], x.device)
+        out = getattr(self.network, output)(x, t, cs, copies=len(self.conditions))
+        return sigma, weighted_sum(out, self.weights)
 
     def energy(self, x: Tensor, t: float | Tensor) -> Tensor:
         if not self.has_energy:

@@ -16,6 +16,10 @@ gradient fields it is the ``L²(p_t)``-closest conservative field, the gradient 
 teacher's field (a Helmholtz-like projection), so where the teacher is nearly conservative
 the student inherits its sample quality and adds energies for Metropolis tests and weights.
 
+A score student (``parameterization="score"``) is plain knowledge distillation of the field
+into another network, e.g. a position model whose condition enters late (docs/results.md §6.1:
+trained by DSM alone, its head barely learned to use the position, whose part of ε is small
+beside DSM's noisy target).
 Conditional teachers give conditional students: each drawn condition is encoded by both
 networks, the same condition-dropout mask replaces it by the null condition in both, so the
 student learns ``p_t(x | c)`` and ``p_t(x)`` (the null view) as the teacher defines them.
@@ -35,7 +39,7 @@ from ..config import TrainConfig
 from ..io import CheckpointError, read_model_file
 from ..models.base import DiffusionModel
 from ..models.loading import load_model, model_file
-from ..models.parameterization import EnergyModel, epsilon_prediction
+from ..models.parameterization import EnergyModel, ScoreModel, epsilon_prediction
 from ..utils import append_dims, batch_sum
 from .losses import noised
 
@@ -65,8 +69,9 @@ def teacher_config(spec: str, **overrides: object) -> TrainConfig:
 
 def check_teacher(student: DiffusionModel, teacher: DiffusionModel) -> None:
     """Refuse a teacher the student cannot learn from, saying why."""
-    if not isinstance(student, EnergyModel):
-        raise ValueError("distillation trains an energy model: set parameterization='energy'")
+    if not isinstance(student, (EnergyModel, ScoreModel)):
+        raise ValueError("distillation trains an energy or a score (ε) model, got "
+                         f"{type(student).__name__}")
     if tuple(teacher.event_shape) != tuple(student.event_shape):
         raise ValueError(f"teacher {teacher.describe()} has event shape "
                          f"{tuple(teacher.event_shape)}, the student {tuple(student.event_shape)}")
