@@ -29,9 +29,9 @@ family              files                                                       
   (:mod:`recompose.training.distill`), each with its teacher's data, network, schedule and
   condition dropout; 2D with 4,000 steps on 2 threads (≤ 5 min each), digits 8,000 steps,
   clevr 6,000. ``digits-cond-score`` (in the digits family) is the conditional teacher.
-  ``clevr-late-score`` (≈ 8 min; into ``experiments/weights/``, a study, not shipped) is a
-  late-conditioned position UNet (``late=True``) distilled as a score model from
-  ``clevr-score``; trained by DSM alone, its head learned almost no position dependence.
+  ``clevr-late-score`` (≈ 30 min, 24,000 steps; into ``experiments/weights/``, a study, not
+  shipped) is a late-conditioned position UNet (``late=True``) distilled as a score model
+  from ``clevr-score``; trained by DSM alone, its head learned almost no position dependence.
 
 Diffusion models train in ``OUT/<name>/`` and resume from their checkpoint if interrupted;
 classifiers (a minute or two each) restart. One thread per run where the config says so and
@@ -118,6 +118,7 @@ FAMILIES: dict[str, dict[str, Config]] = {
         "digits-cond-distilled": partial(teacher_config, "digits-cond", steps=8000),
         "clevr-distilled": partial(teacher_config, "clevr"),
         "clevr-late-score": partial(teacher_config, "clevr", parameterization="score",
+                                    steps=24000,
                                     network={**_CLEVR_NET, "late": True, "head_blocks": 2}),
     },
 }

@@ -59,14 +59,14 @@ def test_composed_scene_model_is_one_batched_product(parameterization):
     assert r.x.shape == (2, 3, 16, 16) and bool(torch.isfinite(r.x).all())
 
 
-def test_the_late_conditioned_study_model_batches_and_reacts_weakly_to_the_position():
-    """§6.1: the late model's batched product equals the sum of its views; the position probe
-    sees the shipped input-conditioned model react to the position more than the late one."""
+def test_the_late_conditioned_study_model_batches_and_reacts_to_the_position():
+    """§6.1: the late model's batched product equals the sum of its views, and the distilled
+    head reacts to the position (the DSM-trained head's probe read 0.006–0.010)."""
     late, early = load_clevr("late-score"), load_clevr("score")
     assert late.net.shares_trunk and not early.net.shares_trunk
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     comp = compose_positions(late, request_positions(3, 4, seed=2), plain=True)
     views = [f.score(x, 0.3) for f in comp.factors]
     torch.testing.assert_close(comp.score(x, 0.3), sum(views), rtol=1e-4, atol=1e-4)
-    effect_late, effect_early = position_effect(late, (0.2,)), position_effect(early, (0.2,))
-    assert effect_early[0.2] > 2 * effect_late[0.2] > 0
+    for model in (late, early):
+        assert position_effect(model, (0.2,))[0.2] > 0.05

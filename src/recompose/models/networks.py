@@ -166,10 +166,10 @@ class PositionUNet(nn.Module):
 
     ``late=False``: the bump is an input channel and the position embedding is added in every
     block, so the whole UNet depends on ``c``. ``late=True``: the UNet is a trunk over
-    ``(x, t)`` alone, and the condition enters in a head at full resolution (``x``, the
-    trunk's features and the bump in, ``head_blocks`` residual blocks with the position
-    embedding). Then ``K`` conditions on one ``x`` cost one trunk pass and ``K`` head passes
-    (:meth:`forward_copies`).
+    ``(x, t)`` alone whose output is the null condition's ``ε̂(x, t)``; a condition adds a
+    residual ``Δε̂(x, t, c)`` from a head at full resolution (``x``, the trunk's features and
+    the bump in, ``head_blocks`` residual blocks with the position embedding). Then ``K``
+    conditions on one ``x`` cost one trunk pass and ``K`` head passes (:meth:`forward_copies`).
     """
 
     conditional = True
@@ -197,13 +197,17 @@ class PositionUNet(nn.Module):
         self.up3 = _ResBlock(2 * c2, c2, emb_dim)
         self.up2 = _ResBlock(2 * c2, c1, emb_dim)
         self.up1 = _ResBlock(2 * c1, c1, emb_dim)
-        if late:
-            self.head_inp = nn.Conv2d(c1 + in_channels + 1, c1, 3, padding=1)
-            self.head = nn.ModuleList(_ResBlock(c1, c1, emb_dim) for _ in range(head_blocks))
         self.out_norm = nn.GroupNorm(8, c1)
         self.out = nn.Conv2d(c1, in_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if late:
+            self.head_inp = nn.Conv2d(c1 + in_channels + 1, c1, 3, padding=1)
+            self.head = nn.ModuleList(_ResBlock(c1, c1, emb_dim) for _ in range(head_blocks))
+            self.head_norm = nn.GroupNorm(8, c1)
+            self.head_out = nn.Conv2d(c1, in_channels, 3, padding=1)
+            nn.init.zeros_(self.head_out.weight)
+            nn.init.zeros_(self.head_out.bias)
 
     @property
     def shares_trunk(self) -> bool:
@@ -242,20 +246,21 @@ class PositionUNet(nn.Module):
         return self.up1(torch.cat([F.interpolate(h, scale_factor=2.0), h1], 1), emb)
 
     def _head(self, x: Tensor, h: Tensor, emb: Tensor, c: Tensor) -> Tensor:
-        h = self.head_inp(torch.cat([x, h, self._bump(c)[:, None]], 1))
+        """The late head's residual ``Δε̂(x, t, c)``, zero for the null condition."""
+        g = self.head_inp(torch.cat([x, h, self._bump(c)[:, None]], 1))
         emb = emb + self._position_embedding(c)
         for block in self.head:
-            h = block(h, emb)
-        return h
+            g = block(g, emb)
+        return c[:, 2, None, None, None] * self.head_out(F.silu(self.head_norm(g)))
 
     def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
         c = self.null_condition(x.shape[0]).to(x.dtype) if c is None else c.to(x.dtype)
         if self.late:
             emb = self.embed(t)
-            h = self._head(x, self._unet(x, emb), emb, c)
-        else:
-            emb = self.embed(t) + self._position_embedding(c)
-            h = self._unet(torch.cat([x, self._bump(c)[:, None]], 1), emb)
+            h = self._unet(x, emb)
+            return self.out(F.silu(self.out_norm(h))) + self._head(x, h, emb, c)
+        emb = self.embed(t) + self._position_embedding(c)
+        h = self._unet(torch.cat([x, self._bump(c)[:, None]], 1), emb)
         return self.out(F.silu(self.out_norm(h)))
 
     def forward_copies(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
@@ -269,8 +274,9 @@ class PositionUNet(nn.Module):
             raise ValueError(f"{c.shape[0]} conditions are not a multiple of {x.shape[0]} rows")
         emb = self.embed(t)
         h = self._unet(x, emb)
-        h = self._head(torch.cat([x] * k), torch.cat([h] * k), emb.repeat(k, 1), c.to(x.dtype))
-        return self.out(F.silu(self.out_norm(h)))
+        null = self.out(F.silu(self.out_norm(h)))
+        delta = self._head(torch.cat([x] * k), torch.cat([h] * k), emb.repeat(k, 1), c.to(x.dtype))
+        return torch.cat([null] * k) + delta
 
 
 NETWORKS: dict[str, type[nn.Module]] = {"resmlp": ResMLP, "time_classifier": TimeClassifier,
