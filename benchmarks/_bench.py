@@ -197,12 +197,9 @@ def late_conditioning(n: int = 32, repeats: int = 5, calls: int = 5,
         positions = request_positions(n, k, seed=k)
         for name, model in models.items():
             comp = compose_positions(model, positions, plain=True)
-            if model.has_energy:
-                fn = lambda c=comp: c.energy_and_score(x, t)  # noqa: E731
-            else:
-                fn = lambda c=comp: c.score(x, t)  # noqa: E731
+            call = comp.energy_and_score if model.has_energy else comp.score
             with torch.no_grad():
-                times[name].append(_best_time(fn, repeats, calls))
+                times[name].append(_best_time(lambda f=call: f(x, t), repeats, calls))
     rows = [f"| {k} | " + " | ".join(f"{1e3 * times[m][i]:.1f} ({times[m][i] / times[m][0]:.2f}×)"
                                       for m in models) + " |" for i, k in enumerate(ks)]
     return "\n".join([

@@ -83,8 +83,8 @@ def _clevr(parameterization: str) -> TrainConfig:
                        checkpoint_every=250, network=dict(_CLEVR_NET), label_dropout=0.1)
 
 
-# family -> name -> config (or a function making it from a teacher file); classifiers whose
-# name ends in an evaluator go to WEIGHTS_DIR.
+# family -> name -> config (or a function making it from a teacher file); the files named in
+# EXPERIMENT_FILES go to WEIGHTS_DIR.
 Config = TrainConfig | ClassifierConfig | Callable[[], TrainConfig]
 FAMILIES: dict[str, dict[str, Config]] = {
     "2d": {f"{s}-{p}": TrainConfig(data=s, parameterization=p, steps=6000, seed=0, threads=1)
@@ -124,20 +124,20 @@ FAMILIES: dict[str, dict[str, Config]] = {
 }
 # files for the experiments only: evaluators, and the late-conditioned position model of
 # docs/results.md §6 (a study that missed its accuracy target, so not shipped)
-EVALUATORS = ("digits-evaluator", "clevr-checker", "clevr-late-score")
+EXPERIMENT_FILES = ("digits-evaluator", "clevr-checker", "clevr-late-score")
 
 
 def train_and_export(family: str, out: Path, export: Path = PACKAGE_DIR,
                      names: tuple[str, ...] | None = None, log: bool = True) -> None:
     """Train (or resume) each named file of ``family`` in ``out/<name>`` and copy it to
-    ``export/<name>.safetensors`` (evaluators: to ``experiments/weights/``)."""
+    ``export/<name>.safetensors`` (``EXPERIMENT_FILES``: to ``experiments/weights/``)."""
     configs = FAMILIES[family]
     for name in names or tuple(configs):
         t0 = time.perf_counter()
         config = configs[name]
         if callable(config):  # distilled: read the teacher's file only when it is needed
             config = config()
-        target = (WEIGHTS_DIR if name in EVALUATORS else export) / f"{name}.safetensors"
+        target = (WEIGHTS_DIR if name in EXPERIMENT_FILES else export) / f"{name}.safetensors"
         target.parent.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(config.threads)
         if isinstance(config, TrainConfig):

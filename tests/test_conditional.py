@@ -49,12 +49,12 @@ def test_a_late_conditioned_network_runs_its_trunk_once_per_product():
     t = torch.full((5,), 0.4, dtype=torch.float64)
     stacked = net(torch.cat([x] * 4), t.repeat(4), c)
     torch.testing.assert_close(net.forward_copies(x, t, c), stacked, rtol=1e-12, atol=1e-12)
-    trunk, head = CallCounter(net.down1), CallCounter(net.head_inp)
-    rows = []
-    net.down1.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    rows = {"trunk": [], "head": []}  # input rows of each call of the trunk and of the head
+    for part, module in (("trunk", net.down1), ("head", net.head_inp)):
+        module.register_forward_hook(lambda m, i, o, part=part: rows[part].append(len(i[0])))
     comp = rc.product([model.given(c[5 * k:5 * (k + 1), :2]) for k in range(4)])
     comp.energy_and_score(x, 0.4)
-    assert (trunk.calls, head.calls, rows) == (1, 1, [5])  # trunk on B rows, head on 4·B
+    assert rows == {"trunk": [5], "head": [20]}  # the trunk on B rows, the head on 4·B
     with pytest.raises(ValueError, match="multiple"):
         net.forward_copies(x, t, c[:7])
 

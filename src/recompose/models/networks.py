@@ -253,15 +253,15 @@ class PositionUNet(nn.Module):
             g = block(g, emb)
         return c[:, 2, None, None, None] * self.head_out(F.silu(self.head_norm(g)))
 
+    def _out(self, h: Tensor) -> Tensor:
+        return self.out(F.silu(self.out_norm(h)))
+
     def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
         c = self.null_condition(x.shape[0]).to(x.dtype) if c is None else c.to(x.dtype)
         if self.late:
-            emb = self.embed(t)
-            h = self._unet(x, emb)
-            return self.out(F.silu(self.out_norm(h))) + self._head(x, h, emb, c)
+            return self.forward_copies(x, t, c)
         emb = self.embed(t) + self._position_embedding(c)
-        h = self._unet(torch.cat([x, self._bump(c)[:, None]], 1), emb)
-        return self.out(F.silu(self.out_norm(h)))
+        return self._out(self._unet(torch.cat([x, self._bump(c)[:, None]], 1), emb))
 
     def forward_copies(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
         """``forward`` on ``K`` copies of the batch, copy ``k`` with conditions
@@ -274,9 +274,8 @@ class PositionUNet(nn.Module):
             raise ValueError(f"{c.shape[0]} conditions are not a multiple of {x.shape[0]} rows")
         emb = self.embed(t)
         h = self._unet(x, emb)
-        null = self.out(F.silu(self.out_norm(h)))
         delta = self._head(torch.cat([x] * k), torch.cat([h] * k), emb.repeat(k, 1), c.to(x.dtype))
-        return torch.cat([null] * k) + delta
+        return torch.cat([self._out(h)] * k) + delta
 
 
 NETWORKS: dict[str, type[nn.Module]] = {"resmlp": ResMLP, "time_classifier": TimeClassifier,
