@@ -140,15 +140,24 @@ class Checker:
         return torch.tensor(out, dtype=torch.float32)
 
 
-def score_images(x: Tensor, positions: Tensor, checker: Checker) -> dict:
-    """Composition accuracy, per-position recall and spurious objects per image."""
+def score_images(x: Tensor, positions: Tensor, checker: Checker, particles: int = 1) -> dict:
+    """Composition accuracy, per-position recall and spurious objects per image; with
+    ``particles`` consecutive images per layout also each layout's accuracy and how many of its
+    images are distinct (resampling duplicates particles)."""
     prob = checker.presence(x)
     held = checker.holds_object(x, positions, prob)
     spurious = checker.spurious(x, positions, prob)
-    return {"accuracy": float(held.all(1).float().mean()),
-            "recall": float(held.float().mean()),
-            "spurious": float(spurious.mean()),
-            "exact": float((held.all(1) & (spurious == 0)).float().mean())}
+    out = {"accuracy": float(held.all(1).float().mean()),
+           "recall": float(held.float().mean()),
+           "spurious": float(spurious.mean()),
+           "exact": float((held.all(1) & (spurious == 0)).float().mean())}
+    if particles > 1:
+        per = x.reshape(-1, particles, x[0].numel())
+        gaps = torch.cdist(per, per)  # (layouts, m, m)
+        same = (gaps < 1e-3).float().sum(-1)  # copies of each image in its layout, itself incl.
+        out["layout_accuracy"] = held.all(1).float().reshape(-1, particles).mean(1).tolist()
+        out["distinct_fraction"] = float((1.0 / same).sum(-1).mean() / particles)
+    return out
 
 
 def checker_accuracy(checker: Checker, n: int = 1000, seed: int = 4242) -> dict:
@@ -172,16 +181,20 @@ def checker_accuracy(checker: Checker, n: int = 1000, seed: int = 4242) -> dict:
 
 
 def _cell(model: DiffusionModel, sampler: str, k: int, n: int, seed: int, num_levels: int,
-          num_steps: int, checker: Checker) -> dict:
-    positions = request_positions(n, k, seed=10_000 * k + seed)
+          num_steps: int, checker: Checker, particles: int = 1) -> dict:
+    """``n`` layouts of ``k`` positions, each sampled as ``particles`` images (for SMC / FKC one
+    weighted population per layout; every sampler gets the same images per layout)."""
+    positions = request_positions(n, k, seed=10_000 * k + seed).repeat_interleave(particles, 0)
     comp = compose_positions(model, positions)
     name, options = sampler_args(sampler)
-    r = sample(comp, n, name, num_levels=num_levels, seed=seed,
-               num_steps=None if name == "reverse" else num_steps,
+    if name in ("smc", "fkc"):
+        options = {**options, "groups": torch.arange(n).repeat_interleave(particles)}
+    r = sample(comp, n * particles, name, num_levels=num_levels, seed=seed,
+               num_steps=None if name in ("reverse", "fkc") else num_steps,
                clip=(-1.0, 1.0), progress=False, **options)
     x = r.x.clamp(-1, 1)
     return {"sampler": sampler, "K": k, "seed": seed, "num_steps": num_steps,
-            "metrics": score_images(x, positions, checker),
+            "metrics": score_images(x, positions, checker, particles),
             "network_evals": r.info.network_score_evals,
             "network_energy_evals": r.info.network_energy_evals,
             "acceptance": r.info.mean_acceptance, "wall_time": r.info.wall_time,
@@ -194,9 +207,14 @@ def _agg(cells: list[dict], key: str) -> tuple[float, float]:
 
 
 def _pooled(cells: list[dict]) -> tuple[float, float]:
-    """Accuracy over all images of the cell's seeds and its binomial standard error."""
+    """Accuracy over all images of the cell's seeds and its standard error: binomial for one
+    image per layout; with several, from the spread of the layouts' accuracies (the images of
+    one layout are not independent)."""
     images = sum(len(c["x"]) for c in cells)
     p = sum(c["metrics"]["accuracy"] * len(c["x"]) for c in cells) / images
+    layouts = [a for c in cells for a in c["metrics"].get("layout_accuracy", [])]
+    if len(layouts) > 1:
+        return p, statistics.stdev(layouts) / len(layouts) ** 0.5
     return p, (p * (1 - p) / images) ** 0.5
 
 
@@ -206,7 +224,7 @@ def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
         num_levels: int = 50, num_steps: int = 4, steps_sweep: tuple[int, ...] = (1, 2, 4, 8),
         sweep_k: int = 4, sweep_samplers: tuple[str, ...] = ("ula", "mala", "hmc"),
         threads: int = 2, progress: bool = True, overwrite: bool = False,
-        sweep_model: str = "energy") -> dict:
+        sweep_model: str = "energy", particles: int = 1) -> dict:
     """Accuracy vs K for every sampler cell, accuracy vs MCMC steps, image grids; all outputs
     written atomically into ``out``."""
     from tqdm.auto import tqdm
@@ -218,7 +236,7 @@ def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
               "sweep_samplers": list(sweep_samplers), "sweep_model": sweep_model,
               "composition": "A**(1-K) * Π A|p_k",
               "cells": [f"{p}/{s}" for p, s in table_cells],
-              "clip": [-1.0, 1.0],
+              "clip": [-1.0, 1.0], "particles": particles,
               "threads": threads}
     start = time.perf_counter()
     checker = Checker()
@@ -230,7 +248,7 @@ def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
     cells = []
     for kind, p, s, k, seed, m in tqdm(jobs, desc="clevr cells", disable=not progress):
         cells.append({"table": kind, "parameterization": p,
-                      **_cell(models[p], s, k, n, seed, num_levels, m, checker)})
+                      **_cell(models[p], s, k, n, seed, num_levels, m, checker, particles)})
     floor = checker_accuracy(checker)
     rows = []
     for p, s in table_cells:
@@ -240,6 +258,8 @@ def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
             rows.append({"parameterization": p, "sampler": s, "K": k,
                          **{key: _agg(group, key) for key in ("accuracy", "recall", "spurious")},
                          "pooled_accuracy": _pooled(group),
+                         "distinct_fraction": statistics.mean(
+                             c["metrics"].get("distinct_fraction", 1.0) for c in group),
                          "network_evals": group[0]["network_evals"],
                          "acceptance": statistics.mean(c["acceptance"] for c in group)})
     sweep = []
@@ -259,7 +279,7 @@ def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
                          "accuracy": _agg(rev, "accuracy"), "recall": _agg(rev, "recall"),
                          "network_evals": rev[0]["network_evals"]})
     elapsed = time.perf_counter() - start
-    tables = markdown(rows, sweep, floor, ks, n * len(seeds))
+    tables = markdown(rows, sweep, floor, ks, n * len(seeds), particles)
     with run_folder(out, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "metrics.json").write_text(json.dumps(
@@ -274,9 +294,9 @@ def run(out: Path, n: int = 32, seeds: tuple[int, ...] = (0,),
 
 
 def markdown(rows: list[dict], sweep: list[dict], floor: dict, ks: tuple[int, ...],
-             images: int) -> str:
+             layouts: int, particles: int = 1) -> str:
     head = ["model", "sampler", *(f"K={k}" for k in ks), "recall", "spurious",
-            "net evals / image (K=max)"]
+            "net evals / image (K=max)"] + (["distinct images / layout"] if particles > 1 else [])
     table = []
     for p, s in dict.fromkeys((r["parameterization"], r["sampler"]) for r in rows):
         cell = [r for r in rows if (r["parameterization"], r["sampler"]) == (p, s)]
@@ -285,12 +305,16 @@ def markdown(rows: list[dict], sweep: list[dict], floor: dict, ks: tuple[int, ..
             table.append([p, s, *(f"{r['pooled_accuracy'][0]:.2f} ± "
                                   f"{r['pooled_accuracy'][1]:.2f}" for r in cell),
                           f"{last['recall'][0]:.2f}", f"{last['spurious'][0]:.2f}",
-                          last["network_evals"]])
+                          last["network_evals"]]
+                         + ([f"{last['distinct_fraction'] * particles:.1f} of {particles}"]
+                            if particles > 1 else []))
     steps = [[r["sampler"], r["num_steps"], f"{r['accuracy'][0]:.2f}",
               f"{r['recall'][0]:.2f}", r["network_evals"]] for r in sweep]
+    per = (f"{layouts} layouts × {particles} images per cell (standard error over layouts)"
+           if particles > 1 else f"{layouts} images per cell (binomial standard error)")
     return "\n".join([
-        f"Composition accuracy (all K objects present) ± binomial standard error, {images} "
-        "images per cell; recall / spurious objects per image at K = max:", "",
+        f"Composition accuracy (all K objects present) ± standard error, {per}; recall / "
+        "spurious objects per image at K = max:", "",
         markdown_table(head, table), "",
         *(["Accuracy against MCMC steps per level:", "",
            markdown_table(["sampler", "steps / level", "accuracy", "recall",
@@ -326,7 +350,8 @@ def main(argv: list[str] | None = None) -> None:
               num_levels=c["levels"], num_steps=c["mcmc_steps"],
               steps_sweep=tuple(c["steps_sweep"]), sweep_k=c["sweep_k"],
               sweep_samplers=tuple(c["sweep_samplers"]), threads=c["threads"],
-              overwrite=c["overwrite"], sweep_model=c["sweep_model"])
+              overwrite=c["overwrite"], sweep_model=c["sweep_model"],
+              particles=c["particles"])
     print(res["table"])
     print(f"\n{res['elapsed_s']:.0f} s; outputs in {c['out']}")
 

@@ -58,7 +58,8 @@ __all__ = ["KINDS", "SAMPLERS", "SCALES", "digits_file", "load_digits", "guided"
            "evaluate", "run", "main"]
 
 KINDS = ("classifier", "cfg", "none")
-SAMPLERS = ("reverse", "ula", "uhmc", "mala", "hmc", "smc")  # the config runs the first five
+# the config runs the first five
+SAMPLERS = ("reverse", "ula", "uhmc", "mala", "hmc", "smc", "fkc")
 SCALES = (1.0, 3.0, 10.0)
 ORDER = SAMPLERS + tuple(VARIANTS)  # table order, with the score-only Metropolis variants
 
@@ -135,8 +136,10 @@ def _run_cell(task: dict) -> dict:
     y = labels_for(task["n"])
     model = guided(task["kind"], task["scale"], y, models)
     name, options = sampler_args(task["sampler"])
+    if name in ("smc", "fkc"):  # one population per label (chains with the same target)
+        options = {**options, "groups": y}
     r = sample(model, task["n"], name, num_levels=task["num_levels"],
-               num_steps=None if name == "reverse" else task["num_steps"],
+               num_steps=None if name in ("reverse", "fkc") else task["num_steps"],
                seed=task["seed"], progress=False, **options)
     return {**task, "x": r.x.clamp(-1, 1).numpy(), "info": r.info.to_dict()}
 
@@ -222,7 +225,7 @@ def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2),
               "num_levels": num_levels, "num_steps": num_steps, "models": models}
              for k in kinds for w in (scales if k != "none" else (1.0,)) for s in samplers
              for seed in seeds]
-    cost = {"reverse": 1, "ula": 4, "uhmc": 4, "mala": 4, "hmc": 10, "smc": 10,
+    cost = {"reverse": 1, "fkc": 1, "ula": 4, "uhmc": 4, "mala": 4, "hmc": 10, "smc": 10,
             "mala-path": 7, "mala-trapezoid": 4, "hmc-path": 19, "hmc-trapezoid": 10}
     tasks.sort(key=lambda t: -cost[t["sampler"]] * (2 if t["kind"] == "cfg" else 1))
     cells = map_in_workers(_run_cell, tasks, workers, "digits cells", progress)

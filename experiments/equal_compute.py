@@ -19,8 +19,9 @@ Two tasks with a known answer:
 Cells (gradient evaluations of the composite per sample, one evaluation = every leaf once):
 reverse diffusion with ``T ∈ {100, 300, 1000}``; annealed MALA and HMC (``L = 3``) at
 ``T = 100`` with ``K ∈ {1, 3, 10}``; SMC with AIS weights and HMC moves at ``T = 100``,
-``K ∈ {1, 3, 10}``; SMC with the DDPM proposal and no moves at ``T ∈ {100, 300, 1000}``.
-Seeds 0, 1, 2; mean ± sd over seeds.
+``K ∈ {1, 3, 10}``; SMC with the DDPM proposal and no moves at ``T ∈ {100, 300, 1000}``; FKC
+(reverse diffusion with Feynman–Kac weights, scores only) at ``T ∈ {100, 300, 1000}``.
+Seeds 0, 1, 2; mean ± sd over seeds. ``--curves`` runs a subset of the samplers.
 
 Run: ``python -m experiments.equal_compute`` (protocol: ``configs/equal_compute.json``).
 """
@@ -80,6 +81,7 @@ def cells() -> list[tuple[str, str, dict]]:
                 ("smc + hmc moves", "smc", {"num_levels": 100, "num_steps": k})]
     out += [("smc, DDPM proposal", "smc", {"num_levels": t, "reverse_step": True,
                                            "num_steps": 0}) for t in (100, 300, 1000)]
+    out += [("fkc", "fkc", {"num_levels": t}) for t in (100, 300, 1000)]
     return out
 
 
@@ -107,7 +109,7 @@ def _run_cell(task: dict) -> dict:
         model = a * b
     else:
         model = build("product", "energy", None)
-        if task["task"] == "ring_bar_model" and task["sampler"] != "reverse":
+        if task["task"] == "ring_bar_model" and task["sampler"] not in ("reverse", "fkc"):
             options["denoise"] = False
     r = sample(model, task["n"], task["sampler"], seed=task["seed"], **options)
     x = r.x.double()
@@ -143,13 +145,15 @@ def _refs(task: str, seed: int, n_ref: int) -> torch.Tensor:
 def run(out: Path, tasks: tuple[str, ...] = ("oracle", "ring_bar", "ring_bar_model"),
         n: int = 1000, n_ring_bar: int = 500, seeds: tuple[int, ...] = (0, 1, 2),
         n_ref: int = 2000, workers: int = 2, overwrite: bool = False,
-        progress: bool = True) -> dict:
+        progress: bool = True, curves: tuple[str, ...] = ()) -> dict:
+    """Every cell (or those of ``curves``) on every task and seed, in worker processes."""
     start = time.perf_counter()
+    chosen = [c for c in cells() if not curves or c[0] in curves]
     left = exact_left(gmm_product(*oracle_problem()))
     jobs = [{"task": task, "curve": curve, "sampler": sampler, "options": options,
              "seed": seed, "n": n if task == "oracle" else n_ring_bar,
              "ref": _refs(task, seed, n_ref), "exact_left": left}
-            for task in tasks for curve, sampler, options in cells() for seed in seeds]
+            for task in tasks for curve, sampler, options in chosen for seed in seeds]
     jobs.sort(key=lambda j: j["task"] == "oracle")  # the slow ones first
     results = map_in_workers(_run_cell, jobs, workers, "equal compute", progress)
     summary = _summarise(results)
@@ -157,7 +161,7 @@ def run(out: Path, tasks: tuple[str, ...] = ("oracle", "ring_bar", "ring_bar_mod
     table = markdown(summary)
     config = {"tasks": list(tasks), "n": n, "n_ring_bar": n_ring_bar, "seeds": list(seeds),
               "n_ref": n_ref, "workers": workers, "exact_left": left,
-              "cells": [[c, s, o] for c, s, o in cells()]}
+              "cells": [[c, s, o] for c, s, o in chosen]}
     with run_folder(out, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "metrics.json").write_text(json.dumps({"rows": summary, "elapsed_s": elapsed},
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_config("equal_compute", __doc__, argv)
     result = run(config["out"], tuple(config["tasks"]), config["n"], config["n_ring_bar"],
                  tuple(range(config["seeds"])), config["n_ref"], config["workers"],
-                 config["overwrite"])
+                 config["overwrite"], curves=tuple(config["curves"]))
     print(result["table"])
     print(f"\n{result['elapsed_s']:.0f} s; outputs in {config['out']}/")
 

@@ -141,3 +141,23 @@ def test_parameterisation_formulas_against_the_raw_network():
     eps = score_model.net(x, t, c)
     torch.testing.assert_close(score_model.score(x, t, c), -eps / sigma[:, None, None, None],
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["score", "energy"])
+def test_factor_scores_of_a_batched_product_are_the_views_scores(kind):
+    """The per-factor scores Feynman–Kac weights need: one batched call, each view's own score
+    and exponent, and the per-chain flag of per-chain conditions."""
+    model = _position_model(kind)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 3, 16, 16, generator=gen, dtype=torch.float64)
+    pos = torch.rand(3, 2, 2, generator=gen)
+    views = [model.given(pos[:, k]) for k in range(2)]
+    comp = rc.product([*views, model ** -1.0])
+    counter = CallCounter(model.net.out)
+    terms = rc.compose.factor_scores(comp, x, 0.4)
+    assert counter.calls == 1 and comp.per_chain and not model.per_chain
+    expected = [(1.0, v.score(x, 0.4)) for v in views] + [(-1.0, model.score(x, 0.4))]
+    assert sorted(w for w, _, _ in terms) == sorted(w for w, _ in expected)
+    for w, s in expected:
+        got = [g for v, m, g in terms if v == w and m and torch.allclose(g, s, atol=1e-9)]
+        assert got, w

@@ -44,7 +44,7 @@ from .errors import CapabilityError, CompositionError
 from .models.base import DiffusionModel
 
 __all__ = ["Product", "Power", "Mixture", "product", "power", "mixture", "cfg", "guide",
-           "conjunction"]
+           "conjunction", "factors", "factor_scores"]
 
 
 def _check_compatible(parts: Sequence[DiffusionModel], what: str,
@@ -91,6 +91,8 @@ def _check_weights(weights: Sequence[float], n: int, noun: str) -> list[float]:
 class Power(DiffusionModel):
     """``p^w``: energy ``w·E``, score ``w·s``. ``w`` may be negative (negation)."""
 
+    marginal = False
+
     def __init__(self, base: DiffusionModel, exponent: float) -> None:
         super().__init__()
         self.base = base
@@ -123,6 +125,8 @@ class Product(DiffusionModel):
     ``A.given(c₁) * A.given(c₂) …``, or ``A.given(y)**w * A**(1−w)``) are evaluated together,
     as ``network.stacked(conditions, exponents)``, in one batched network call.
     """
+
+    marginal = False
 
     def __init__(self, factors: Sequence[DiffusionModel]) -> None:
         super().__init__()
@@ -201,6 +205,8 @@ class Mixture(DiffusionModel):
         self.schedule = parts[0].schedule
         self.event_shape = tuple(parts[0].event_shape)
         self.has_energy = True
+        # Σ wᵢ p^i_t diffuses Σ wᵢ p^i_0 when the parts are normalised marginals
+        self.marginal = all(p.marginal for p in parts)
 
     def _logits(self, energies: list[Tensor]) -> Tensor:
         e = torch.stack(energies, dim=1)  # (B, n)
@@ -227,6 +233,28 @@ class Mixture(DiffusionModel):
     def describe(self) -> str:
         inner = ", ".join(f"{p.describe()}:{w:.3g}" for p, w in zip(self.parts, self.weights))
         return f"mix({inner})"
+
+
+# ------------------------------------------------------------------------ factors
+def factors(model: DiffusionModel) -> list[tuple[DiffusionModel, float]]:
+    """The canonical factors ``[(base, w)]`` of ``model = ∏ base^w`` (a non-product model is
+    its own single factor with ``w = 1``)."""
+    return _factors(model)
+
+
+def factor_scores(model: DiffusionModel, x: Tensor, t: float | Tensor
+                  ) -> list[tuple[float, bool, Tensor]]:
+    """``[(w_k, marginal_k, s_k(x, t))]`` for ``model = ∏_k p_k^{w_k}``: each factor's own score
+    (not multiplied by ``w_k``) and whether it is a diffusion marginal. Views of one network
+    keep their one batched call (``view_scores`` of the stacked group)."""
+    if isinstance(model, Power):
+        return [(model.exponent * w, m, s) for w, m, s in factor_scores(model.base, x, t)]
+    if not isinstance(model, Product):
+        return [(1.0, model.marginal, model.score(x, t))]
+    out = [term for m in model._single for term in factor_scores(m, x, t)]
+    for group in model._groups:
+        out += [(w, True, s) for w, s in zip(group.weights, group.view_scores(x, t))]
+    return out
 
 
 # ------------------------------------------------------------------------ builders

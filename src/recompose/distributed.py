@@ -217,7 +217,7 @@ class ShardedModel(DiffusionModel):
         super().__init__()
         self.inner = model
         self.schedule, self.event_shape = model.schedule, tuple(model.event_shape)
-        self.has_energy = model.has_energy
+        self.has_energy, self.marginal = model.has_energy, model.marginal
         self.name = model.describe()
 
     def _split(self, fn: Callable[[Tensor, Tensor | float], object], x: Tensor,

@@ -2,7 +2,9 @@
 
 Samplers: ``"reverse"`` (DDPM ancestral with the composed score — the baseline R3 shows to be
 wrong for compositions), and annealed MCMC with ``"ula"``, ``"uhmc"`` (scores suffice) or
-``"mala"``, ``"hmc"`` (Metropolis-corrected: need energies). The names are shortcuts for the
+``"mala"``, ``"hmc"`` (Metropolis-corrected: need energies); weighted particles with
+``"smc"`` (energies) and ``"fkc"`` (reverse diffusion with Feynman–Kac weights: scores
+suffice; :mod:`recompose.diffusion.smc`). The names are shortcuts for the
 kernel factories of :mod:`recompose.mcmc`; a kernel object built by one of them (with its own
 settings) is passed as ``kernel=``::
 
@@ -38,6 +40,7 @@ from .diffusion.annealed import (
     annealed_mcmc,
     reverse_diffusion,
 )
+from .diffusion.feynman_kac import FeynmanKac
 from .diffusion.smc import smc
 from .errors import CapabilityError
 from .mcmc import KERNELS
@@ -48,7 +51,7 @@ from .resampling import SCHEMES
 
 __all__ = ["sample", "SAMPLERS"]
 
-SAMPLERS = ("reverse", "ula", "uhmc", "mala", "hmc", "smc")
+SAMPLERS = ("reverse", "ula", "uhmc", "mala", "hmc", "smc", "fkc")
 
 
 def _progress_callback(total: int, desc: str, user: LevelCallback | None
@@ -90,7 +93,7 @@ def _resolve_kernel(sampler: str | None, kernel: Kernel | None, options: dict) -
         hint = "; pass kernel objects as kernel=" if isinstance(sampler, Kernel) else ""
         raise ValueError(f"unknown sampler {sampler!r}; choose one of "
                          f"{', '.join(SAMPLERS)}{hint}")
-    if sampler == "reverse":
+    if sampler in ("reverse", "fkc"):
         if options:
             raise _inapplicable(next(iter(options)), sampler, " (reverse diffusion has no kernel)")
         return None
@@ -110,7 +113,8 @@ def sample(
     target_accept: float | None = None, reverse_step: bool | None = None,
     denoise: bool | None = None, moves: str | Kernel | None = None,
     ess_threshold: float | None = None, resampling: str | None = None,
-    generator: torch.Generator | None = None, seed: int | None = None,
+    groups: Tensor | None = None, generator: torch.Generator | None = None,
+    seed: int | None = None,
     x_init: Tensor | None = None, clip: tuple[float, float] | None = None,
     callback: LevelCallback | None = None, progress: bool = False, shard: bool | None = None,
     block_size: int | None = None, **kernel_options: object,
@@ -120,7 +124,9 @@ def sample(
     Args:
         model: a :class:`~recompose.DiffusionModel`, e.g. ``a * b ** -0.3``.
         n: number of chains / samples (particles for ``"smc"``).
-        sampler: ``"reverse" | "ula" | "uhmc" | "mala" | "hmc" | "smc"`` (default ``"hmc"``).
+        sampler: ``"reverse" | "ula" | "uhmc" | "mala" | "hmc" | "smc" | "fkc"`` (default
+            ``"hmc"``). ``"fkc"``: reverse diffusion whose particles carry Feynman–Kac weights
+            and are resampled (scores suffice; weights exact as ``num_levels`` grows).
         kernel: a kernel object instead of ``sampler`` (with its own settings), e.g.
             ``rc.mcmc.hmc(num_leapfrog_steps=3, damping=0.5)``.
         num_levels: noise levels ``T`` (R3: 100).
@@ -138,10 +144,13 @@ def sample(
         moves: SMC only: the MCMC moves after each level's reweighting, a sampler name or a
             kernel object (default ``"hmc"``; ``num_steps`` of them per level, 0 for none).
             Kernel options and the step-size arguments configure the moves.
-        ess_threshold: SMC only: resample when the effective sample size falls under
+        ess_threshold: SMC and FKC only: resample when the effective sample size falls under
             ``ess_threshold · n`` (default 0.5; 1: every level; 0: never).
-        resampling: SMC only: ``"systematic"`` (default), ``"stratified"``,
+        resampling: SMC and FKC only: ``"systematic"`` (default), ``"stratified"``,
             ``"multinomial"`` or ``"residual"``.
+        groups: SMC and FKC only: one integer id per particle, equal for particles with the same
+            target. Required when conditions differ between chains (a label per chain): each
+            group is weighted and resampled on its own, e.g. ``groups=labels``.
         generator: a ``torch.Generator`` on the model's device, or give ``seed`` (with
             neither, torch's default generator).
         x_init: initial chains at the noisiest level; default ``N(0, I)`` (SMC: always).
@@ -179,6 +188,9 @@ def sample(
     sharded = (shard is None or shard) and _distributed.active()
     if sharded:
         _distributed.require_seed(seed, generator)
+    if sharded and sampler == "fkc":
+        raise TypeError("fkc does not run sharded yet (its weights need each factor's score, "
+                        "which the sharded wrapper does not expose); use 'smc' or run unsharded")
     if sharded and sampler == "smc":
         # one weighted population: replicated bookkeeping, network evaluations split by rows
         if block_size is not None:
@@ -202,9 +214,16 @@ def sample(
         return result
     elif shard:
         raise ValueError("shard=True needs an initialised torch.distributed process group")
-    particles = sampler == "smc"
-    smc_options = {"moves": moves, "ess_threshold": ess_threshold, "resampling": resampling}
-    if particles:
+    particles = sampler in ("smc", "fkc")
+    feynman_kac = FeynmanKac(model) if sampler == "fkc" else None  # capability errors now
+    smc_options = {"moves": moves, "ess_threshold": ess_threshold, "resampling": resampling,
+                   "groups": groups}
+    if feynman_kac is not None:
+        if moves is not None:
+            raise _inapplicable("moves", "fkc", " (its particles move by the DDPM step)")
+        kernel = _resolve_kernel("fkc", kernel, kernel_options)
+        name = "fkc"
+    elif particles:
         kernel = _resolve_moves(moves, kernel, kernel_options)
         name = "smc"
     else:
@@ -222,11 +241,11 @@ def sample(
         for option, value in mcmc_options.items():
             if value is not None:
                 raise _inapplicable(option, name, " (it has no MCMC steps)")
-    num_steps = (2 if particles else 10) if num_steps is None else num_steps
+    num_steps = (0 if feynman_kac else 2 if particles else 10) if num_steps is None else num_steps
     if num_levels < 1 or num_steps < 0:
         raise ValueError("num_levels must be ≥ 1 and num_steps ≥ 0")
     reverse_step = (not particles) if reverse_step is None else reverse_step
-    if particles and not reverse_step and num_steps == 0:
+    if particles and feynman_kac is None and not reverse_step and num_steps == 0:
         raise ValueError("smc with reverse_step=False (AIS weights) moves the particles only "
                          "by its MCMC moves: give num_steps ≥ 1, or reverse_step=True for the "
                          "DDPM proposal")
@@ -235,11 +254,16 @@ def sample(
         raise ValueError("give either generator= or seed=, not both")
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(int(seed))
-    if particles and not model.has_energy:
+    if particles and groups is None and model.per_chain:
+        raise ValueError(f"{model.describe()} has conditions that differ between chains, so its "
+                         f"chains target different densities; {name} weighs and resamples "
+                         "particles against each other: give groups= (one id per chain, equal "
+                         "for chains with the same conditions), e.g. groups=labels")
+    if particles and feynman_kac is None and not model.has_energy:
         raise CapabilityError(
             f"SMC weights particles by energy differences but {model.describe()} is "
-            "score-only; use energy-parameterised models, or the 'reverse', 'ula' or 'uhmc' "
-            "samplers")
+            "score-only; use energy-parameterised models, or the 'fkc' (weighted, score-only), "
+            "'reverse', 'ula' or 'uhmc' samplers")
     if kernel is not None and kernel.needs_energy and not model.has_energy:
         raise CapabilityError(
             f"{kernel.name.upper()} needs energies for its Metropolis-Hastings test but "
@@ -268,9 +292,10 @@ def sample(
         if particles:
             ess_threshold, resampling = _smc_options(ess_threshold, resampling)
             result = smc(model, x_init, levels, kernel, num_steps, rule, adapter, ess_threshold,
-                         resampling, reverse_step, denoise, generator, cb, clip)
+                         resampling, reverse_step, denoise, generator, cb, clip, feynman_kac,
+                         groups)
             settings |= {"ess_threshold": ess_threshold, "resampling": resampling,
-                         "moves": kernel.name}
+                         "moves": None if kernel is None else kernel.name}
         elif kernel is None:
             result = reverse_diffusion(model, x_init, levels, generator, cb, clip)
         else:

@@ -78,6 +78,8 @@ def _plan(models: Sequence[DiffusionModel]) -> list[_Group]:
 class Tapestry(DiffusionModel):
     """A canvas model from crop models at offsets; build with :func:`tapestry`."""
 
+    marginal = False  # a product over overlapping crops
+
     def __init__(self, canvas_shape: Sequence[int], regions: Sequence[tuple[Sequence[int],
                  DiffusionModel]], overlap: str = "product", name: str | None = None) -> None:
         super().__init__()

@@ -70,3 +70,19 @@ def test_the_late_conditioned_study_model_batches_and_reacts_to_the_position():
     torch.testing.assert_close(comp.score(x, 0.3), sum(views), rtol=1e-4, atol=1e-4)
     for model in (late, early):
         assert position_effect(model, (0.2,))[0.2] > 0.05
+
+
+def test_particle_samplers_keep_one_population_per_layout(checker):
+    """SMC and FKC cells sample each layout as a group of particles (the layouts' targets
+    differ); the layout metrics count duplicates made by resampling."""
+    from experiments.clevr import _cell
+
+    model = rc.pretrained("clevr", "score")
+    cell = _cell(model, "fkc", 2, 3, seed=0, num_levels=4, num_steps=0, checker=checker,
+                 particles=2)
+    assert cell["x"].shape == (6, 3, 16, 16) and len(cell["metrics"]["layout_accuracy"]) == 3
+    assert 0.5 <= cell["metrics"]["distinct_fraction"] <= 1.0
+    assert (cell["positions"][0::2] == cell["positions"][1::2]).all()
+    with pytest.raises(ValueError, match="groups="):  # the library refuses the ungrouped run
+        rc.sample(compose_positions(model, request_positions(2, 2, seed=0)), 2, "fkc",
+                  num_levels=3, seed=0)

@@ -91,3 +91,15 @@ def test_frechet_distance_matches_the_gaussian_closed_form():
     assert abs(frechet_distance(a, b) - 6.0) < 0.15  # sampling error ≈ 0.05 at n = 20,000
     assert frechet_distance(a, a) < 1e-8
     assert mean_pairwise_distance(torch.tensor([[0.0, 0.0], [3.0, 4.0]])) == 5.0
+
+
+@pytest.mark.parametrize("sampler", ["fkc", "smc"])
+def test_particle_samplers_weigh_each_label_on_its_own(sampler):
+    """The table's SMC / FKC cells pass one group per label: a label per chain means one
+    target per label, and particles of different labels are never compared."""
+    from experiments.digits import _run_cell
+
+    cell = _run_cell({"kind": "cfg", "scale": 3.0, "sampler": sampler, "seed": 0, "n": 20,
+                      "num_levels": 4, "num_steps": 1, "models": "score" if sampler == "fkc"
+                      else "energy"})
+    assert cell["x"].shape == (20, 1, 8, 8) and len(cell["info"]["log_evidence"]) == 10

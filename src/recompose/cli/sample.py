@@ -19,7 +19,7 @@ from .common import (
     usage,
 )
 
-SAMPLER_CHOICES = click.Choice(["reverse", "ula", "uhmc", "mala", "hmc", "smc"])
+SAMPLER_CHOICES = click.Choice(["reverse", "ula", "uhmc", "mala", "hmc", "smc", "fkc"])
 KERNEL_CHOICES = click.Choice(["ula", "uhmc", "mala", "hmc"])
 
 
@@ -152,8 +152,9 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
                    '"A * B**-0.3" or "mix(normalize(A), normalize(B), weights=[0.3, 0.7])" '
                    '(learned energies need normalize(...) to mix with the given weights).')
 @click.option("--sampler", type=SAMPLER_CHOICES, default="hmc", show_default=True,
-              help="Reverse diffusion, annealed MCMC (MALA and HMC need energies), or SMC "
-                   "(weighted particles with MCMC moves; needs energies).")
+              help="Reverse diffusion, annealed MCMC (MALA and HMC need energies), SMC "
+                   "(weighted particles with MCMC moves; needs energies), or FKC (reverse "
+                   "diffusion with Feynman–Kac weights and resampling; scores suffice).")
 @click.option("--parameterization", type=click.Choice(["energy", "score", "distilled"]),
               default="energy", show_default=True,
               help="For shipped model names without :score/:energy/:distilled (distilled: "
@@ -236,7 +237,7 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
         if prompts:
             raise usage("--prompt applies only with --diffusers")
         model = build_model(models, expr, parameterization)
-    kernel = moves if sampler == "smc" else sampler
+    kernel = moves if sampler == "smc" else None if sampler == "fkc" else sampler
     if energy_mode == "path" and kernel not in ("mala", "hmc"):
         raise usage(f"--energy path applies to mala and hmc (and SMC moves), not {kernel}")
     if quadrature is not None and energy_mode != "path":
@@ -259,12 +260,15 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
               "energy": energy_mode, "quadrature": quadrature,
               "reverse_step": reverse_step, "n": n, "seed": seed}
     options = {}  # pass only the options that apply to the sampler (rc.sample refuses others)
-    if sampler != "reverse":
+    if sampler not in ("reverse", "fkc"):
         options = {"num_steps": mcmc_steps, "step_size": step_size, "step_power": step_power,
                    "adapt": adapt, "reverse_step": reverse_step}
     if sampler == "smc":
-        config |= {"moves": moves, "ess_threshold": ess_threshold, "resampling": resampling}
-        options |= {"moves": moves, "ess_threshold": ess_threshold, "resampling": resampling}
+        config |= {"moves": moves}
+        options |= {"moves": moves}
+    if sampler in ("smc", "fkc"):
+        config |= {"ess_threshold": ess_threshold, "resampling": resampling}
+        options |= {"ess_threshold": ess_threshold, "resampling": resampling}
     if kernel in ("uhmc", "hmc"):
         options |= {"num_leapfrog_steps": leapfrog, "damping": damping}
     if energy_mode == "path":

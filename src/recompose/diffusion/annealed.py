@@ -75,10 +75,11 @@ class SampleInfo:
     settings: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # see :meth:`problems`
     # SMC only (see recompose.diffusion.smc): ESS before resampling, per level; the levels
-    # where it resampled; log Ẑ of the cleanest level's composed density, and that level's t.
+    # where it resampled; log Ẑ of the cleanest level's composed density (one per group when
+    # the particles were grouped), and that level's t.
     ess: list[float] = field(default_factory=list)
     resampled: list[int] = field(default_factory=list)
-    log_evidence: float | None = None
+    log_evidence: float | list[float] | None = None
     evidence_t: float | None = None
 
     @property
@@ -96,10 +97,11 @@ class SampleInfo:
                        "to the predictor's; lower the step size (or enable adaptation)")
         if self.ess and min(self.ess) < ESS_FLOOR * self.num_chains:
             i = min(range(len(self.ess)), key=self.ess.__getitem__)
+            fix = ("" if self.sampler == "fkc" else
+                   ", or AIS weights with moves (reverse_step=False)")
             out.append(f"{self.sampler}: the weights collapsed onto ESS {self.ess[i]:.1f} of "
                        f"{self.num_chains} particles at t = {self.t[i]:.3f}: the samples and "
-                       "the evidence rest on a few particles; use more levels or particles, "
-                       "or AIS weights with moves (reverse_step=False)")
+                       f"the evidence rest on a few particles; use more levels or particles{fix}")
         bad = [i for i, d in enumerate(self.divergent) if d > 0]
         if bad:
             worst = max(self.divergent)

@@ -33,6 +33,12 @@ unbiased estimate of ``Z_0`` (its log, ``log_evidence``, is biased low by about
 ``Var(Ẑ)/2Ẑ²``, which shrinks as ``1/n``). For normalised leaves, ``Z_0`` of a product is
 the overlap ``∫ ∏_k p^k_{t_0}``.
 
+**Groups.** Chains with different conditions (a label or a layout per chain) target different
+densities: their weights are not comparable, and resampling across them would hand one
+chain's particle to another's target. ``groups`` (one integer id per particle) splits the
+population: normalisation, ESS, resampling and evidence are per group (``info.ess`` reports
+the worst group's ESS fraction times ``n``; ``log_evidence`` becomes one value per group).
+
 **Resample** when ``ESS < ess_threshold · n`` (:mod:`recompose.resampling`; 1 = every level,
 0 = never), and at the cleanest level whenever the weights are unequal, so the returned ``x``
 are equally weighted draws (the weights before that last resampling are returned). **Moves**:
@@ -47,11 +53,13 @@ reverse diffusion with ``T`` levels; the moves' first step reuses it), plus the 
 and, for unadjusted moves, one energy (no gradient) per level. Bookkeeping (weights, ESS,
 resampling, gathers) is O(n·D) per level.
 
-**Score-only composites** are refused: the increment needs ``E_i(x') − E_{i+1}(x)``; its change
-in ``x`` is a line integral of the score, but its change in ``t`` is not determined by ``∇_x``
-alone. Skreta et al. (2025) recover it from each leaf's Fokker–Planck equation, which costs a
-divergence of every leaf's score per level (a Hutchinson estimate: extra JVPs, and noise in the
-weights); not implemented here. Use energy-parameterised models.
+**Score-only composites.** Both forms above need ``E_i(x') − E_{i+1}(x)``: its change in ``x``
+is a line integral of the score, but its change in ``t`` is not determined by ``∇_x`` alone. The
+third form (``feynman_kac=``, sampler ``"fkc"``) needs no energy: the particles take the DDPM
+step and carry the Feynman–Kac weights of Skreta et al. (2025), whose rate for a geometric
+composition is a function of the factors' scores alone (:mod:`.feynman_kac`: the leaves'
+Fokker–Planck equations make every divergence cancel). Those weights are exact only as
+``T → ∞`` (an ``O(1/T)`` discretisation error); the energy forms are exact at any ``T``.
 """
 
 from __future__ import annotations
@@ -79,6 +87,7 @@ from .annealed import (
     _model_output_or_raise,
     run_kernel,
 )
+from .feynman_kac import FeynmanKac
 from .reverse import ddpm_step, ddpm_transition
 
 __all__ = ["smc"]
@@ -107,12 +116,68 @@ def _cached(target: Target, x: Tensor, energy: Tensor, score: Tensor) -> Target:
                   energy_and_score=both)
 
 
+class _Populations:
+    """The sets of particles that share one target. Chains with different conditions (a label
+    per chain) target different densities, so weights are normalised, resampled and turned
+    into evidence within each group, never across groups."""
+
+    def __init__(self, groups: Tensor | None, n: int, device: torch.device) -> None:
+        if groups is None:
+            self.members = [torch.arange(n, device=device)]
+        else:
+            groups = torch.as_tensor(groups, device=device)
+            if groups.shape != (n,) or groups.is_floating_point():
+                raise ValueError(f"groups must be {n} integer ids (one per particle), got "
+                                 f"{groups.dtype} of shape {tuple(groups.shape)}")
+            self.members = [torch.nonzero(groups == g).flatten() for g in torch.unique(groups)]
+        self.sizes = torch.tensor([len(m) for m in self.members], dtype=torch.float64,
+                                  device=device)
+
+    def initial(self, n: int, device: torch.device) -> Tensor:
+        """Equal normalised log-weights, ``−log n_g`` in group ``g``."""
+        log_w = torch.empty(n, dtype=torch.float64, device=device)
+        for m, size in zip(self.members, self.sizes):
+            log_w[m] = -torch.log(size)
+        return log_w
+
+    def normalize(self, log_w: Tensor) -> tuple[Tensor, Tensor]:
+        """Log-weights normalised in each group, and each group's ``logsumexp`` ``(G,)``."""
+        out, sums = torch.empty_like(log_w), []
+        for m in self.members:
+            out[m], total = normalize_log_weights(log_w[m])
+            sums.append(total)
+        return out, torch.stack(sums)
+
+    def ess(self, log_w: Tensor) -> Tensor:
+        """``(G,)`` effective sample size of each group (normalised log-weights)."""
+        return torch.stack([torch.exp(-torch.logsumexp(2 * log_w[m], dim=0))
+                            for m in self.members])
+
+    def unequal(self, log_w: Tensor) -> Tensor:
+        """``(G,)``: whether a group's weights differ."""
+        return torch.stack([log_w[m].max() - log_w[m].min() > 1e-12 for m in self.members])
+
+    def resample(self, log_w: Tensor, which: Tensor, scheme: str,
+                 generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Ancestor of every particle ``(n,)`` (itself outside the groups ``which``) and the
+        log-weights after it (equal in the resampled groups)."""
+        index = torch.arange(log_w.shape[0], device=log_w.device)
+        log_w = log_w.clone()
+        for g in torch.nonzero(which).flatten().tolist():
+            m = self.members[g]
+            index[m] = m[resample(log_w[m], scheme, generator=generator)]
+            log_w[m] = -torch.log(self.sizes[g])
+        return index, log_w
+
+
 class _Level(NamedTuple):
-    """Particles at one level with their cached composed energy ``(n,)`` and score."""
+    """Particles at one level with their cached composed energy ``(n,)`` (``None`` for the
+    Feynman–Kac form) and score, and the Feynman–Kac rate ``h`` ``(n,)`` (that form only)."""
 
     x: Tensor
-    energy: Tensor
+    energy: Tensor | None
     score: Tensor
+    rate: Tensor | None = None
 
 
 def _evaluate(target: Target, x: Tensor, i: int, levels: Levels) -> _Level:
@@ -120,6 +185,30 @@ def _evaluate(target: Target, x: Tensor, i: int, levels: Levels) -> _Level:
     _model_output_or_raise(score, x, i, levels)
     _model_output_or_raise(energy[:, None], x, i, levels, "energy")
     return _Level(x, energy, score)
+
+
+def _fk_evaluate(fk: FeynmanKac, x: Tensor, i: int, levels: Levels) -> _Level:
+    score, rate = fk.score_and_rate(x, levels.t[i].to(x.dtype))
+    _model_output_or_raise(score, x, i, levels)
+    return _Level(x, None, score, rate)
+
+
+def _fk_step(cur: _Level | None, x_init: Tensor, fk: FeynmanKac, levels: Levels, i: int,
+             generator: torch.Generator | None, clip: tuple[float, float] | None
+             ) -> tuple[_Level, Tensor]:
+    """Feynman–Kac form (:mod:`.feynman_kac`): its step from level ``i + 1`` to ``i`` and
+    the trapezoid rule for ``∫ g dτ`` over it; at the noisiest level, draws from ``N(0, I/W)``
+    whose log-weight is the constant ``log ∫ N(x; 0, I)^W dx`` (for the evidence)."""
+    dim = x_init[0].numel()
+    if cur is None:
+        new = _fk_evaluate(fk, x_init * fk.start_scale(), i, levels)
+        return new, torch.full_like(new.rate, fk.log_start_normaliser(dim))
+    x = fk.step(cur.x, cur.score, levels, i + 1, generator, clip)
+    _finite_or_raise(x, i, levels, "the composed score is too large for the step; use more "
+                                    "levels")
+    new = _fk_evaluate(fk, x, i, levels)
+    beta_dt = 2.0 * math.log(float(levels.alpha[i] / levels.alpha[i + 1]))  # ∫ β dt
+    return new, 0.5 * (cur.rate + new.rate) * beta_dt
 
 
 def _propose(cur: _Level, target: Target, levels: Levels, i: int,
@@ -159,7 +248,8 @@ def _move(cur: _Level, previous: NamedTuple | None, target: Target, kernel: Kern
           generator: torch.Generator | None) -> tuple[_Level, NamedTuple, Moves]:
     """``num_steps`` kernel moves targeting the level; returns the moved particles (with the
     energy the next weight needs), the kernel state and what the moves did."""
-    state = kernel.init(cur.x, _cached(target, *cur), generator, previous=previous)
+    state = kernel.init(cur.x, _cached(target, cur.x, cur.energy, cur.score), generator,
+                        previous=previous)
     state, moved = run_kernel(kernel, state, target, num_steps, step_size, adapter, generator)
     energy, extra = state.energy, 0
     if energy is None:  # unadjusted moves: the next weight needs E_i at the new points
@@ -174,10 +264,18 @@ def smc(
     adapter: AcceptanceAdapter | None = None, ess_threshold: float = 0.5,
     resampling: str = "systematic", reverse_step: bool = False, denoise: bool = True,
     generator: torch.Generator | None = None, callback: LevelCallback | None = None,
-    clip: tuple[float, float] | None = None,
+    clip: tuple[float, float] | None = None, feynman_kac: FeynmanKac | None = None,
+    groups: Tensor | None = None,
 ) -> SampleResult:
     """SMC from ``x_init ~ N(0, I)`` at level ``T − 1`` (module docstring); ``moves``: a kernel
-    run ``num_steps`` times per level with step sizes from ``step_rule``."""
+    run ``num_steps`` times per level with step sizes from ``step_rule``. With ``feynman_kac``
+    (built from ``model``), the score-only form: DDPM steps with Feynman–Kac weights, no moves.
+    ``groups``: one integer id per particle; particles with different ids (different conditions)
+    are weighted and resampled separately (:class:`_Populations`).
+    """
+    if feynman_kac is not None and moves is not None and num_steps > 0:
+        raise ValueError("the Feynman–Kac form moves particles by the DDPM step; it takes no "
+                         "MCMC moves")
     start = time.perf_counter()
     num, n = len(levels), x_init.shape[0]
     per_level = {k: torch.full((num,), fill, dtype=torch.float64, device=x_init.device)
@@ -185,28 +283,35 @@ def smc(
                                  ("divergent", 0.0), ("ess", 0.0))}
     steps = torch.full((num,), math.nan, dtype=torch.float64, device=x_init.device)
     resampled: list[int] = []
-    log_w = torch.full((n,), -math.log(n), dtype=torch.float64, device=x_init.device)
-    log_z = torch.zeros((), dtype=torch.float64, device=x_init.device)
+    pops = _Populations(groups, n, x_init.device)
+    log_w = pops.initial(n, x_init.device)
+    log_z = torch.zeros(len(pops.members), dtype=torch.float64, device=x_init.device)
     score_evals = energy_evals = 0
     cur = kernel_state = None
     with torch.no_grad():
         for i in reversed(range(num)):
             target = model.at(levels.t[i].to(x_init.dtype))
-            cur, log_inc = _reweight(cur, x_init, target, levels, i, reverse_step, generator,
-                                     clip)
-            score_evals, energy_evals = score_evals + 1, energy_evals + 1
-            log_w, log_sum = normalize_log_weights(log_w + log_inc)  # W ∝ W_prev · w_i
+            if feynman_kac is None:
+                cur, log_inc = _reweight(cur, x_init, target, levels, i, reverse_step, generator,
+                                         clip)
+                energy_evals += 1
+            else:
+                cur, log_inc = _fk_step(cur, x_init, feynman_kac, levels, i, generator, clip)
+            score_evals += 1
+            log_w, log_sum = pops.normalize(log_w + log_inc)  # W ∝ W_prev · w_i
             log_z = log_z + log_sum  # Ẑ_i = Ẑ_{i+1} Σ_j W_prev^j w_i^j
-            ess = per_level["ess"][i] = torch.exp(-torch.logsumexp(2 * log_w, dim=0))
+            ess_g = pops.ess(log_w)
+            # reported: the worst group's ESS fraction, times n
+            ess = per_level["ess"][i] = n * (ess_g / pops.sizes).min()
             if i == 0:
                 final_log_w = log_w
-            # the last level always resamples unequal weights, before its moves: the returned
-            # particles are equally weighted draws, moved after their duplication
-            last = i == 0 and bool(log_w.max() - log_w.min() > 1e-12)
-            if last or ess_threshold >= 1 or bool(ess < ess_threshold * n):
-                index = resample(log_w, resampling, generator=generator)
+            which = (ess_g < ess_threshold * pops.sizes) | (ess_threshold >= 1)
+            if i == 0:  # the last level resamples unequal weights, before its moves: the
+                # returned particles are equally weighted draws, moved after their duplication
+                which = which | pops.unequal(log_w)
+            if bool(which.any()):
+                index, log_w = pops.resample(log_w, which, resampling, generator)
                 cur, kernel_state = _gather(cur, index), _gather(kernel_state, index)
-                log_w = torch.full_like(log_w, -math.log(n))
                 resampled.append(i)
             if moves is not None and num_steps > 0:
                 cur, kernel_state, moved = _move(cur, kernel_state, target, moves, num_steps,
@@ -220,17 +325,19 @@ def smc(
             if callback is not None:
                 callback({"level": i, "t": float(levels.t[i]), "x": cur.x, "ess": float(ess),
                           "resampled": resampled[-1:] == [i],
-                          "acceptance": float(per_level["acceptance"][i])})
+                          "acceptance": None if moves is None or num_steps == 0
+                          else float(per_level["acceptance"][i])})
         x = ddpm_step(cur.x, cur.score, levels, 0, generator, clip) if denoise else cur.x
     leaves = model.num_networks
     info = SampleInfo(
-        sampler="smc", num_chains=n, t=levels.t.tolist(),
+        sampler="smc" if feynman_kac is None else "fkc", num_chains=n, t=levels.t.tolist(),
         acceptance=per_level["acceptance"].tolist(),
         acceptance_min=per_level["acceptance_min"].tolist(), step_size=steps.tolist(),
         divergent=per_level["divergent"].tolist(), score_evals=score_evals,
         energy_evals=energy_evals, network_score_evals=score_evals * leaves,
         network_energy_evals=energy_evals * leaves, wall_time=time.perf_counter() - start,
         ess=per_level["ess"].tolist(), resampled=sorted(resampled),
-        log_evidence=float(log_z), evidence_t=float(levels.t[0]),
+        log_evidence=float(log_z[0]) if len(log_z) == 1 else log_z.tolist(),
+        evidence_t=float(levels.t[0]),
     )
     return SampleResult(x, info, log_weights=final_log_w)

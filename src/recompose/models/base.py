@@ -53,6 +53,10 @@ class DiffusionModel(nn.Module):
     schedule: Schedule
     event_shape: tuple[int, ...]
     has_energy: bool = False
+    #: the density is one diffusion's time-``t`` marginal, so it obeys that diffusion's
+    #: Fokker–Planck equation (leaves, and mixtures of them); ``False`` for products, powers
+    #: and factors such as a classifier's ``p_t(y | x)`` (:mod:`recompose.diffusion.feynman_kac`)
+    marginal: bool = True
 
     # ----------------------------------------------------------------- contract
     def energy(self, x: Tensor, t: float | Tensor) -> Tensor:
@@ -84,6 +88,12 @@ class DiffusionModel(nn.Module):
     def leaves(self) -> Iterator[DiffusionModel]:
         """The distinct non-composite models inside (itself for a leaf)."""
         yield self
+
+    @property
+    def per_chain(self) -> bool:
+        """Whether the density differs between chains (a condition given per chain); a
+        composite is per chain when one of its leaves is."""
+        return any(leaf.per_chain for leaf in self.leaves() if leaf is not self)
 
     @property
     def num_networks(self) -> int:

@@ -28,6 +28,7 @@ class ClassifierFactor(DiffusionModel):
     """``p_t(y | x)`` as a factor. ``classifier(x, t) -> (B, C)`` logits; ``y`` int or ``(B,)``."""
 
     has_energy = True
+    marginal = False  # a likelihood ratio p_t(x|y)/p_t(x), not a diffusion's marginal
 
     def __init__(self, classifier: Callable[[Tensor, Tensor], Tensor] | nn.Module,
                  y: int | Tensor, schedule: Schedule, event_shape: tuple[int, ...],
@@ -37,6 +38,11 @@ class ClassifierFactor(DiffusionModel):
         self.y = y
         self.schedule, self.event_shape = schedule, tuple(event_shape)
         self.name = name or f"p(y={y}|x)"
+
+    @property
+    def per_chain(self) -> bool:
+        y = self.y
+        return torch.is_tensor(y) and y.numel() > 1 and bool((y != y.flatten()[0]).any())
 
     def energy(self, x: Tensor, t: float | Tensor) -> Tensor:
         logits = self.classifier(x, as_time(t, x.shape[0], x))

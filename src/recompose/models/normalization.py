@@ -38,6 +38,7 @@ class Normalized(DiffusionModel):
         super().__init__()
         self.model = model
         self.schedule, self.event_shape = model.schedule, tuple(model.event_shape)
+        self.marginal = model.marginal  # the same density, normalised
         self.name = f"normalize({model.describe()})"
         self.register_buffer("times", times.to(torch.float64))
         self.register_buffer("log_z", log_z.to(torch.float64))

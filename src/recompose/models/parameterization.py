@@ -211,6 +211,10 @@ class Conditioned(DiffusionModel):
         self.name = name
 
     @property
+    def per_chain(self) -> bool:
+        return self.cond.ndim > getattr(self.parent.net, "condition_ndim", 0)
+
+    @property
     def batch_slot(self) -> BatchSlot:
         """A view of the parent's network: it joins the parent's batched call with ``c``."""
         return BatchSlot(self.parent, self.cond)
@@ -306,6 +310,14 @@ class _Stacked(DiffusionModel):
             return super().score(x, t)
         sigma, epsilon = self._sum(x, t, "epsilon")
         return score_from_epsilon(epsilon, sigma)
+
+    def view_scores(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """``(K, B, *D)``: each view's own score ``s_k(x, t)``, in one network call on ``K·B``
+        rows (for weights that need the terms, not only their sum)."""
+        k, b = len(self.conditions), x.shape[0]
+        rows = self.network.rows(self.conditions, b)
+        scores = rows.score(torch.cat([x] * k), as_time(t, b, x).repeat(k))
+        return scores.reshape((k, b) + tuple(x.shape[1:]))
 
     def describe(self) -> str:
         return f"stacked({self.network.describe()}, K={len(self.conditions)})"
