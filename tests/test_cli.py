@@ -74,6 +74,18 @@ def test_sample_with_smc_records_its_particles(tmp_path):
     assert r.exit_code == 2 and "energies" in r.output  # a capability error is a usage error
 
 
+def test_sample_with_fkc_needs_only_scores(tmp_path):
+    out = tmp_path / "fkc"
+    r = run("sample", "--model", "A=ring:score", "--model", "B=bar:score", "--expr", "A * B",
+            "--sampler", "fkc", "--levels", "6", "--n", "40", "--ess-threshold", "1",
+            "--out", str(out))
+    assert r.exit_code == 0, r.output
+    info = json.loads((out / "metrics.json").read_text())["sampling"]
+    assert info["sampler"] == "fkc" and info["resampled"] == list(range(6))
+    assert info["network_energy_evals"] == 0 and info["settings"]["moves"] is None
+    assert (out / "figures" / "ess.png").stat().st_size > 1000
+
+
 def _sample(tmp_path, *extra, expr="A * B", models=("A=ring", "B=bar")):
     args = ["sample", "--expr", expr, "--levels", "3", "--mcmc-steps", "1", "--n", "20",
             "--out", str(tmp_path / "out")]

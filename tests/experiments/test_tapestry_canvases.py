@@ -80,11 +80,11 @@ def test_a_tiny_run_writes_its_outputs(tmp_path):
     out = tmp_path / "tap"
     main(["--n", "3", "--levels", "2", "--mcmc-steps", "1", "--digits-levels", "2",
           "--digits-steps", "1", "--layouts", "wide", "--cells", "score/reverse-average",
-          "energy/hmc", "--digit-cells", "energy/reverse", "energy/smc", "--out", str(out)])
+          "energy/hmc", "--digit-cells", "energy/reverse", "energy/mala", "--out", str(out)])
     rows = json.loads((out / "metrics.json").read_text())["rows"]
     assert [(r["layout"], r["cell"]) for r in rows] == [
         ("wide", "score/reverse-average"), ("wide", "energy/hmc"), ("digits", "energy/reverse"),
-        ("digits", "energy/smc")]
+        ("digits", "energy/mala")]
     assert json.loads((out / "config.json").read_text())["n"] == 3
     for name in ("tapestry_wide.png", "tapestry_digits.png", "samples.npz", "table.md"):
         assert (out / name).stat().st_size > 0
