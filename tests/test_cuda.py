@@ -10,7 +10,7 @@ import recompose as rc
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-SAMPLERS = ["reverse", "ula", "uhmc", "mala", "hmc", "smc"]
+SAMPLERS = ["reverse", "ula", "uhmc", "mala", "hmc", "smc", "fkc"]
 
 
 def _product(device):
@@ -23,7 +23,7 @@ def test_samplers_on_cuda_match_the_cpu_in_distribution(sampler):
     means agree within 5 standard errors of their difference, the stds within 10 % (6 standard
     errors of a std at this n)."""
     n = 2000
-    options = {} if sampler in ("reverse", "smc") else {"num_steps": 3}
+    options = {} if sampler in ("reverse", "smc", "fkc") else {"num_steps": 3}
     out = {}
     for device in ("cpu", "cuda"):
         g = torch.Generator(device=device).manual_seed(0)
