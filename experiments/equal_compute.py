@@ -16,6 +16,12 @@ Two tasks with a known answer:
   ``t_0 = 1/T``, drawn exactly on a 600 × 600 grid over ``[−1.6, 1.6]²`` (W2 to 2,000 draws;
   MCMC and SMC run with ``denoise=False``; reverse diffusion's last step is its own).
 
+* ``digits_classifier10`` and ``digits_cfg3``: §5's guided digits (energy models, classifier
+  guidance λ = 10 and CFG w = 3, a label per chain, one particle population per label for SMC
+  and FKC), scored like §5 (the evaluator's accuracy, FD to held-out digits, diversity).
+  Their cells (:func:`digits_cells`) are chosen to span 100–1,000 composite evaluations (each
+  is 2 network evaluations) for every sampler.
+
 Cells (gradient evaluations of the composite per sample, one evaluation = every leaf once):
 reverse diffusion with ``T ∈ {100, 300, 1000}``; annealed MALA and HMC (``L = 3``) at
 ``T = 100`` with ``K ∈ {1, 3, 10}``; SMC with AIS weights and HMC moves at ``T = 100``,
@@ -47,7 +53,9 @@ from recompose.sampling import sample
 
 from .common import map_in_workers, markdown_table, parse_config, script
 
-__all__ = ["oracle_problem", "cells", "run", "main"]
+__all__ = ["oracle_problem", "cells", "digits_cells", "run", "main"]
+
+DIGITS_TASKS = {"digits_classifier10": ("classifier", 10.0), "digits_cfg3": ("cfg", 3.0)}
 
 
 def oracle_problem() -> tuple[GaussianMixture, GaussianMixture]:
@@ -85,6 +93,35 @@ def cells() -> list[tuple[str, str, dict]]:
     return out
 
 
+def digits_cells() -> list[tuple[str, str, dict]]:
+    """The digits tasks' cells: reverse diffusion at three T, MALA / HMC / SMC with HMC moves at
+    two or three budgets each (one step per level at more levels, or three at T = 100), FKC."""
+    out = [("reverse", "reverse", {"num_levels": t}) for t in (100, 300, 1000)]
+    out += [("mala", "mala", {"num_levels": t, "num_steps": k})
+            for t, k in ((100, 1), (100, 3), (500, 1))]
+    out += [("hmc", "hmc", {"num_levels": t, "num_steps": k})
+            for t, k in ((100, 1), (100, 3), (250, 1))]
+    out += [("smc + hmc moves", "smc", {"num_levels": 100, "num_steps": k}) for k in (1, 3)]
+    out += [("fkc", "fkc", {"num_levels": t}) for t in (100, 300, 1000)]
+    return out
+
+
+def _digits_cell(task: dict) -> dict:
+    """One seeded digits run (§5's models and evaluator)."""
+    from .digits import Evaluator, evaluate, guided, labels_for, load_digits
+
+    kind, scale = DIGITS_TASKS[task["task"]]
+    labels = labels_for(task["n"])
+    options = dict(task["options"])
+    if task["sampler"] in ("smc", "fkc"):
+        options["groups"] = labels
+    r = sample(guided(kind, scale, labels, load_digits("energy")), task["n"], task["sampler"],
+               seed=task["seed"], **options)
+    m = evaluate(r.x.clamp(-1, 1), labels, Evaluator())
+    return {"evals": r.info.score_evals, "wall_time": r.info.wall_time,
+            "accuracy": m["accuracy"], "FD": m["fd"], "diversity": m["diversity"]}
+
+
 GRID, EXTENT = 600, 1.6
 
 
@@ -103,6 +140,8 @@ def learned_product_draws(n: int, t: float, seed: int) -> torch.Tensor:
 
 
 def _run_cell(task: dict) -> dict:
+    if task["task"] in DIGITS_TASKS:
+        return {k: v for k, v in task.items() if k != "ref"} | {"metrics": _digits_cell(task)}
     options = dict(task["options"])
     if task["task"] == "oracle":
         a, b = oracle_problem()
@@ -137,7 +176,7 @@ def _refs(task: str, seed: int, n_ref: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(5000 + seed)
     if task == "oracle":
         return gmm_product(*oracle_problem()).sample(n_ref, g)
-    if task == "ring_bar_model":  # drawn in the cell, at the cell's t_0
+    if task == "ring_bar_model" or task in DIGITS_TASKS:  # drawn / not needed in the cell
         return torch.zeros(n_ref, 2)
     return TARGETS["product"]().sample(n_ref, g)
 
@@ -145,23 +184,28 @@ def _refs(task: str, seed: int, n_ref: int) -> torch.Tensor:
 def run(out: Path, tasks: tuple[str, ...] = ("oracle", "ring_bar", "ring_bar_model"),
         n: int = 1000, n_ring_bar: int = 500, seeds: tuple[int, ...] = (0, 1, 2),
         n_ref: int = 2000, workers: int = 2, overwrite: bool = False,
-        progress: bool = True, curves: tuple[str, ...] = ()) -> dict:
+        progress: bool = True, curves: tuple[str, ...] = (), n_digits: int = 1000) -> dict:
     """Every cell (or those of ``curves``) on every task and seed, in worker processes."""
     start = time.perf_counter()
-    chosen = [c for c in cells() if not curves or c[0] in curves]
+
+    def chosen(task: str) -> list[tuple[str, str, dict]]:
+        pool = digits_cells() if task in DIGITS_TASKS else cells()
+        return [c for c in pool if not curves or c[0] in curves]
+
+    size = {"oracle": n, "ring_bar": n_ring_bar, "ring_bar_model": n_ring_bar}
     left = exact_left(gmm_product(*oracle_problem()))
     jobs = [{"task": task, "curve": curve, "sampler": sampler, "options": options,
-             "seed": seed, "n": n if task == "oracle" else n_ring_bar,
+             "seed": seed, "n": size.get(task, n_digits),
              "ref": _refs(task, seed, n_ref), "exact_left": left}
-            for task in tasks for curve, sampler, options in chosen for seed in seeds]
+            for task in tasks for curve, sampler, options in chosen(task) for seed in seeds]
     jobs.sort(key=lambda j: j["task"] == "oracle")  # the slow ones first
     results = map_in_workers(_run_cell, jobs, workers, "equal compute", progress)
     summary = _summarise(results)
     elapsed = time.perf_counter() - start
     table = markdown(summary)
-    config = {"tasks": list(tasks), "n": n, "n_ring_bar": n_ring_bar, "seeds": list(seeds),
-              "n_ref": n_ref, "workers": workers, "exact_left": left,
-              "cells": [[c, s, o] for c, s, o in chosen]}
+    config = {"tasks": list(tasks), "n": n, "n_ring_bar": n_ring_bar, "n_digits": n_digits,
+              "seeds": list(seeds), "n_ref": n_ref, "workers": workers, "exact_left": left,
+              "cells": {task: [[c, s, o] for c, s, o in chosen(task)] for task in tasks}}
     with run_folder(out, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "metrics.json").write_text(json.dumps({"rows": summary, "elapsed_s": elapsed},
@@ -189,7 +233,8 @@ def _summarise(results: list[dict]) -> list[dict]:
 
 
 METRICS = {"oracle": ("ED×1e3", "mass error", "log Z error"), "ring_bar": ("W2", "LL"),
-           "ring_bar_model": ("W2 to π_0",)}
+           "ring_bar_model": ("W2 to π_0",), "digits_classifier10": ("accuracy", "FD"),
+           "digits_cfg3": ("accuracy", "FD")}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -228,6 +273,8 @@ def figure(rows: list[dict]) -> object:
                 ax.errorbar(e, mean, yerr=sd, marker="o", ms=3, capsize=2, color=f"C{i}",
                             label=curve)
         ax.set_xscale("log")
+        if metric in ("FD", "ED×1e3"):  # spans orders of magnitude
+            ax.set_yscale("log")
         ax.set_xlabel("gradient evaluations / sample")
         ax.set_title(f"{task}: {metric}", fontsize=9)
     axes[0].legend(fontsize=6)
@@ -240,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_config("equal_compute", __doc__, argv)
     result = run(config["out"], tuple(config["tasks"]), config["n"], config["n_ring_bar"],
                  tuple(range(config["seeds"])), config["n_ref"], config["workers"],
-                 config["overwrite"], curves=tuple(config["curves"]))
+                 config["overwrite"], curves=tuple(config["curves"]),
+                 n_digits=config["n_digits"])
     print(result["table"])
     print(f"\n{result['elapsed_s']:.0f} s; outputs in {config['out']}/")
 

@@ -63,6 +63,19 @@ def test_equal_compute_writes_its_outputs_and_scores_smc_evidence(tmp_path):
     assert (out / "equal_compute.png").stat().st_size > 0
 
 
+def test_equal_compute_digits_tasks_score_guided_samples(tmp_path):
+    """The digits tasks run their own cells (here only reverse diffusion, tiny n) and report
+    the evaluator's accuracy and FD."""
+    from experiments.equal_compute import main
+
+    out = tmp_path / "ecd"
+    main(["--tasks", "digits_cfg3", "--curves", "reverse", "--n-digits", "20", "--seeds", "1",
+          "--workers", "1", "--out", str(out)])
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    assert [r["options"]["num_levels"] for r in rows] == [100, 300, 1000]
+    assert all(0 <= r["accuracy"][0] <= 1 and r["FD"][0] > 0 for r in rows)
+
+
 def test_path_mh_compares_both_rules_with_exact_energies(tmp_path):
     from experiments.path_mh import main
 
