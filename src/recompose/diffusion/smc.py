@@ -132,6 +132,7 @@ class _Populations:
             self.members = [torch.nonzero(groups == g).flatten() for g in torch.unique(groups)]
         self.sizes = torch.tensor([len(m) for m in self.members], dtype=torch.float64,
                                   device=device)
+        self.single = len(self.members) == 1  # one population: no indexing
 
     def initial(self, n: int, device: torch.device) -> Tensor:
         """Equal normalised log-weights, ``−log n_g`` in group ``g``."""
@@ -142,6 +143,9 @@ class _Populations:
 
     def normalize(self, log_w: Tensor) -> tuple[Tensor, Tensor]:
         """Log-weights normalised in each group, and each group's ``logsumexp`` ``(G,)``."""
+        if self.single:
+            out, total = normalize_log_weights(log_w)
+            return out, total[None]
         out, sums = torch.empty_like(log_w), []
         for m in self.members:
             out[m], total = normalize_log_weights(log_w[m])
@@ -150,17 +154,24 @@ class _Populations:
 
     def ess(self, log_w: Tensor) -> Tensor:
         """``(G,)`` effective sample size of each group (normalised log-weights)."""
+        if self.single:
+            return torch.exp(-torch.logsumexp(2 * log_w, dim=0))[None]
         return torch.stack([torch.exp(-torch.logsumexp(2 * log_w[m], dim=0))
                             for m in self.members])
 
     def unequal(self, log_w: Tensor) -> Tensor:
         """``(G,)``: whether a group's weights differ."""
+        if self.single:
+            return (log_w.max() - log_w.min() > 1e-12)[None]
         return torch.stack([log_w[m].max() - log_w[m].min() > 1e-12 for m in self.members])
 
     def resample(self, log_w: Tensor, which: Tensor, scheme: str,
                  generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         """Ancestor of every particle ``(n,)`` (itself outside the groups ``which``) and the
         log-weights after it (equal in the resampled groups)."""
+        if self.single:
+            index = resample(log_w, scheme, generator=generator)
+            return index, torch.full_like(log_w, -math.log(log_w.shape[0]))
         index = torch.arange(log_w.shape[0], device=log_w.device)
         log_w = log_w.clone()
         for g in torch.nonzero(which).flatten().tolist():
