@@ -26,8 +26,11 @@ __all__ = ["CONFIG_DIR", "VARIANTS", "sampler_args", "load_config", "parse_confi
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-# Sampler names of the tables beyond rc.sample's own: score-only Metropolis (mcmc/path.py).
+# Sampler names of the tables beyond rc.sample's own: score-only Metropolis (mcmc/path.py),
+# FKC with moves that spread its resampled copies.
 VARIANTS: dict[str, tuple[str, dict]] = {
+    "fkc-ula": ("fkc", {"moves": "ula"}),
+    "fkc-uhmc": ("fkc", {"moves": "uhmc"}),
     "mala-path": ("mala", {"energy": "path", "quadrature": "simpson"}),
     "mala-trapezoid": ("mala", {"energy": "path", "quadrature": "trapezoid"}),
     "hmc-path": ("hmc", {"energy": "path", "quadrature": "simpson"}),

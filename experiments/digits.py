@@ -177,7 +177,7 @@ def markdown(rows: list[dict], floor: dict) -> str:
               f"{floor['fd']:.2f}", f"{floor['fd_class']:.2f}", f"{floor['diversity']:.2f}",
               "–", "–"]]
     for r in rows:
-        mh = r["sampler"] in ("mala", "hmc", "smc") or r["sampler"] in VARIANTS
+        mh = sampler_args(r["sampler"])[0] in ("mala", "hmc", "smc")
         acc = f"{r['acceptance']:.2f}" if mh else "–"
         lines.append([r["kind"], f"{r['scale']:g}", r["sampler"],
                       f"{r['accuracy'][0]:.3f} ± {r['accuracy'][1]:.3f}",
@@ -226,7 +226,8 @@ def run(out: Path, n: int = 1000, seeds: tuple[int, ...] = (0, 1, 2),
              for k in kinds for w in (scales if k != "none" else (1.0,)) for s in samplers
              for seed in seeds]
     cost = {"reverse": 1, "fkc": 1, "ula": 4, "uhmc": 4, "mala": 4, "hmc": 10, "smc": 10,
-            "mala-path": 7, "mala-trapezoid": 4, "hmc-path": 19, "hmc-trapezoid": 10}
+            "mala-path": 7, "mala-trapezoid": 4, "hmc-path": 19, "hmc-trapezoid": 10,
+            "fkc-ula": 3, "fkc-uhmc": 5}
     tasks.sort(key=lambda t: -cost[t["sampler"]] * (2 if t["kind"] == "cfg" else 1))
     cells = map_in_workers(_run_cell, tasks, workers, "digits cells", progress)
     for cell in cells:

@@ -40,7 +40,7 @@ from recompose.io import run_folder
 from recompose.metrics import wasserstein2
 from recompose.sampling import sample
 
-from .common import VARIANTS, map_in_workers, markdown_table, parse_config, sampler_args, script
+from .common import map_in_workers, markdown_table, parse_config, sampler_args, script
 
 __all__ = ["CELLS", "ANCHOR", "run", "main"]
 
@@ -211,7 +211,7 @@ def markdown(summary: list[dict]) -> str:
         anchor = " / ".join(f"{a[k]:.2f}" if k in a else "–" for k in ("LL", "W2", "support"))
         if "wall_time" in e:
             model, sampler = e["parameterization"], e["sampler"]
-            mh = sampler in ("mala", "hmc") or sampler in VARIANTS
+            mh = sampler_args(sampler)[0] in ("mala", "hmc")
             cost = [str(e["network_score_evals"]), str(e["network_energy_evals"]),
                     f"{e['wall_time']:.0f}", f"{e['acceptance']:.2f}" if mh else "–"]
         else:

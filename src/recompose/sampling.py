@@ -143,7 +143,9 @@ def sample(
             ``True``); ``False`` returns samples of the cleanest level's target. MCMC and SMC.
         moves: SMC only: the MCMC moves after each level's reweighting, a sampler name or a
             kernel object (default ``"hmc"``; ``num_steps`` of them per level, 0 for none).
-            Kernel options and the step-size arguments configure the moves.
+            Kernel options and the step-size arguments configure the moves. FKC: none by
+            default; given (e.g. ``"uhmc"`` on scores), ``num_steps`` (default 1) moves per
+            level spread the copies that resampling makes.
         ess_threshold: SMC and FKC only: resample when the effective sample size falls under
             ``ess_threshold · n`` (default 0.5; 1: every level; 0: never).
         resampling: SMC and FKC only: ``"systematic"`` (default), ``"stratified"``,
@@ -218,10 +220,11 @@ def sample(
     feynman_kac = FeynmanKac(model) if sampler == "fkc" else None  # capability errors now
     smc_options = {"moves": moves, "ess_threshold": ess_threshold, "resampling": resampling,
                    "groups": groups}
-    if feynman_kac is not None:
-        if moves is not None:
-            raise _inapplicable("moves", "fkc", " (its particles move by the DDPM step)")
-        kernel = _resolve_kernel("fkc", kernel, kernel_options)
+    if feynman_kac is not None:  # moves (optional) rejuvenate the resampled copies
+        kernel = (_resolve_kernel("fkc", kernel, kernel_options) if moves is None
+                  else _resolve_moves(moves, kernel, kernel_options))
+        if reverse_step is not None:
+            raise _inapplicable("reverse_step", "fkc", " (it always takes the DDPM step)")
         name = "fkc"
     elif particles:
         kernel = _resolve_moves(moves, kernel, kernel_options)
@@ -241,7 +244,8 @@ def sample(
         for option, value in mcmc_options.items():
             if value is not None:
                 raise _inapplicable(option, name, " (it has no MCMC steps)")
-    num_steps = (0 if feynman_kac else 2 if particles else 10) if num_steps is None else num_steps
+    if num_steps is None:
+        num_steps = (int(kernel is not None) if feynman_kac else 2 if particles else 10)
     if num_levels < 1 or num_steps < 0:
         raise ValueError("num_levels must be ≥ 1 and num_steps ≥ 0")
     reverse_step = (not particles) if reverse_step is None else reverse_step
@@ -302,7 +306,8 @@ def sample(
             result = annealed_mcmc(model, x_init, levels, kernel, num_steps, rule, adapter,
                                    reverse_step, denoise, generator, cb, clip)
         if kernel is not None:
-            settings |= {"reverse_step": reverse_step, "denoise": denoise,
+            settings |= {"reverse_step": None if feynman_kac else reverse_step,
+                         "denoise": denoise,
                          "num_steps": num_steps, "step_size": rule.scale,
                          "step_power": rule.power, "adapt": adapter is not None,
                          "target_accept": adapter.target if adapter else None,

@@ -60,6 +60,8 @@ step and carry the Feynman–Kac weights of Skreta et al. (2025), whose rate for
 composition is a function of the factors' scores alone (:mod:`.feynman_kac`: the leaves'
 Fokker–Planck equations make every divergence cancel). Those weights are exact only as
 ``T → ∞`` (an ``O(1/T)`` discretisation error); the energy forms are exact at any ``T``.
+Optional moves (any kernel targeting ``p̃_{t_i}``, e.g. U-HMC on scores) after the resampling
+spread its copies, at the moves' cost plus one evaluation of the factors' scores per level.
 """
 
 from __future__ import annotations
@@ -222,6 +224,25 @@ def _fk_step(cur: _Level | None, x_init: Tensor, fk: FeynmanKac, levels: Levels,
     return new, 0.5 * (cur.rate + new.rate) * beta_dt
 
 
+def _fk_move(cur: _Level, previous: NamedTuple | None, target: Target, fk: FeynmanKac,
+             kernel: Kernel, num_steps: int, step_size: Tensor,
+             adapter: AcceptanceAdapter | None, generator: torch.Generator | None, i: int,
+             levels: Levels) -> tuple[_Level, NamedTuple, Moves]:
+    """Feynman–Kac form with moves: ``num_steps`` kernel steps targeting ``p̃_{t_i}`` spread the
+    copies that resampling made (the weighted particles stay consistent for ``p̃_{t_i}``: an
+    invariant kernel preserves it; ULA / U-HMC only approximately), then one evaluation of the
+    factors' scores at the moved points gives the rate the next increment needs."""
+    if kernel.needs_energy:  # the cached level has no energy: the kernel evaluates its own
+        start, extra = target, 1
+    else:
+        start, extra = Target(score=lambda y: cur.score if y is cur.x else target.score(y)), 0
+    state = kernel.init(cur.x, start, generator, previous=previous)
+    state, moved = run_kernel(kernel, state, target, num_steps, step_size, adapter, generator)
+    new = _fk_evaluate(fk, state.x, i, levels)
+    return new, state, moved._replace(score_evals=moved.score_evals + 1 + extra,
+                                      energy_evals=moved.energy_evals + extra)
+
+
 def _propose(cur: _Level, target: Target, levels: Levels, i: int,
              generator: torch.Generator | None, clip: tuple[float, float] | None
              ) -> tuple[_Level, Tensor]:
@@ -280,13 +301,11 @@ def smc(
 ) -> SampleResult:
     """SMC from ``x_init ~ N(0, I)`` at level ``T − 1`` (module docstring); ``moves``: a kernel
     run ``num_steps`` times per level with step sizes from ``step_rule``. With ``feynman_kac``
-    (built from ``model``), the score-only form: DDPM steps with Feynman–Kac weights, no moves.
+    (built from ``model``), the score-only form: DDPM steps with Feynman–Kac weights (moves, if
+    any, rejuvenate the particles after resampling; see :func:`_fk_move`).
     ``groups``: one integer id per particle; particles with different ids (different conditions)
     are weighted and resampled separately (:class:`_Populations`).
     """
-    if feynman_kac is not None and moves is not None and num_steps > 0:
-        raise ValueError("the Feynman–Kac form moves particles by the DDPM step; it takes no "
-                         "MCMC moves")
     start = time.perf_counter()
     num, n = len(levels), x_init.shape[0]
     per_level = {k: torch.full((num,), fill, dtype=torch.float64, device=x_init.device)
@@ -325,8 +344,14 @@ def smc(
                 cur, kernel_state = _gather(cur, index), _gather(kernel_state, index)
                 resampled.append(i)
             if moves is not None and num_steps > 0:
-                cur, kernel_state, moved = _move(cur, kernel_state, target, moves, num_steps,
-                                                 step_rule(levels.sigma[i]), adapter, generator)
+                step = step_rule(levels.sigma[i])
+                if feynman_kac is None:
+                    cur, kernel_state, moved = _move(cur, kernel_state, target, moves, num_steps,
+                                                     step, adapter, generator)
+                else:
+                    cur, kernel_state, moved = _fk_move(cur, kernel_state, target, feynman_kac,
+                                                        moves, num_steps, step, adapter,
+                                                        generator, i, levels)
                 _finite_or_raise(cur.x, i, levels, _STEP_ADVICE)
                 score_evals += moved.score_evals
                 energy_evals += moved.energy_evals
