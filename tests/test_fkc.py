@@ -212,3 +212,13 @@ def test_moves_spread_the_resampled_copies_and_keep_the_mode_weights():
     assert runs[0].info.network_score_evals == 2 * 200 * 6
     with pytest.raises(TypeError, match="reverse_step"):
         rc.sample(A * B, 10, "fkc", seed=0, moves="ula", reverse_step=True)
+
+
+def test_a_total_exponent_that_rounds_off_one_is_one():
+    """CFG's ``(1 − w) + w`` need not be 1.0 in floating point; it still takes the DDPM step
+    (and so accepts ``clip``)."""
+    model = G**0.7 * B**0.2 * A**0.1
+    assert sum(w for _, w in rc.compose.factors(model)) != 1.0  # 0.9999999999999999
+    fk = FeynmanKac(model)
+    assert fk.total_weight == 1.0
+    rc.sample(model, 8, "fkc", num_levels=4, seed=0, clip=(-5, 5))

@@ -92,7 +92,8 @@ class FeynmanKac:
                 f"but {model.describe()} has {len(marginal)} diffusion factors; guide a single "
                 "model, or use 'smc' with energy-parameterised models")
         self.model = model
-        self.total_weight = sum(w for _, w in marginal)  # W
+        total = sum(w for _, w in marginal)  # W; CFG's (1 − w) + w may round off 1
+        self.total_weight = 1.0 if abs(total - 1.0) < 1e-9 else total
         if self.total_weight <= 0:
             raise CapabilityError(
                 f"{model.describe()} has total exponent W = {self.total_weight:g} over its "
