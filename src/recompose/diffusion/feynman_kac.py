@@ -36,9 +36,10 @@ only as far as the classifier is consistent with the model.
 
 **Discretisation.** Between levels ``t_{i+1} → t_i`` the log-weight gains
 ``½(ĝ_{i+1} + ĝ_i) · B_i`` (``ĝ = g/β``; trapezoid rule, with values the sampler has anyway),
-``B_i = ∫ β dt = log(α²_i/α²_{i+1})``. The step is, for ``W = 1``, the DDPM step, so with
-resampling switched off the sampler *is* reverse diffusion (``clip`` then clamps ``x̂₀`` as
-there; the weights ignore what the clamp changes). For ``W ≠ 1`` it is the exponential
+``B_i = ∫ β dt = log(α²_i/α²_{i+1})``. The step is, for ``W = 1``, the DDPM step, so the
+particles' paths are reverse diffusion's and only resampling (always at the last level when
+the weights differ) changes them (``clip`` clamps ``x̂₀`` as there; the weights ignore what the
+clamp changes). For ``W ≠ 1`` it is the exponential
 integrator of ``b`` around ``s = −W x``: with ``r = s + W x``, ``κ = W/2`` and
 ``φ = e^{−κ B_i}``, ``x' = φ x + (1 − φ)/κ · r + √((1 − φ²)/(2κ)) z``, exact for the noisiest
 levels' Gaussian at any step size (the cosine schedule's top steps have ``B`` up to 5.5). The
