@@ -161,7 +161,7 @@ def test_groups_are_weighted_and_resampled_separately():
     # resampling stays inside a group: group 0 (even rows) has one dominant particle, group 1
     # (odd rows) is left alone
     pops = _Populations(groups, n, torch.device("cpu"))
-    log_w = pops.initial(n, torch.device("cpu"))
+    log_w = pops.initial()
     log_w[4] = 50.0
     log_w, _ = pops.normalize(log_w)
     index, after = pops.resample(log_w, torch.tensor([True, False]), "systematic", None)

@@ -236,12 +236,6 @@ class Mixture(DiffusionModel):
 
 
 # ------------------------------------------------------------------------ factors
-def factors(model: DiffusionModel) -> list[tuple[DiffusionModel, float]]:
-    """The canonical factors ``[(base, w)]`` of ``model = ∏ base^w`` (a non-product model is
-    its own single factor with ``w = 1``)."""
-    return _factors(model)
-
-
 def factor_scores(model: DiffusionModel, x: Tensor, t: float | Tensor
                   ) -> list[tuple[float, bool, Tensor]]:
     """``[(w_k, marginal_k, s_k(x, t))]`` for ``model = ∏_k p_k^{w_k}``: each factor's own score
@@ -258,12 +252,13 @@ def factor_scores(model: DiffusionModel, x: Tensor, t: float | Tensor
 
 
 # ------------------------------------------------------------------------ builders
-def _factors(model: DiffusionModel) -> list[tuple[DiffusionModel, float]]:
-    """``model`` as a list of ``(base, exponent)`` with bases neither products nor powers."""
+def factors(model: DiffusionModel) -> list[tuple[DiffusionModel, float]]:
+    """The canonical factors ``[(base, w)]`` of ``model = ∏ base^w``, bases neither products
+    nor powers (a non-product model is its own single factor with ``w = 1``)."""
     if isinstance(model, Product):
-        return [pair for f in model.factors for pair in _factors(f)]
+        return [pair for f in model.factors for pair in factors(f)]
     if isinstance(model, Power):
-        return [(b, w * model.exponent) for b, w in _factors(model.base)]
+        return [(b, w * model.exponent) for b, w in factors(model.base)]
     return [(model, 1.0)]
 
 
@@ -282,14 +277,14 @@ def product(models: Sequence[DiffusionModel]) -> DiffusionModel:
     """The product ``∏ᵢ pᵢ`` (AND), flattened and with equal factors merged."""
     models = list(models)
     _check_compatible(models, "a product", [f"factor {i + 1}" for i in range(len(models))])
-    return _build([pair for m in models for pair in _factors(m)])
+    return _build([pair for m in models for pair in factors(m)])
 
 
 def power(model: DiffusionModel, exponent: float) -> DiffusionModel:
     """``p^w`` (``w`` real; ``w < 0`` negates). ``power(m, 1)`` is ``m``."""
     _check_compatible([model], "a power")
     exponent = _check_weight(exponent, "an exponent")
-    return _build([(b, w * exponent) for b, w in _factors(model)])
+    return _build([(b, w * exponent) for b, w in factors(model)])
 
 
 def mixture(models: Sequence[DiffusionModel], weights: Sequence[float] | None = None) -> Mixture:

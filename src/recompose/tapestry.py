@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .compose import _factors
+from .compose import factors
 from .errors import CapabilityError, CompositionError
 from .models.base import DiffusionModel
 from .utils import append_dims, as_time, check_event_shape
@@ -63,7 +63,7 @@ class _Group:
 def _plan(models: Sequence[DiffusionModel]) -> list[_Group]:
     groups: dict[int, _Group] = {}
     for k, model in enumerate(models):
-        for base, w in _factors(model):
+        for base, w in factors(model):
             slot = base.batch_slot
             # a network that cannot take one condition per row: each view is called on its own
             shared = slot is not None and type(slot.network).rows is not DiffusionModel.rows

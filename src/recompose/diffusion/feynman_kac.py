@@ -69,7 +69,12 @@ from ..schedules import Levels
 from ..utils import batch_sum
 from .reverse import ddpm_step
 
-__all__ = ["FeynmanKac"]
+__all__ = ["FeynmanKac", "beta_integral"]
+
+
+def beta_integral(levels: Levels, i: int) -> float:
+    """``B = ∫ β dt = log(α²_{i−1}/α²_i)`` over the step from level ``i`` to ``i − 1``."""
+    return 2.0 * math.log(float(levels.alpha[i - 1] / levels.alpha[i]))
 
 
 class FeynmanKac:
@@ -139,7 +144,7 @@ class FeynmanKac:
             raise ValueError("clip= needs total exponent W = 1 for fkc (the DDPM step); "
                              f"{self.model.describe()} has W = {w:g}")
         kappa = 0.5 * w
-        phi = math.exp(-kappa * 2.0 * math.log(float(levels.alpha[i - 1] / levels.alpha[i])))
+        phi = math.exp(-kappa * beta_integral(levels, i))
         z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return (phi * x + (1 - phi) / kappa * (score + w * x)
                 + ((1 - phi**2) / (2 * kappa)) ** 0.5 * z)

@@ -89,7 +89,7 @@ from .annealed import (
     _model_output_or_raise,
     run_kernel,
 )
-from .feynman_kac import FeynmanKac
+from .feynman_kac import FeynmanKac, beta_integral
 from .reverse import ddpm_step, ddpm_transition
 
 __all__ = ["smc"]
@@ -136,9 +136,9 @@ class _Populations:
                                   device=device)
         self.single = len(self.members) == 1  # one population: no indexing
 
-    def initial(self, n: int, device: torch.device) -> Tensor:
+    def initial(self) -> Tensor:
         """Equal normalised log-weights, ``−log n_g`` in group ``g``."""
-        log_w = torch.empty(n, dtype=torch.float64, device=device)
+        log_w = torch.empty(int(self.sizes.sum()), dtype=torch.float64, device=self.sizes.device)
         for m, size in zip(self.members, self.sizes):
             log_w[m] = -torch.log(size)
         return log_w
@@ -220,8 +220,7 @@ def _fk_step(cur: _Level | None, x_init: Tensor, fk: FeynmanKac, levels: Levels,
     _finite_or_raise(x, i, levels, "the composed score is too large for the step; use more "
                                     "levels")
     new = _fk_evaluate(fk, x, i, levels)
-    beta_dt = 2.0 * math.log(float(levels.alpha[i] / levels.alpha[i + 1]))  # ∫ β dt
-    return new, 0.5 * (cur.rate + new.rate) * beta_dt
+    return new, 0.5 * (cur.rate + new.rate) * beta_integral(levels, i + 1)
 
 
 def _fk_move(cur: _Level, previous: NamedTuple | None, target: Target, fk: FeynmanKac,
@@ -235,7 +234,7 @@ def _fk_move(cur: _Level, previous: NamedTuple | None, target: Target, fk: Feynm
     if kernel.needs_energy:  # the cached level has no energy: the kernel evaluates its own
         start, extra = target, 1
     else:
-        start, extra = Target(score=lambda y: cur.score if y is cur.x else target.score(y)), 0
+        start, extra = _cached(target, cur.x, cur.energy, cur.score), 0
     state = kernel.init(cur.x, start, generator, previous=previous)
     state, moved = run_kernel(kernel, state, target, num_steps, step_size, adapter, generator)
     new = _fk_evaluate(fk, state.x, i, levels)
@@ -314,7 +313,7 @@ def smc(
     steps = torch.full((num,), math.nan, dtype=torch.float64, device=x_init.device)
     resampled: list[int] = []
     pops = _Populations(groups, n, x_init.device)
-    log_w = pops.initial(n, x_init.device)
+    log_w = pops.initial()
     log_z = torch.zeros(len(pops.members), dtype=torch.float64, device=x_init.device)
     score_evals = energy_evals = 0
     cur = kernel_state = None
