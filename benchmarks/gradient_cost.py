@@ -4,12 +4,16 @@ For each shipped energy network — the 2D residual MLP (``ring``), the digits M
 and the position UNet (``clevr``) — at batch 1, 64 and 1,000, times ``model.energy_and_score``
 (recompose's path: one forward and one autograd backward), the bare autograd call around
 the network's energy (``energy_and_score_autograd``: the floor of any autograd path), and,
-for the MLPs, the same architecture and weights in JAX under ``jit`` (``jax.vjp`` of the
-per-sample energies, as recompose returns them). The JAX output is checked against
-recompose's before timing. Calls are interleaved, median of ``repeats`` rounds of ``calls``
-calls. Ratios ``/ JAX`` < 1: recompose is faster. No JAX reference was built for the UNet.
+for the MLPs, recompose's compiled path (``model.compile_gradient()``: a hand-derived
+backward pass under ``torch.compile``; compiled during warm-up, like JAX's ``jit``) and the
+same architecture and weights in JAX under ``jit`` (``jax.vjp`` of the per-sample energies,
+as recompose returns them). Outputs are checked against recompose's before timing. Calls are
+interleaved, median of ``repeats`` rounds of ``calls`` calls. Ratios ``/ JAX`` < 1: recompose
+is faster. No JAX reference was built for the UNet.
 
-Each thread count runs in its own process (JAX reads its thread settings at import).
+Each thread count runs in its own process, pinned to that many cores (JAX reads its thread
+settings at import, and XLA's flags alone do not stop it from using every core: unpinned,
+its "one thread" process used 1.9 cores).
 
 Run: ``python benchmarks/gradient_cost.py`` (needs ``pip install jax``, a benchmark-only
 dependency; ≈ 3 min).
@@ -70,6 +74,7 @@ def _jax_call(jfn: object, xj: object, sigma: float) -> object:
 def run(threads: int, repeats: int) -> list[str]:
     import torch
 
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
     torch.set_num_threads(threads)
     import numpy as np
 
@@ -95,6 +100,18 @@ def run(threads: int, repeats: int) -> list[str]:
             fns = {"recompose": functools.partial(model.energy_and_score, x, t),
                    "autograd": functools.partial(energy_and_score_autograd,
                                                  functools.partial(model.energy, t=t), x)}
+            compile_s = None
+            if mlp:
+                fast = load_model(shipped_path(f"{name}-energy")).eval().requires_grad_(False)
+                fast.compile_gradient()
+                start = time.perf_counter()
+                e_c, s_c = fast.energy_and_score(x, t)  # compiles for this shape
+                compile_s = time.perf_counter() - start
+                e_t, s_t = model.energy_and_score(x, t)
+                scale = float(s_t.abs().max())
+                assert torch.allclose(e_c, e_t, rtol=1e-4, atol=1e-4 * float(e_t.abs().max()))
+                assert torch.allclose(s_c, s_t, rtol=1e-4, atol=1e-4 * scale)
+                fns["compiled"] = functools.partial(fast.energy_and_score, x, t)
             if mlp and jax is not None:
                 jfn = _jax_energy(model.net)
                 xj = jnp.asarray(x.reshape(batch, -1).numpy())
@@ -116,12 +133,14 @@ def run(threads: int, repeats: int) -> list[str]:
                         fn()
                     times[key].append((time.perf_counter() - start) / calls)
             med = {k: statistics.median(v) for k, v in times.items()}
-            jax_cells = ("no reference", "no reference")
+            jax_cells = ["no reference"] * 3
             if "jax" in med:
-                jax_cells = (f"{med['recompose'] / med['jax']:.2f}",
-                             f"{med['autograd'] / med['jax']:.2f}")
+                jax_cells = [f"{med[k] / med['jax']:.2f}" if k in med else "—"
+                             for k in ("recompose", "compiled", "autograd")]
+            compiled = (f"{med['compiled'] * 1e3:.3f} ({compile_s:.0f} s to compile)"
+                        if compile_s is not None else "—")
             rows.append(f"| {label} | {batch} | {threads} | {med['recompose'] * 1e3:.3f} | "
-                        f"{jax_cells[0]} | {jax_cells[1]} | "
+                        f"{compiled} | {' | '.join(jax_cells)} | "
                         f"{med['recompose'] / med['autograd']:.2f} |")
     return rows
 
@@ -134,9 +153,9 @@ def main() -> None:
     if args.threads is not None:
         print("\n".join(run(args.threads, args.repeats)), flush=True)
         return
-    print("| network | batch | threads | recompose ms | recompose / JAX | autograd / JAX | "
-          "recompose / autograd |")
-    print("|---|---|---|---|---|---|---|", flush=True)
+    print("| network | batch | threads | recompose ms | compiled ms | recompose / JAX | "
+          "compiled / JAX | autograd / JAX | recompose / autograd |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
     for threads in (1, os.cpu_count() or 1):
         flags = ("--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
                  if threads == 1 else "")

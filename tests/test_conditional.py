@@ -6,9 +6,10 @@ import torch
 import recompose as rc
 from conftest import CallCounter, class_model, randomise
 from recompose.models.classifier import ClassifierFactor
-from recompose.models.networks import PositionUNet, ResMLP, TimeClassifier
+from recompose.models.networks import PositionUNet, ResMLP, TimeClassifier, shared_time
 from recompose.models.parameterization import EnergyModel, ScoreModel
 from recompose.schedules import CosineSchedule
+from recompose.utils import as_time
 
 
 def _position_model(kind, seed=0, late=False):
@@ -161,3 +162,23 @@ def test_factor_scores_of_a_batched_product_are_the_views_scores(kind):
     for w, s in expected:
         got = [g for v, m, g in terms if v == w and m and torch.allclose(g, s, atol=1e-9)]
         assert got, w
+
+
+@pytest.mark.parametrize("arch", ["resmlp", "resmlp-classes", "time_classifier"])
+def test_one_time_for_the_batch_embeds_once_and_equals_the_per_row_path(arch):
+    """A scalar time broadcast over the batch (``as_time``'s stride-0 expand) takes the fast
+    path — the time embedding on one row, folded into ``fc1``'s bias — and gives what the
+    per-row path gives on the same times materialised."""
+    net = {"resmlp": lambda: ResMLP(dim=3), "resmlp-classes": lambda: ResMLP(dim=3, num_classes=4),
+           "time_classifier": lambda: TimeClassifier(dim=3, num_classes=5)}[arch]()
+    net = randomise(net.double(), seed=1)
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    shared = as_time(0.37, 6, x)
+    assert shared.stride(0) == 0 and shared_time(shared).shape == (1,)
+    assert shared_time(shared.clone()).shape == (6,)  # a materialised vector is used row by row
+    rows = []
+    net.blocks[0].emb.register_forward_hook(lambda m, i, o: rows.append(len(i[0])))
+    args = (torch.arange(6) % 4,) if arch == "resmlp-classes" else ()
+    fast, slow = net(x, shared, *args), net(x, shared.clone(), *args)
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
+    assert rows == ([6, 6] if arch == "resmlp-classes" else [1, 6])

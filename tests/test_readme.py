@@ -68,3 +68,12 @@ def test_tapestry_example_runs(capsys):
     exec(compile(block, "README.md", "exec"), env)
     assert capsys.readouterr().out.split() == ["torch.Size([4,", "3,", "16,", "40])", "12"]
     assert all(len(w.factors) == 3 for w in env["canvas"].models)  # S**-1 · S|p · S|p per window
+
+
+def test_speed_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    block = next(b for b in blocks if "compile_gradient" in b)
+    env: dict = {}
+    exec(compile(block, "README.md", "exec"), env)
+    assert env["energy"].shape == (1000,) and env["score"].shape == (1000, 2)
+    assert env["fast"]._gradient is not None  # the compiled path, not autograd

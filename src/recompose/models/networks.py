@@ -46,6 +46,13 @@ class SinusoidalEmbedding(nn.Module):
         return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
+def shared_time(t: Tensor) -> Tensor:
+    """``t[:1]`` when ``t`` is one time broadcast over the batch (a stride-0 expand, as
+    :func:`~recompose.utils.as_time` makes of a scalar), else ``t``: the time embedding is then
+    computed once, not once per row. Reads only strides, so it never syncs with a device."""
+    return t[:1] if t.ndim == 1 and t.shape[0] > 1 and t.stride(0) == 0 else t
+
+
 def _time_embedding(emb_dim: int) -> nn.Sequential:
     return nn.Sequential(SinusoidalEmbedding(emb_dim), nn.Linear(emb_dim, emb_dim), nn.SiLU())
 
@@ -60,9 +67,15 @@ class _Block(nn.Module):
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
 
+    def inner(self, a: Tensor, emb: Tensor) -> Tensor:
+        """``z = W₁ a + b₁ + W_e emb``; one embedding row for the whole batch is folded into
+        the bias (one matrix product fewer)."""
+        if emb.shape[0] == 1 < a.shape[0]:
+            return F.linear(a, self.fc1.weight, self.fc1.bias + self.emb(emb)[0])
+        return self.fc1(a) + self.emb(emb)
+
     def forward(self, h: Tensor, emb: Tensor) -> Tensor:
-        z = self.fc1(F.silu(self.norm(h))) + self.emb(emb)
-        return h + self.fc2(F.silu(z))
+        return h + self.fc2(F.silu(self.inner(F.silu(self.norm(h)), emb)))
 
 
 class ResMLP(nn.Module):
@@ -105,10 +118,16 @@ class ResMLP(nn.Module):
         return torch.full((n,), self.num_classes, dtype=torch.long,
                           device=self.inp.weight.device)
 
-    def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
-        emb = self.embed(t)
+    def embedding(self, t: Tensor, c: Tensor | None = None) -> Tensor:
+        """Time (plus class) embedding: ``(B, emb_dim)``, or ``(1, emb_dim)`` for one
+        unconditional time shared by the batch (:func:`shared_time`)."""
+        emb = self.embed(shared_time(t))
         if self.conditional:
-            emb = emb + self.class_embed(self.null_condition(x.shape[0]) if c is None else c)
+            emb = emb + self.class_embed(self.null_condition(t.shape[0]) if c is None else c)
+        return emb
+
+    def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
+        emb = self.embedding(t, c)
         h = self.inp(x.reshape(x.shape[0], -1))
         for block in self.blocks:
             h = block(h, emb)
@@ -130,7 +149,7 @@ class TimeClassifier(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, num_classes))
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        emb = self.embed(t)
+        emb = self.embed(shared_time(t))
         h = self.inp(x.reshape(x.shape[0], -1))
         for block in self.blocks:
             h = block(h, emb)

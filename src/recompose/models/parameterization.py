@@ -153,6 +153,7 @@ class EnergyModel(_Learned):
             raise ValueError(f"energy form must be 'ae' or 'l2', got {form!r}")
         super().__init__(net, schedule, event_shape, name)
         self.form = form
+        self._gradient: tuple | None = None  # set by compile_gradient()
 
     def potential(self, x: Tensor, t: float | Tensor, c: Tensor | None = None,
                   copies: int = 1) -> Tensor:
@@ -171,7 +172,36 @@ class EnergyModel(_Learned):
 
     def energy_and_score(self, x: Tensor, t: float | Tensor,
                          c: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return energy_and_score_autograd(lambda z: self.energy(z, t, c), x)
+        if self._gradient is None:
+            return energy_and_score_autograd(lambda z: self.energy(z, t, c), x)
+        t = as_time(t, x.shape[0], x)
+        check_event_shape(x, self.event_shape, self.describe())
+        if c is not None and not self.conditional:
+            raise CapabilityError(f"{self.describe()} is not a conditional model")
+        with torch.no_grad():
+            u, grad = self._gradient[0](self.net, self.form, x, t, c)
+        sigma = self.schedule(t)[1]
+        return u / sigma, -grad / append_dims(sigma, x.ndim)
+
+    def compile_gradient(self, **options: object) -> EnergyModel:
+        """Evaluate :meth:`energy_and_score` (and so :meth:`score`) with a hand-derived backward
+        pass under ``torch.compile(**options)`` instead of autograd; returns ``self``.
+
+        Same values to float rounding, faster where the compiler fuses the elementwise work
+        (benchmarks/gradient_cost.py). The first call per input shape compiles (seconds);
+        needs a C++ compiler on CPU. Residual-MLP networks only
+        (:mod:`.explicit_gradient`); training is unaffected (it never calls this method).
+        """
+        from .explicit_gradient import resmlp_potential_and_gradient
+        from .networks import ResMLP
+
+        if not isinstance(self.net, ResMLP):
+            raise CapabilityError(f"{self.describe()}: compile_gradient() is written for the "
+                                  f"residual MLP, not {type(self.net).__name__}; use the "
+                                  "model as it is (autograd)")
+        # a tuple, not an attribute nn.Module would register: state_dict stays the network's
+        self._gradient = (torch.compile(resmlp_potential_and_gradient, **options),)
+        return self
 
     def score(self, x: Tensor, t: float | Tensor, c: Tensor | None = None) -> Tensor:
         return self.energy_and_score(x, t, c)[1]
