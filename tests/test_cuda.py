@@ -62,3 +62,13 @@ def test_a_network_evaluation_never_waits_for_the_device(name):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert energy.shape == (64,) and score.shape == x.shape
+
+
+def test_the_compiled_gradient_on_cuda_equals_autograd():
+    ref = rc.pretrained("ring", "energy").cuda()
+    fast = rc.pretrained("ring", "energy").cuda().compile_gradient()
+    x = torch.randn(256, 2, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    e_ref, s_ref = ref.energy_and_score(x, 0.3)
+    e, s = fast.energy_and_score(x, 0.3)
+    torch.testing.assert_close(s, s_ref, rtol=1e-4, atol=1e-4 * float(s_ref.abs().max()))
+    torch.testing.assert_close(e, e_ref, rtol=1e-4, atol=1e-4 * float(e_ref.abs().max()))

@@ -86,3 +86,27 @@ def test_particle_samplers_keep_one_population_per_layout(checker):
     with pytest.raises(ValueError, match="groups="):  # the library refuses the ungrouped run
         rc.sample(compose_positions(model, request_positions(2, 2, seed=0)), 2, "fkc",
                   num_levels=3, seed=0)
+
+
+def test_accuracy_curves_run_their_cells_once_and_tabulate_them(tmp_path, monkeypatch):
+    from experiments import clevr, clevr_curves
+
+    budgets = {"reverse": [2, 3], "fkc": [2]}
+    args = (tmp_path / "cells", budgets, (1, 2), 2, 1, 2)
+    res = clevr_curves.run(tmp_path / "out", *args, threads=1)
+    assert [(r["sampler"], r["levels"], r["K"], r["evals"]) for r in res["rows"]] == [
+        ("reverse", 2, 1, 2), ("reverse", 2, 2, 3 * 2), ("reverse", 3, 1, 3),
+        ("reverse", 3, 2, 3 * 3), ("fkc", 2, 1, 2), ("fkc", 2, 2, 3 * 2)]  # (K + 1)·T
+    assert all(0 <= r["accuracy"][0] <= 1 for r in res["rows"])
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"table.md", "curves.png",
+                                                             "config.json", "metrics.json"}
+    assert res["table"].count("\n| ") == 4  # header + three (sampler, T) rows
+
+    def must_not_run(*a, **k):
+        raise AssertionError("a finished cell was run again")
+
+    monkeypatch.setattr(clevr, "run", must_not_run)
+    again = clevr_curves.run(tmp_path / "out2", *args, threads=1)
+    assert again["rows"] == res["rows"]
+    with pytest.raises(ValueError, match="another protocol"):
+        clevr_curves.run(tmp_path / "out3", tmp_path / "cells", budgets, (1, 2), 3, 1, 2)
