@@ -25,7 +25,7 @@ def one_line_error(result, code):
 
 # --------------------------------------------------------------------- commands
 def test_help_of_every_command_shows_an_example():
-    for cmd in ("", "demo", "sample", "train", "list"):
+    for cmd in ("", "demo", "sample", "train", "list", "bench"):
         r = run(*([cmd] if cmd else []), "--help")
         assert r.exit_code == 0 and "Example" in r.output, cmd
 
@@ -34,6 +34,16 @@ def test_list():
     r = run("list")
     assert r.exit_code == 0 and "ring" in r.output and "digits-noisy-clf" in r.output
     assert "experiments/README.md" in r.output
+
+
+def test_bench_prints_one_row_per_family_and_batch():
+    r = run("bench", "-f", "2d", "-f", "clevr", "-b", "4", "--threads", "1", "--repeats", "1",
+            "--no-compiled")
+    assert r.exit_code == 0, r.output
+    rows = [line for line in r.output.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| network") and len(rows) == 3
+    assert rows[1].startswith("| 2D MLP | 4 | 1 | ")
+    assert rows[2].startswith("| position UNet | 4 | 1 | ")
 
 
 def test_sample_writes_a_complete_run_folder(tmp_path):

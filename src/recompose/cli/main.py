@@ -8,6 +8,7 @@ import signal
 import click
 
 from .. import __version__
+from .bench import bench
 from .common import raise_terminated
 from .demo import demo
 from .sample import sample
@@ -28,6 +29,7 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
       recompose list
       recompose sample --model A=ring --model B=bar --expr "A * B" --sampler hmc --out runs/ab
       recompose train --data ring --out runs/ring
+      recompose bench --families 2d --batches 1000
     """
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
@@ -68,7 +70,7 @@ def main() -> None:
     cli(obj={})
 
 
-for _command in (demo, sample, train, list_):
+for _command in (demo, sample, train, list_, bench):
     cli.add_command(_command)
 
 
