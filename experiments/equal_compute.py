@@ -1,6 +1,6 @@
 """Samplers at equal compute: quality against composite gradient evaluations per sample.
 
-Two tasks with a known answer:
+Tasks with a known answer:
 
 * ``oracle``: the analytic product ``A · B`` with ``A`` two Gaussians at ``(±2, 0)`` of stds 0.2
   and 1.0 and ``B = N(0, 0.5² I)``. Its exact law at ``t = 0`` is a Gaussian mixture
@@ -8,6 +8,11 @@ Two tasks with a known answer:
   the energy distance (× 10³) to exact draws, the error of the mass on ``x₁ < 0`` (0.203: the
   split between the modes, which unweighted annealing gets wrong) and, for SMC, the error of
   ``log Ẑ`` at the cleanest level.
+* ``oracle_cfg``: classifier-free guidance with exact densities (:func:`oracle_cfg_problem`:
+  ``p(x)^{−2} p(x | y)^3`` for a two-class Gaussian mixture ``p(x)`` and one of its classes),
+  scored by the energy distance (× 10³) to exact draws of its ``t = 0`` law (a grid) and the
+  error of its mean ``E[x₁]`` — what the digits FD cannot show: whether a sampler draws the
+  guided target at all.
 * ``ring_bar``: the shipped energy models' product ``ring * bar``, scored against the exact
   smoothed target of :mod:`recompose.data.targets2d` (W2 to 2,000 draws, mean log-likelihood).
   This mixes the models' error with the sampler's.
@@ -43,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recompose import GaussianMixture, gmm_product
+from recompose import GaussianMixture, cfg, gmm_product
 from recompose.cli.demo import build
 from recompose.data.targets2d import TARGETS
 from recompose.io import run_folder
@@ -123,20 +128,46 @@ def _digits_cell(task: dict) -> dict:
 
 
 GRID, EXTENT = 600, 1.6
+CFG_GRID = ((-4.0, 6.0, 500), (-4.0, 4.0, 400))  # (low, high, points) per axis
+
+
+def _grid_law(model: object, t: float, axes: tuple = ((-EXTENT, EXTENT, GRID),) * 2
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(grid points, probabilities ∝ exp(−E(x, t)), cell sizes)`` on a 2D grid."""
+    x_axis, y_axis = (torch.linspace(lo, hi, k) for lo, hi, k in axes)
+    grid = torch.stack(torch.meshgrid(x_axis, y_axis, indexing="xy"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        energy = torch.cat([model.energy(chunk, t) for chunk in grid.split(20_000)]).double()
+    cells = torch.tensor([(hi - lo) / (k - 1) for lo, hi, k in axes])
+    return grid, torch.softmax(-energy, 0), cells
+
+
+def _grid_draws(law: tuple, n: int, seed: int) -> torch.Tensor:
+    """Exact draws up to the grid: a cell by its probability, uniform within it."""
+    grid, prob, cells = law
+    g = torch.Generator().manual_seed(7000 + seed)
+    index = torch.multinomial(prob, n, replacement=True, generator=g)
+    return (grid[index] + (torch.rand(n, 2, generator=g) - 0.5) * cells).double()
 
 
 def learned_product_draws(n: int, t: float, seed: int) -> torch.Tensor:
     """Exact draws (up to the grid) from ``exp(−E(x, t))`` of the shipped ``ring * bar``."""
-    model = build("product", "energy", None)
-    axis = torch.linspace(-EXTENT, EXTENT, GRID)
-    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
-    with torch.no_grad():
-        energy = torch.cat([model.energy(chunk, t) for chunk in grid.split(20_000)]).double()
-    prob = torch.softmax(-energy, 0)
-    g = torch.Generator().manual_seed(7000 + seed)
-    cell = 2 * EXTENT / (GRID - 1)
-    index = torch.multinomial(prob, n, replacement=True, generator=g)
-    return (grid[index] + (torch.rand(n, 2, generator=g) - 0.5) * cell).double()
+    return _grid_draws(_grid_law(build("product", "energy", None), t), n, seed)
+
+
+def oracle_cfg_problem() -> object:
+    """Classifier-free guidance with exact densities: ``p(x) = ½ N((−1, 0), 0.7² I) +
+    ½ N((1, 0), 0.7² I)`` (two classes), ``p(x | y) = N((1, 0), 0.7² I)``, scale w = 3, i.e. the
+    target ``p(x)^{−2} p(x | y)^3``; its law at ``t = 0`` is drawn on a grid."""
+    uncond = GaussianMixture([[-1.0, 0.0], [1.0, 0.0]], 0.7, name="U")
+    cond = GaussianMixture([[1.0, 0.0]], 0.7, name="C")
+    return cfg(cond, uncond, 3.0)
+
+
+def cfg_target_mean() -> float:
+    """``E[x₁]`` under the CFG target at ``t = 0`` (grid quadrature)."""
+    grid, prob, _ = _grid_law(oracle_cfg_problem(), 0.0, CFG_GRID)
+    return float((prob * grid[:, 0].double()).sum())
 
 
 def _run_cell(task: dict) -> dict:
@@ -146,6 +177,8 @@ def _run_cell(task: dict) -> dict:
     if task["task"] == "oracle":
         a, b = oracle_problem()
         model = a * b
+    elif task["task"] == "oracle_cfg":
+        model = oracle_cfg_problem()
     else:
         model = build("product", "energy", None)
         if task["task"] == "ring_bar_model" and task["sampler"] not in ("reverse", "fkc"):
@@ -161,6 +194,9 @@ def _run_cell(task: dict) -> dict:
         if info.log_evidence is not None:
             out["log Z error"] = abs(info.log_evidence
                                      - oracle_log_evidence(a, b, info.evidence_t))
+    elif task["task"] == "oracle_cfg":
+        out |= {"ED×1e3": 1e3 * energy_distance(x, ref),
+                "mean error": abs(float(x[:, 0].mean()) - task["exact_mean"])}
     elif task["task"] == "ring_bar":
         target = TARGETS["product"]()
         lp = target.log_prob(x)
@@ -176,6 +212,8 @@ def _refs(task: str, seed: int, n_ref: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(5000 + seed)
     if task == "oracle":
         return gmm_product(*oracle_problem()).sample(n_ref, g)
+    if task == "oracle_cfg":
+        return _grid_draws(_grid_law(oracle_cfg_problem(), 0.0, CFG_GRID), n_ref, 5000 + seed)
     if task == "ring_bar_model" or task in DIGITS_TASKS:  # drawn / not needed in the cell
         return torch.zeros(n_ref, 2)
     return TARGETS["product"]().sample(n_ref, g)
@@ -192,19 +230,21 @@ def run(out: Path, tasks: tuple[str, ...] = ("oracle", "ring_bar", "ring_bar_mod
         pool = digits_cells() if task in DIGITS_TASKS else cells()
         return [c for c in pool if not curves or c[0] in curves]
 
-    size = {"oracle": n, "ring_bar": n_ring_bar, "ring_bar_model": n_ring_bar}
+    size = {"oracle": n, "oracle_cfg": n, "ring_bar": n_ring_bar, "ring_bar_model": n_ring_bar}
     left = exact_left(gmm_product(*oracle_problem()))
+    mean = cfg_target_mean() if "oracle_cfg" in tasks else None
     jobs = [{"task": task, "curve": curve, "sampler": sampler, "options": options,
              "seed": seed, "n": size.get(task, n_digits),
-             "ref": _refs(task, seed, n_ref), "exact_left": left}
+             "ref": _refs(task, seed, n_ref), "exact_left": left, "exact_mean": mean}
             for task in tasks for curve, sampler, options in chosen(task) for seed in seeds]
-    jobs.sort(key=lambda j: j["task"] == "oracle")  # the slow ones first
+    jobs.sort(key=lambda j: j["task"] in ("oracle", "oracle_cfg"))  # the slow ones first
     results = map_in_workers(_run_cell, jobs, workers, "equal compute", progress)
     summary = _summarise(results)
     elapsed = time.perf_counter() - start
     table = markdown(summary)
     config = {"tasks": list(tasks), "n": n, "n_ring_bar": n_ring_bar, "n_digits": n_digits,
               "seeds": list(seeds), "n_ref": n_ref, "workers": workers, "exact_left": left,
+              "exact_cfg_mean": mean,
               "cells": {task: [[c, s, o] for c, s, o in chosen(task)] for task in tasks}}
     with run_folder(out, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
@@ -232,7 +272,8 @@ def _summarise(results: list[dict]) -> list[dict]:
     return rows
 
 
-METRICS = {"oracle": ("ED×1e3", "mass error", "log Z error"), "ring_bar": ("W2", "LL"),
+METRICS = {"oracle": ("ED×1e3", "mass error", "log Z error"),
+           "oracle_cfg": ("ED×1e3", "mean error"), "ring_bar": ("W2", "LL"),
            "ring_bar_model": ("W2 to π_0",), "digits_classifier10": ("accuracy", "FD"),
            "digits_cfg3": ("accuracy", "FD")}
 

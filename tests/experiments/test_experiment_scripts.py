@@ -63,6 +63,29 @@ def test_equal_compute_writes_its_outputs_and_scores_smc_evidence(tmp_path):
     assert (out / "equal_compute.png").stat().st_size > 0
 
 
+def test_equal_compute_cfg_oracle_scores_against_the_exact_guided_law(tmp_path):
+    """The CFG oracle's grid law: draws match its quadrature mean; the cells report ED and the
+    error of the mean."""
+    from experiments.equal_compute import (
+        CFG_GRID,
+        _grid_draws,
+        _grid_law,
+        cfg_target_mean,
+        main,
+        oracle_cfg_problem,
+    )
+
+    draws = _grid_draws(_grid_law(oracle_cfg_problem(), 0.0, CFG_GRID), 4000, 0)
+    mean, sd = float(draws[:, 0].mean()), float(draws[:, 0].std())
+    assert abs(mean - cfg_target_mean()) < 4 * sd / 4000**0.5
+    assert 1.1 < cfg_target_mean() < 1.3  # pushed right of p(x | y)'s mean 1 by p(x)^{-2}
+    out = tmp_path / "ecc"
+    main(["--tasks", "oracle_cfg", "--curves", "reverse", "fkc", "--n", "40", "--seeds", "1",
+          "--n-ref", "50", "--workers", "1", "--out", str(out)])
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    assert len(rows) == 6 and all(r["mean error"][0] >= 0 and "ED×1e3" in r for r in rows)
+
+
 def test_equal_compute_digits_tasks_score_guided_samples(tmp_path):
     """The digits tasks run their own cells (here only reverse diffusion, tiny n) and report
     the evaluator's accuracy and FD."""
