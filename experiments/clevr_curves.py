@@ -87,6 +87,7 @@ def figure(rows: list[dict], ks: tuple[int, ...]) -> object:
     """One panel per K: accuracy against network evaluations per image, one curve per
     sampler, error bars = one standard error."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(3.4 * len(ks), 3.0))
     axes = fig.subplots(1, len(ks), squeeze=False)[0]
@@ -99,6 +100,7 @@ def figure(rows: list[dict], ks: tuple[int, ...]) -> object:
             ax.errorbar(e, acc, yerr=se, marker="o", ms=3, capsize=2, color=f"C{i}",
                         label=sampler)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels collide
         ax.set_xlabel("network evaluations / image")
         ax.set_title(f"K = {k}: composition accuracy", fontsize=9)
     axes[0].legend(fontsize=7)

@@ -11,7 +11,11 @@ of the per-sample energies). Outputs are checked against recompose's before timi
 interleaved, median of ``repeats`` rounds. Ratios ``/ JAX`` < 1: recompose is faster.
 
 Each thread count runs in its own process pinned to that many cores: JAX reads its thread
-settings at import, and XLA's flags alone do not keep it on one core.
+settings at import, and XLA's flags alone do not keep it on one core. They run with
+recompose's default ``OMP_WAIT_POLICY=PASSIVE`` (``--wait-policy``): on several threads,
+``active`` makes torch faster, but its threads then spin through JAX's interleaved calls and
+slow them too, so the multi-threaded JAX column would not be a fair reference. One thread is
+unaffected either way.
 """
 
 from __future__ import annotations
@@ -145,10 +149,14 @@ def time_family(family: str, batch: int, threads: int, repeats: int,
               help="Rounds; the table shows medians.")
 @click.option("--compiled/--no-compiled", default=True, show_default=True,
               help="Also time model.compile_gradient() (compiles once per shape).")
+@click.option("--wait-policy", type=click.Choice(["active", "passive"]), default="passive",
+              show_default=True, help="OpenMP wait policy of the timed processes (passive: "
+              "recompose's import default). Active makes torch's multi-threaded calls faster "
+              "but its spinning threads also slow JAX's interleaved calls.")
 @click.option("--in-process", is_flag=True, hidden=True,
               help="Internal: run one thread setting here.")
 def bench(families: tuple[str, ...], batches: tuple[int, ...], threads: tuple[int, ...],
-          repeats: int, compiled: bool, in_process: bool) -> None:
+          repeats: int, compiled: bool, wait_policy: str, in_process: bool) -> None:
     """Time one energy-and-gradient call per shipped network family against JAX's jit.
 
     JAX is optional (``pip install jax``); without it the JAX columns read "no reference".
@@ -174,7 +182,8 @@ def bench(families: tuple[str, ...], batches: tuple[int, ...], threads: tuple[in
     click.echo(HEADER)
     for n in dict.fromkeys(settings):
         flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        env = os.environ | {"XLA_FLAGS": flags if n == 1 else "", "OMP_NUM_THREADS": str(n)}
+        env = os.environ | {"XLA_FLAGS": flags if n == 1 else "", "OMP_NUM_THREADS": str(n),
+                            "OMP_WAIT_POLICY": wait_policy.upper()}
         argv = [sys.executable, "-m", "recompose", "bench", "--in-process", "--threads", str(n),
                 "--repeats", str(repeats), "--compiled" if compiled else "--no-compiled"]
         argv += [a for f in families for a in ("-f", f)]
