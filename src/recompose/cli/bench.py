@@ -142,7 +142,7 @@ def time_family(family: str, batch: int, threads: int, repeats: int,
 @click.option("--families", "-f", multiple=True, type=click.Choice(list(FAMILIES)),
               default=tuple(FAMILIES), show_default=True, help="Network families to time.")
 @click.option("--batches", "-b", multiple=True, type=click.IntRange(min=1),
-              default=(1, 64, 1000), show_default=True)
+              default=(1, 64, 1000), show_default=True, help="Batch sizes to time.")
 @click.option("--threads", multiple=True, type=click.IntRange(min=1),
               help="Thread settings (default: 1 and every core).")
 @click.option("--repeats", default=7, show_default=True, type=click.IntRange(min=1),
