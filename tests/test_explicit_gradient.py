@@ -13,14 +13,15 @@ from recompose.utils import as_time, energy_and_score_autograd
 
 
 @pytest.mark.parametrize("form", ["ae", "l2"])
-@pytest.mark.parametrize("dim, width, widen, classes", [
-    (2, 16, 1, 0),    # D < width: the last block folds into the output layer
-    (3, 8, 2, 4),     # conditional, inner width 16
-    (12, 8, 1, 0),    # D > width: no fold
+@pytest.mark.parametrize("dim, width, widen, classes, blocks", [
+    (2, 16, 1, 0, 3),    # D < width: the last block folds into the output layer
+    (3, 8, 2, 4, 3),     # conditional, inner width 16
+    (12, 8, 1, 0, 3),    # D > width: no fold
+    (2, 16, 1, 0, 0),    # no blocks: nothing to fold
 ])
 @pytest.mark.parametrize("shared", [True, False])
-def test_explicit_gradient_equals_autograd(form, dim, width, widen, classes, shared):
-    net = randomise(ResMLP(dim, width=width, num_blocks=3, emb_dim=8, widen=widen,
+def test_explicit_gradient_equals_autograd(form, dim, width, widen, classes, blocks, shared):
+    net = randomise(ResMLP(dim, width=width, num_blocks=blocks, emb_dim=8, widen=widen,
                            num_classes=classes).double(), seed=dim)
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(7, dim, generator=gen, dtype=torch.float64)

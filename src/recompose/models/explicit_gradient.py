@@ -48,7 +48,7 @@ def resmlp_potential_and_gradient(net: ResMLP, form: str, x: Tensor, t: Tensor,
     shape, xf = x.shape, x.reshape(x.shape[0], -1)
     emb = net.embedding(t, c)
     blocks = list(net.blocks)
-    fold = net.out.weight.shape[0] < net.out.weight.shape[1]
+    fold = bool(blocks) and net.out.weight.shape[0] < net.out.weight.shape[1]
     h = net.inp(xf)
     saved = []
     for k, block in enumerate(blocks):
@@ -62,8 +62,9 @@ def resmlp_potential_and_gradient(net: ResMLP, form: str, x: Tensor, t: Tensor,
         saved.append((xhat, r, n, sig_n, z, sig_z))
         if not (fold and k == len(blocks) - 1):
             h = h + block.fc2(z * sig_z)
-    w_out, last = net.out.weight, blocks[-1].fc2
+    w_out = net.out.weight
     if fold:
+        last = blocks[-1].fc2
         w_last = w_out @ last.weight  # (D, inner): W_out W₂
         z, sig_z = saved[-1][4:]
         f = (net.out(h) + w_out @ last.bias) + (z * sig_z) @ w_last.T
