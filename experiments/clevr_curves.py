@@ -49,8 +49,8 @@ def run(out: Path, cells_dir: Path, budgets: dict[str, list[int]], ks: tuple[int
                           sweep_samplers=("hmc",), sweep_model="score", threads=threads,
                           particles=particles, overwrite=True)
             config = json.loads((folder / "config.json").read_text())
-            if (config["n"], config["seeds"], config["particles"]) != (n, list(range(seeds)),
-                                                                       particles):
+            if ((config["n"], config["seeds"], config["particles"])
+                    != (n, list(range(seeds)), particles) or not set(ks) <= set(config["ks"])):
                 raise ValueError(f"{folder} was run with another protocol; delete it to rerun")
             for r in json.loads((folder / "metrics.json").read_text())["rows"]:
                 rows.append({"sampler": sampler, "levels": T, "K": r["K"],

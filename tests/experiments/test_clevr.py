@@ -110,3 +110,5 @@ def test_accuracy_curves_run_their_cells_once_and_tabulate_them(tmp_path, monkey
     assert again["rows"] == res["rows"]
     with pytest.raises(ValueError, match="another protocol"):
         clevr_curves.run(tmp_path / "out3", tmp_path / "cells", budgets, (1, 2), 3, 1, 2)
+    with pytest.raises(ValueError, match="another protocol"):  # a K the cells never ran
+        clevr_curves.run(tmp_path / "out4", tmp_path / "cells", budgets, (1, 3), 2, 1, 2)

@@ -73,13 +73,15 @@ class _Learned(DiffusionModel):
     def conditional(self) -> bool:
         return bool(getattr(self.net, "conditional", False))
 
-    def _net(self, x: Tensor, t: Tensor, c: Tensor | None) -> Tensor:
+    def _check_call(self, x: Tensor, c: Tensor | None) -> None:
+        """Refuse inputs of another event shape, and a condition for an unconditional net."""
         check_event_shape(x, self.event_shape, self.describe())
-        if c is None and not self.conditional:
-            return self.net(x, t)
-        if not self.conditional:
+        if c is not None and not self.conditional:
             raise CapabilityError(f"{self.describe()} is not a conditional model")
-        return self.net(x, t, c)
+
+    def _net(self, x: Tensor, t: Tensor, c: Tensor | None) -> Tensor:
+        self._check_call(x, c)
+        return self.net(x, t) if c is None else self.net(x, t, c)
 
     def _net_copies(self, x: Tensor, t: Tensor, c: Tensor, copies: int) -> tuple[Tensor, Tensor]:
         """``(xs, out)``: ``copies`` stacked copies of ``x`` (``(K·B, *D)``) and the network's
@@ -175,13 +177,11 @@ class EnergyModel(_Learned):
         if self._gradient is None:
             return energy_and_score_autograd(lambda z: self.energy(z, t, c), x)
         t = as_time(t, x.shape[0], x)
-        check_event_shape(x, self.event_shape, self.describe())
-        if c is not None and not self.conditional:
-            raise CapabilityError(f"{self.describe()} is not a conditional model")
+        self._check_call(x, c)
         with torch.no_grad():
-            u, grad = self._gradient[0](self.net, self.form, x, t, c)
+            u, epsilon = self._gradient[0](self.net, self.form, x, t, c)  # ∇ₓU = ε̂
         sigma = self.schedule(t)[1]
-        return u / sigma, -grad / append_dims(sigma, x.ndim)
+        return u / sigma, score_from_epsilon(epsilon, sigma)
 
     def compile_gradient(self, **options: object) -> EnergyModel:
         """Evaluate :meth:`energy_and_score` (and so :meth:`score`) with a hand-derived backward
