@@ -16,8 +16,8 @@ from recompose.training.trainer import Trainer
 
 
 def small(param, **kw):
-    return TrainConfig(data="ring", parameterization=param, steps=40, batch_size=256,
-                       checkpoint_every=20, **kw)
+    return TrainConfig(**{"data": "ring", "parameterization": param, "steps": 40,
+                          "batch_size": 256, "checkpoint_every": 20, **kw})
 
 
 def heldout_loss(model):
@@ -53,6 +53,23 @@ def test_resume_refuses_different_settings(tmp_path):
     other = Trainer(small("energy", lr=5e-4), tmp_path)
     with pytest.raises(CheckpointError, match="different settings"):
         other.load()
+
+
+def test_a_finished_run_trains_longer_and_equals_a_fresh_longer_run(tmp_path):
+    """``steps`` may grow on resume: 20 steps, then resumed to 40, equals 40 from scratch."""
+    Trainer(small("energy", steps=20), tmp_path / "b").run()
+    longer = Trainer(small("energy"), tmp_path / "b")
+    assert longer.load() and longer.step == 20
+    longer.run()
+    fresh = Trainer(small("energy"), tmp_path / "a")
+    fresh.run()
+    for (k, va), vb in zip(fresh.ema.state_dict().items(), longer.ema.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert fresh.losses == longer.losses
+    saved = read_model_file(tmp_path / "b" / "checkpoint" / "model.safetensors")[1]
+    assert saved["train"]["steps"] == 40 and saved["step"] == 40
+    with pytest.raises(CheckpointError, match="past the requested 30 steps"):
+        Trainer(small("energy", steps=30), tmp_path / "b").load()
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -47,7 +47,8 @@ from .common import (
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
               help="Steps between checkpoints.  [default: 500]")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Run folder (resumes from OUT/checkpoint if present).")
+              help="Run folder (resumes from OUT/checkpoint if present; with more --steps "
+                   "and otherwise the same settings, a finished run trains longer).")
 @quiet_option
 @handle_errors
 def train(config_file: Path | None, data: str | None, parameterization: str | None,

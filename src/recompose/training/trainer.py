@@ -3,8 +3,11 @@
 Determinism: all randomness (initial weights, data, ``t``, noise) comes from generators seeded
 from ``config.seed`` (the data/noise generator's state is checkpointed) and training uses
 ``config.threads`` threads, so a resumed run equals an uninterrupted one bit for bit and a rerun
-reproduces the shipped weights on the same platform. Nothing global changes: initial weights
-are drawn under :func:`torch.random.fork_rng` and the thread count is restored afterwards.
+reproduces the shipped weights on the same platform. A run may resume with more ``steps`` than
+it was started with (train longer): nothing depends on the total (constant learning rate, no
+step-dependent schedule), so the result equals a fresh run of the longer length. Nothing
+global changes: initial weights are drawn under :func:`torch.random.fork_rng` and the thread
+count is restored afterwards.
 
 The checkpoint folder (its files: :mod:`recompose.io`) is written atomically by
 :func:`recompose.io.atomic_dir`; ``trainer.json`` holds the step, config and loss history.
@@ -127,10 +130,16 @@ class Trainer:
         except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise CheckpointError(f"cannot resume from {folder}: {first}") from None
-        if state["config"] != self.config.to_dict():
+        saved, wanted = dict(state["config"]), self.config.to_dict()
+        if {**saved, "steps": 0} != {**wanted, "steps": 0}:
             raise CheckpointError(
                 f"{folder} was written by a run with different settings; use another run folder "
                 "or the same settings"
+            )
+        if state["step"] > self.config.steps:
+            raise CheckpointError(
+                f"{folder} is at step {state['step']}, past the requested {self.config.steps} "
+                "steps; ask for at least that many or use another run folder"
             )
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items()
                                     if k.startswith("model.")})
