@@ -27,8 +27,10 @@ family              files                                                       
 
 * distilled: energy models distilled from the score models above
   (:mod:`recompose.training.distill`), each with its teacher's data, network, schedule and
-  condition dropout; 2D with 4,000 steps on 2 threads (≤ 5 min each), digits 8,000 steps,
-  clevr 6,000. ``digits-cond-score`` (in the digits family) is the conditional teacher.
+  condition dropout; 2D with 4,000 steps on 2 threads (≤ 5 min each), digits 48,000 steps
+  with the plain DSM term beside the teacher's (``dsm_weight=1``: the digits teachers are the
+  family's weakest models, docs/results.md §8.4), clevr 6,000. ``digits-cond-score`` (in the
+  digits family) is the conditional teacher.
   ``clevr-late-score`` (≈ 30 min, 24,000 steps; into ``experiments/weights/``, a study, not
   shipped) is a late-conditioned position UNet (``late=True``) distilled as a score model
   from ``clevr-score``; trained by DSM alone, its head learned almost no position dependence.
@@ -114,8 +116,9 @@ FAMILIES: dict[str, dict[str, Config]] = {
     "distilled": {
         **{f"{s}-distilled": partial(teacher_config, s, steps=4000, threads=2)
            for s in SHAPES_2D},
-        "digits-distilled": partial(teacher_config, "digits", steps=8000),
-        "digits-cond-distilled": partial(teacher_config, "digits-cond", steps=8000),
+        "digits-distilled": partial(teacher_config, "digits", steps=48000, dsm_weight=1.0),
+        "digits-cond-distilled": partial(teacher_config, "digits-cond", steps=48000,
+                                        dsm_weight=1.0),
         "clevr-distilled": partial(teacher_config, "clevr"),
         "clevr-late-score": partial(teacher_config, "clevr", parameterization="score",
                                     steps=24000,
