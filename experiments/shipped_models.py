@@ -119,7 +119,7 @@ FAMILIES: dict[str, dict[str, Config]] = {
         "digits-distilled": partial(teacher_config, "digits", steps=48000, dsm_weight=1.0),
         "digits-cond-distilled": partial(teacher_config, "digits-cond", steps=48000,
                                         dsm_weight=1.0),
-        "clevr-distilled": partial(teacher_config, "clevr"),
+        "clevr-distilled": partial(teacher_config, "clevr", steps=21750),
         "clevr-late-score": partial(teacher_config, "clevr", parameterization="score",
                                     steps=24000,
                                     network={**_CLEVR_NET, "late": True, "head_blocks": 2}),
