@@ -9,6 +9,7 @@ from click.testing import CliRunner
 import recompose as rc
 from recompose.cli.main import cli
 from recompose.cli.sample import build_model
+from recompose.io import read_model_file
 
 
 def run(*args):
@@ -282,9 +283,13 @@ def test_train_command_and_resume(tmp_path):
     assert (out / "checkpoint" / "model.safetensors").exists()
     r = run(*args)  # same settings: resumes at the end and does nothing more
     assert r.exit_code == 0 and "resuming from step 6" in r.output
-    args[args.index("--steps") + 1] = "9"  # other settings: refused, the run is kept
-    line = one_line_error(run(*args), 1)
+    args[args.index("--steps") + 1] = "9"  # more steps, same settings: trains longer
+    r = run(*args)
+    assert r.exit_code == 0 and "resuming from step 6" in r.output
+    assert read_model_file(out / "checkpoint" / "model.safetensors")[1]["step"] == 9
+    line = one_line_error(run(*args, "--lr", "5e-4"), 1)  # other settings: refused, kept
     assert "different settings" in line
+    assert read_model_file(out / "checkpoint" / "model.safetensors")[1]["step"] == 9
 
 
 def test_ctrl_c_leaves_no_half_written_files(tmp_path, monkeypatch):
