@@ -130,8 +130,7 @@ class Trainer:
         except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise CheckpointError(f"cannot resume from {folder}: {first}") from None
-        saved, wanted = dict(state["config"]), self.config.to_dict()
-        if {**saved, "steps": 0} != {**wanted, "steps": 0}:
+        if {**state["config"], "steps": 0} != {**self.config.to_dict(), "steps": 0}:
             raise CheckpointError(
                 f"{folder} was written by a run with different settings; use another run folder "
                 "or the same settings"
