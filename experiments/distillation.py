@@ -10,8 +10,12 @@ seeded ``t ~ U(10⁻³, 1)`` and noise, the same draws for every model:
 * **vs teacher**: ``mean_d ‖ε̂(x_t, t) − ε̂_score(x_t, t)‖²``, i.e. ``σ_t² ‖s − s_teacher‖²``
   per dimension: how far a model's field is from the score model's.
 
-Conditional families are evaluated with the drawn conditions (no condition dropout). Each
-cell is a mean ± one standard error over the ``n`` draws.
+Conditional families are evaluated with the drawn conditions (no condition dropout), and also
+by their **condition contrast** ``Δ(x_t, t) = ε̂(x_t, t, c) − ε̂(x_t, t, ∅)``, the part of the
+field that products over conditions and guidance use: the teacher's ``mean_d ‖Δ_score‖²`` (how
+big it is) and each model's ``mean_d ‖Δ − Δ_score‖²`` (how well it is matched; below the
+teacher's size means the model has the teacher's contrast, at least in part). Each cell is a
+mean ± one standard error over the ``n`` draws.
 
 Run: ``python -m experiments.distillation`` (config ``experiments/configs/distillation.json``).
 """
@@ -25,7 +29,7 @@ import torch
 from recompose.data import get_dataset
 from recompose.models.loading import IMAGE_PRETRAINED, PRETRAINED, pretrained
 from recompose.training.distill import distillation_loss
-from recompose.training.losses import dsm_loss
+from recompose.training.losses import dsm_loss, noised
 
 from .common import markdown_table, parse_config, script, write_results
 
@@ -44,8 +48,32 @@ def _condition(model: object, raw: object) -> torch.Tensor | None:
     return model.net.encode_condition(raw) if raw is not None and model.conditional else None
 
 
+def _contrast(model: object, xt: torch.Tensor, t: torch.Tensor, raw: object) -> torch.Tensor:
+    """``Δ = ε̂(x_t, t, c) − ε̂(x_t, t, ∅)`` of a conditional model, per row."""
+    cond = model.epsilon(xt, t, c=model.net.encode_condition(raw))
+    null = model.epsilon(xt, t, c=model.net.null_condition(len(xt)))
+    return (cond - null).detach()
+
+
+def contrast_errors(family: str, n: int, seed: int) -> dict[str, tuple[float, float]]:
+    """``{"teacher_size": ‖Δ_score‖², param: ‖Δ − Δ_score‖²}`` (mean, se) per dimension on
+    noised draws (the seeds of :func:`evaluate`)."""
+    x0, raw = _draws(family, n, seed)
+    teacher = pretrained(family, "score")
+    xt, t, _ = noised(x0, teacher, torch.Generator().manual_seed(seed + 1))
+    ref = _contrast(teacher, xt, t, raw)
+    dims = tuple(range(1, ref.ndim))
+    values = {"teacher_size": (ref ** 2).mean(dim=dims)}
+    for param in ("energy", "distilled"):
+        values[param] = ((_contrast(pretrained(family, param), xt, t, raw) - ref) ** 2
+                         ).mean(dim=dims)
+    return {k: (v.double().mean().item(), v.double().std().item() / len(v) ** 0.5)
+            for k, v in values.items()}
+
+
 def evaluate(family: str, n: int, seed: int) -> dict[str, dict[str, tuple[float, float]]]:
-    """``{parameterisation: {"dsm": (mean, se), "vs_teacher": (mean, se)}}``."""
+    """``{parameterisation: {"dsm": (mean, se), "vs_teacher": (mean, se)}}``, and for a
+    conditional family ``"contrast"``: :func:`contrast_errors`."""
     x0, raw = _draws(family, n, seed)
     teacher = pretrained(family, "score")
     c_teacher = _condition(teacher, raw)
@@ -60,6 +88,8 @@ def evaluate(family: str, n: int, seed: int) -> dict[str, dict[str, tuple[float,
         out[param] = {key: (v.detach().double().mean().item(),
                             v.detach().double().std().item() / len(v) ** 0.5)
                       for key, v in losses.items()}
+    if raw is not None and teacher.conditional:
+        out["contrast"] = contrast_errors(family, n, seed)
     return out
 
 
@@ -76,12 +106,17 @@ def main(argv: list[str] | None = None) -> None:
     for family in families:
         res = evaluate(family, config["n"], config["seed"])
         results[family] = res
+        contrast = res.get("contrast")
         rows.append([family] + [_cell(*res[p]["dsm"]) for p in ("score", "energy", "distilled")]
-                    + [_cell(*res[p]["vs_teacher"]) for p in ("energy", "distilled")])
-        print(family, json.dumps({p: {k: round(v[0], 5) for k, v in r.items()}
+                    + [_cell(*res[p]["vs_teacher"]) for p in ("energy", "distilled")]
+                    + ([_cell(*contrast[k]) for k in ("teacher_size", "energy", "distilled")]
+                       if contrast else ["–"] * 3))
+        print(family, json.dumps({p: {k: round(v[0], 6) for k, v in r.items()}
                                   for p, r in res.items()}), flush=True)
     table = markdown_table(["model", "DSM score", "DSM energy", "DSM distilled",
-                            "vs teacher: energy", "vs teacher: distilled"], rows)
+                            "vs teacher: energy", "vs teacher: distilled",
+                            "contrast: teacher's size", "contrast error: energy",
+                            "contrast error: distilled"], rows)
     write_results(config, results, table)
     print(table)
 

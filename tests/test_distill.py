@@ -2,6 +2,7 @@
 and the shipped distilled models."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -11,10 +12,11 @@ import recompose as rc
 from recompose.cli.main import cli
 from recompose.config import TrainConfig
 from recompose.data import get_toy2d
-from recompose.models.loading import PRETRAINED, pretrained
+from recompose.io import CheckpointError
+from recompose.models.loading import PRETRAINED, pretrained, shipped_path
 from recompose.models.parameterization import EnergyModel
-from recompose.training.distill import distillation_loss, teacher_config
-from recompose.training.losses import dsm_loss
+from recompose.training.distill import distillation_loss, distillation_terms, teacher_config
+from recompose.training.losses import dsm_loss, noised
 from recompose.training.trainer import Trainer
 
 
@@ -54,6 +56,81 @@ def test_conditional_teachers_see_the_same_conditions_and_null_mask():
     _, c_teacher = probe._conditions(torch.arange(32) % 10, 32)
     assert (c_teacher == probe.teacher.net.null_condition(32)).any()
     assert not (c_teacher == probe.teacher.net.null_condition(32)).all()
+
+
+def _digits_views(model, x, t, labels):
+    """``ε̂`` of a digits model under the labels and under the null condition."""
+    n = len(x)
+    with torch.no_grad():
+        return (model.epsilon(x, t, c=model.net.encode_condition(labels)).detach(),
+                model.epsilon(x, t, c=model.net.null_condition(n)).detach())
+
+
+def test_the_contrast_term_is_the_error_of_the_condition_contrast():
+    """With ``contrast_weight = γ`` the loss gains ``γ mean_d ‖e(c) − e(∅)‖²``, ``e`` the
+    student's ε̂ minus the teacher's, the two views taken at the same noised rows."""
+    teacher, student = pretrained("digits-cond", "score"), pretrained("digits-cond", "energy")
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.rand(48, 1, 8, 8, generator=g) * 2 - 1
+    labels = torch.arange(48) % 10
+    xt, t, noise = noised(x0, student, g)
+    c, ct = student.net.encode_condition(labels), teacher.net.encode_condition(labels)
+    base = distillation_terms(student, teacher, xt, t, noise, c, ct).detach()
+    both = distillation_terms(student, teacher, xt, t, noise, c, ct, contrast_weight=4.0).detach()
+    s_c, s_null = _digits_views(student, xt, t, labels)
+    t_c, t_null = _digits_views(teacher, xt, t, labels)
+    expected = 4.0 * (((s_c - t_c) - (s_null - t_null)) ** 2).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(both - base, expected, rtol=1e-4, atol=1e-8)
+    assert expected.mean() > 1e-3  # the two models' contrasts differ: the check has power
+    same = distillation_terms(copy.deepcopy(teacher), teacher, xt, t, noise, ct, ct,
+                              contrast_weight=4.0)
+    assert same.abs().max() < 1e-10
+    with pytest.raises(ValueError, match="conditional student and teacher"):
+        distillation_terms(student, teacher, xt, t, noise, contrast_weight=1.0)
+
+
+def test_contrast_weight_needs_distillation_and_conditions(tmp_path):
+    with pytest.raises(ValueError, match="set distill_from"):
+        TrainConfig(contrast_weight=1.0)
+    with pytest.raises(ValueError, match="contrast_weight must be"):
+        teacher_config("ring", contrast_weight=-1.0)
+    with pytest.raises(ValueError, match="needs conditional data"):
+        Trainer(small(contrast_weight=1.0), tmp_path)
+
+
+def test_a_run_can_start_from_a_model_file(tmp_path):
+    """``init_from``: the run's weights (and EMA) start as the file's; training goes on
+    from them; a file of another network is refused in one line."""
+    start = shipped_path("ring-distilled")
+    trainer = Trainer(small(init_from=str(start)), tmp_path / "a")
+    tensors, _ = rc.io.read_model_file(start)
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, tensors[k]), k
+    fresh = Trainer(small(), tmp_path / "b")
+    trainer.run()
+    fresh.run()
+    assert trainer.losses[0] < 0.5 * fresh.losses[0]  # it starts from a distilled student
+    with pytest.raises(CheckpointError, match="cannot start from .*same network"):
+        Trainer(small(init_from=str(shipped_path("digits-distilled"))), tmp_path / "c")
+
+
+def test_checkpoints_written_before_new_config_entries_still_resume(tmp_path):
+    """A checkpoint whose config lacks entries added since (``contrast_weight``,
+    ``init_from``) resumes when they are at their defaults; an unknown entry is refused."""
+    Trainer(small(), tmp_path).run(stop_at=3)
+    state_file = tmp_path / "checkpoint" / "trainer.json"
+    state = json.loads(state_file.read_text())
+    for key in ("contrast_weight", "init_from"):
+        del state["config"][key]
+    state_file.write_text(json.dumps(state))
+    resumed = Trainer(small(), tmp_path)
+    assert resumed.load() and resumed.step == 3
+    with pytest.raises(CheckpointError, match="different settings"):
+        Trainer(small(contrast_weight=0.0, dsm_weight=1.0), tmp_path).load()
+    state["config"]["from_the_future"] = 1
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="different settings"):
+        Trainer(small(), tmp_path).load()
 
 
 def test_distillation_resumes_bit_for_bit(tmp_path):
@@ -104,6 +181,22 @@ def test_the_cli_distils_and_samples_distilled_models(tmp_path):
                                    "--sampler", "hmc", "--levels", "3", "--n", "16",
                                    "--out", str(tmp_path / "q")])
     assert run.exit_code != 0 and "--energy path" in run.output
+
+
+def test_the_cli_fine_tunes_a_conditional_student_with_the_contrast_term(tmp_path):
+    start = shipped_path("digits-cond-distilled")
+    run = CliRunner().invoke(cli, ["-q", "train", "--distill-from", "digits-cond", "--steps", "2",
+                                   "--batch-size", "16", "--contrast-weight", "2",
+                                   "--init-from", str(start), "--out", str(tmp_path / "d")])
+    assert run.exit_code == 0, run.output
+    _, meta = rc.io.read_model_file(tmp_path / "d" / "checkpoint" / "model.safetensors")
+    assert meta["train"]["contrast_weight"] == 2.0
+    assert meta["train"]["init_from"] == str(start.resolve())
+    for args, why in ((["--data", "ring"], "applies only with --distill-from"),
+                      (["--distill-from", "ring"], "needs conditional data")):
+        run = CliRunner().invoke(cli, ["-q", "train", *args, "--steps", "2", "--contrast-weight",
+                                       "1", "--out", str(tmp_path / "x")])
+        assert run.exit_code != 0 and why in run.output, run.output
 
 
 @pytest.mark.parametrize("name", PRETRAINED)

@@ -44,6 +44,8 @@ class TrainConfig(_Config):
     label_dropout: float = 0.0  # conditional data: probability of the null condition (CFG)
     distill_from: str | None = None  # a teacher (shipped name or model file): distillation
     dsm_weight: float = 0.0  # distillation: weight of the plain DSM term beside the teacher's
+    contrast_weight: float = 0.0  # conditional distillation: weight of the condition-contrast term
+    init_from: str | None = None  # a model file whose weights start the run (fine-tuning)
     network: dict = field(default_factory=lambda: {"arch": "resmlp", "dim": 2, "width": 128,
                                                    "num_blocks": 4, "emb_dim": 32, "widen": 1})
     schedule: dict = field(default_factory=lambda: {"name": "cosine", "s": 0.008,
@@ -59,6 +61,10 @@ class TrainConfig(_Config):
             raise ValueError("label_dropout must lie in [0, 1]")
         if not self.dsm_weight >= 0:
             raise ValueError("dsm_weight must be ≥ 0")
+        if not self.contrast_weight >= 0:
+            raise ValueError("contrast_weight must be ≥ 0")
+        if self.contrast_weight and self.distill_from is None:
+            raise ValueError("contrast_weight is a distillation term: set distill_from too")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,14 @@ from .common import (
 @click.option("--dsm-weight", type=click.FloatRange(min=0), default=None,
               help="With --distill-from: weight of the plain denoising loss beside the "
                    "teacher's.  [default: 0]")
+@click.option("--contrast-weight", type=click.FloatRange(min=0), default=None,
+              help="With --distill-from and a conditional teacher: weight of the condition "
+                   "contrast, the student's ε̂(c) − ε̂(∅) against the teacher's (what products "
+                   "and guidance use; twice the work per step).  [default: 0]")
+@click.option("--init-from", default=None, metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False),
+              help="Start from this model file's weights (same network), e.g. to fine-tune a "
+                   "student with another loss.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Torch threads while training.  [default: 1, or the teacher's]")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
@@ -52,7 +60,8 @@ from .common import (
 @quiet_option
 @handle_errors
 def train(config_file: Path | None, data: str | None, parameterization: str | None,
-          distill_from: str | None, dsm_weight: float | None, threads: int | None,
+          distill_from: str | None, dsm_weight: float | None,
+          contrast_weight: float | None, init_from: str | None, threads: int | None,
           steps: int | None, batch_size: int | None, lr: float | None, seed: int | None,
           checkpoint_every: int | None, out: Path, quiet: bool = False) -> None:
     """Train one diffusion model by denoising score matching (resumable).
@@ -95,12 +104,15 @@ def train(config_file: Path | None, data: str | None, parameterization: str | No
                     "--distill-from MODEL")
     else:
         settings["steps"] = 6000
-    if dsm_weight is not None and distill_from is None and not settings.get("distill_from"):
-        raise usage("--dsm-weight applies only with --distill-from")
+    for name, value in (("--dsm-weight", dsm_weight), ("--contrast-weight", contrast_weight)):
+        if value is not None and distill_from is None and not settings.get("distill_from"):
+            raise usage(f"{name} applies only with --distill-from")
     given = {"data": data, "parameterization": parameterization, "steps": steps,
              "batch_size": batch_size, "lr": lr, "seed": seed,
              "checkpoint_every": checkpoint_every, "distill_from": distill_from,
-             "dsm_weight": dsm_weight, "threads": threads}
+             "dsm_weight": dsm_weight, "contrast_weight": contrast_weight,
+             "init_from": None if init_from is None else str(Path(init_from).resolve()),
+             "threads": threads}
     settings |= {k: v for k, v in given.items() if v is not None}
     try:
         config = TrainConfig(**settings)

@@ -59,15 +59,16 @@ class _Objective(torch.nn.Module):
     (the module that DistributedDataParallel wraps)."""
 
     def __init__(self, model: DiffusionModel, teacher: DiffusionModel | None,
-                 dsm_weight: float) -> None:
+                 dsm_weight: float, contrast_weight: float = 0.0) -> None:
         super().__init__()
         self.model, self.teacher, self.dsm_weight = model, teacher, dsm_weight
+        self.contrast_weight = contrast_weight
 
     def forward(self, xt: Tensor, t: Tensor, noise: Tensor, c: Tensor | None,
                 c_teacher: Tensor | None) -> Tensor:
         if self.teacher is not None:
             return distillation_terms(self.model, self.teacher, xt, t, noise, c, c_teacher,
-                                      dsm_weight=self.dsm_weight)
+                                      self.dsm_weight, self.contrast_weight)
         return dsm_terms(self.model, xt, t, noise, c)
 
 
@@ -84,16 +85,31 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(config.seed)
             self.model = build_model(self._model_config())
+        if config.init_from is not None:
+            self._load_initial_weights(config.init_from)
         self.teacher = None
         if config.distill_from is not None:  # energy distillation (see .distill)
             self.teacher = teacher if teacher is not None else load_teacher(config.distill_from)
             check_teacher(self.model, self.teacher)
+            if config.contrast_weight and not self.model.conditional:
+                raise ValueError("contrast_weight compares a condition with the null one: it "
+                                 f"needs conditional data, and {config.data!r} has none")
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self._objective: torch.nn.Module | None = None  # built at the first step
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.gen = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
         self.losses: list[float] = []
+
+    def _load_initial_weights(self, path: str) -> None:
+        """Start from the weights of a model file with this run's network (fine-tuning)."""
+        try:
+            tensors, _ = read_model_file(Path(path))
+            self.model.load_state_dict(tensors)
+        except (OSError, ValueError, RuntimeError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise CheckpointError(f"cannot start from {path}: {first} (init_from needs a model "
+                                  "file of the same network and parameterization)") from None
 
     def _model_config(self) -> dict:
         c = self.config
@@ -130,7 +146,7 @@ class Trainer:
         except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise CheckpointError(f"cannot resume from {folder}: {first}") from None
-        if {**state["config"], "steps": 0} != {**self.config.to_dict(), "steps": 0}:
+        if not self._same_settings(state["config"]):
             raise CheckpointError(
                 f"{folder} was written by a run with different settings; use another run folder "
                 "or the same settings"
@@ -148,6 +164,14 @@ class Trainer:
         self.step = state["step"]
         self.losses = state["losses"]
         return True
+
+    def _same_settings(self, saved: dict) -> bool:
+        """Whether a checkpoint's config is this one but for ``steps`` (entries added to the
+        config since it was written take their defaults)."""
+        try:
+            return replace(TrainConfig(**saved), steps=self.config.steps) == self.config
+        except (TypeError, ValueError):  # an entry this version does not know
+            return False
 
     # ---------------------------------------------------------------- training
     def _conditions(self, raw: object, n: int) -> tuple[Tensor | None, Tensor | None]:
@@ -194,7 +218,8 @@ class Trainer:
     def objective(self) -> torch.nn.Module:
         """The loss module, wrapped in DistributedDataParallel inside a process group."""
         if self._objective is None:
-            objective = _Objective(self.model, self.teacher, self.config.dsm_weight)
+            objective = _Objective(self.model, self.teacher, self.config.dsm_weight,
+                                   self.config.contrast_weight)
             if distributed.world_size() > 1:
                 if self.teacher is not None:
                     self.teacher.requires_grad_(False)
