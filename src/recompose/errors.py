@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CapabilityError", "CompositionError"]
+__all__ = ["CapabilityError", "CompositionError", "first_line"]
 
 
 class CapabilityError(TypeError):
@@ -11,3 +11,9 @@ class CapabilityError(TypeError):
 
 class CompositionError(ValueError):
     """Parts that cannot be composed (different schedules or data shapes, bad weights)."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's first message line (its type name when it has no message), for one-line
+    errors that wrap a library's multi-line ones."""
+    return str(err).splitlines()[0] if str(err) else type(err).__name__

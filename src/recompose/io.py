@@ -32,6 +32,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .errors import first_line
+
 __all__ = [
     "CheckpointError",
     "save_model_file",
@@ -99,7 +101,7 @@ def read_model_file(path: Path | str) -> tuple[dict[str, Tensor], dict]:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        first = first_line(err)
         raise CheckpointError(f"cannot read checkpoint {path}: not a valid safetensors file "
                               f"({first})") from None
     if meta.get("format") != FORMAT or "recompose" not in meta:

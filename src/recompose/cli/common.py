@@ -39,7 +39,7 @@ def handle_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: object, **kwargs: object) -> object:
-        from ..errors import CapabilityError, CompositionError
+        from ..errors import CapabilityError, CompositionError, first_line
         from ..expression import ExpressionError
         from ..io import CheckpointError, RunFolderError
 
@@ -67,8 +67,7 @@ def handle_errors(fn: Callable) -> Callable:
                 raise usage("not enough memory for this run; use a smaller --n or --levels"
                             ) from None
             if isinstance(err, ValueError | TypeError):  # invalid values met past click
-                raise usage(str(err).splitlines()[0] if str(err) else type(err).__name__
-                            ) from None
+                raise usage(first_line(err)) from None
             if isinstance(err, OSError):
                 raise Failure(f"{err.strerror or err}: {err.filename or ''}".strip()) from None
             raise Failure(f"{type(err).__name__}: {err} (rerun with --debug for details)") \

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import first_line
 from ..io import CheckpointError, read_model_file
 from ..schedules import get_schedule
 from .base import DiffusionModel
@@ -75,7 +76,7 @@ def _check_event_shape(model: DiffusionModel, path: Path | str) -> None:
     try:
         score = model.score(x, 0.5)
     except (RuntimeError, ValueError, TypeError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        first = first_line(err)
         raise CheckpointError(f"{path}: its network does not accept the declared event shape "
                               f"{tuple(model.event_shape)} ({first})") from None
     if score.shape != x.shape:

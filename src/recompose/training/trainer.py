@@ -42,6 +42,7 @@ from torch import Tensor
 from .. import distributed
 from ..config import TrainConfig
 from ..data import get_dataset
+from ..errors import first_line
 from ..io import CheckpointError, atomic_dir, atomic_write_text, read_model_file, save_model_file
 from ..models.base import DiffusionModel
 from ..models.loading import build_model
@@ -107,7 +108,7 @@ class Trainer:
             tensors, _ = read_model_file(Path(path))
             self.model.load_state_dict(tensors)
         except (OSError, ValueError, RuntimeError) as err:
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            first = first_line(err)
             raise CheckpointError(f"cannot start from {path}: {first} (init_from needs a model "
                                   "file of the same network and parameterization)") from None
 
@@ -144,7 +145,7 @@ class Trainer:
             ema, _ = read_model_file(folder / "model.safetensors")
             opt_state = torch.load(folder / "optimizer.pt", weights_only=True)
         except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            first = first_line(err)
             raise CheckpointError(f"cannot resume from {folder}: {first}") from None
         if not self._same_settings(state["config"]):
             raise CheckpointError(
