@@ -55,28 +55,25 @@ def _contrast(model: object, xt: torch.Tensor, t: torch.Tensor, raw: object) -> 
     return (cond - null).detach()
 
 
-def contrast_errors(family: str, n: int, seed: int) -> dict[str, tuple[float, float]]:
-    """``{"teacher_size": ‖Δ_score‖², param: ‖Δ − Δ_score‖²}`` (mean, se) per dimension on
-    noised draws (the seeds of :func:`evaluate`)."""
-    x0, raw = _draws(family, n, seed)
-    teacher = pretrained(family, "score")
-    xt, t, _ = noised(x0, teacher, torch.Generator().manual_seed(seed + 1))
-    ref = _contrast(teacher, xt, t, raw)
-    dims = tuple(range(1, ref.ndim))
-    values = {"teacher_size": (ref ** 2).mean(dim=dims)}
-    for param in ("energy", "distilled"):
-        values[param] = ((_contrast(pretrained(family, param), xt, t, raw) - ref) ** 2
-                         ).mean(dim=dims)
-    return {k: (v.double().mean().item(), v.double().std().item() / len(v) ** 0.5)
-            for k, v in values.items()}
+def _mean_se(v: torch.Tensor) -> tuple[float, float]:
+    v = v.detach().double()
+    return v.mean().item(), v.std().item() / len(v) ** 0.5
 
 
 def evaluate(family: str, n: int, seed: int) -> dict[str, dict[str, tuple[float, float]]]:
     """``{parameterisation: {"dsm": (mean, se), "vs_teacher": (mean, se)}}``, and for a
-    conditional family ``"contrast"``: :func:`contrast_errors`."""
+    conditional family ``"contrast": {"teacher_size": ‖Δ_score‖², param: ‖Δ − Δ_score‖²}``
+    (mean, se per dimension) for the energy and distilled models, all on the same draws."""
     x0, raw = _draws(family, n, seed)
     teacher = pretrained(family, "score")
     c_teacher = _condition(teacher, raw)
+    contrast = None
+    if raw is not None and teacher.conditional:
+        # the losses' own noised draws: the same generator seed and schedule
+        xt, t, _ = noised(x0, teacher, torch.Generator().manual_seed(seed + 1))
+        ref = _contrast(teacher, xt, t, raw)
+        dims = tuple(range(1, ref.ndim))
+        contrast = {"teacher_size": (ref ** 2).mean(dim=dims)}
     out = {}
     for param in ("score", "energy", "distilled"):
         model = pretrained(family, param)
@@ -85,11 +82,11 @@ def evaluate(family: str, n: int, seed: int) -> dict[str, dict[str, tuple[float,
                   "vs_teacher": distillation_loss(model, teacher, x0,
                                                   torch.Generator().manual_seed(seed + 1),
                                                   c=c, c_teacher=c_teacher)}
-        out[param] = {key: (v.detach().double().mean().item(),
-                            v.detach().double().std().item() / len(v) ** 0.5)
-                      for key, v in losses.items()}
-    if raw is not None and teacher.conditional:
-        out["contrast"] = contrast_errors(family, n, seed)
+        out[param] = {key: _mean_se(v) for key, v in losses.items()}
+        if contrast is not None and param != "score":
+            contrast[param] = ((_contrast(model, xt, t, raw) - ref) ** 2).mean(dim=dims)
+    if contrast is not None:
+        out["contrast"] = {key: _mean_se(v) for key, v in contrast.items()}
     return out
 
 
