@@ -77,3 +77,13 @@ def test_speed_example_runs():
     exec(compile(block, "README.md", "exec"), env)
     assert env["energy"].shape == (1000,) and env["score"].shape == (1000, 2)
     assert env["fast"]._gradient is not None  # the compiled path, not autograd
+
+
+def test_conservative_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    block = next(b for b in blocks if "jacobian_asymmetry" in b)
+    exec(compile(block, "README.md", "exec"), {})
+    (_, model), (_, contrast) = (line.split() for line in
+                                 capsys.readouterr().out.strip().splitlines())
+    # the README's claim: the contrast is much less of a gradient than the model's field
+    assert 0 < float(model) < 0.05 and float(contrast) > 5 * float(model)

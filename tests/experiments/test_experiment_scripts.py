@@ -10,8 +10,8 @@ from recompose.io import run_folder
 
 def test_every_config_is_valid_json_with_an_output_folder():
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
-    assert names == ["analytic_product", "attributes", "clevr", "clevr_curves", "digits",
-                     "distillation", "equal_compute", "path_mh", "tapestry", "toy2d"]
+    assert names == ["analytic_product", "attributes", "clevr", "clevr_curves", "conservative",
+                     "digits", "distillation", "equal_compute", "path_mh", "tapestry", "toy2d"]
     for name in names:
         assert "out" in load_config(name)
 
@@ -119,3 +119,18 @@ def test_distillation_report_covers_the_three_parameterisations(tmp_path):
     res = json.loads((out / "results.json").read_text())["ring"]
     assert set(res) == {"score", "energy", "distilled"}
     assert res["score"]["vs_teacher"][0] < 1e-10 < res["distilled"]["vs_teacher"][0]
+
+
+def test_the_conservative_report_measures_the_teacher_and_its_energy_students(tmp_path):
+    from experiments.conservative import main
+
+    out = tmp_path / "cons"
+    main(["--families", "digits-cond", "--ts", "0.3", "--n", "24", "--probes", "1", "--out",
+          str(out)])
+    (row,) = json.loads((out / "results.json").read_text())
+    assert set(row["rho"]) == {"null", "conditional", "contrast"}
+    # the teacher's contrast is far less of a gradient than its views (cf. test_conservative)
+    assert row["rho"]["contrast"][0] > 5 * row["rho"]["null"][0] > 0
+    assert set(row["contrast_error"]) == {"energy", "distilled"}
+    assert all(0 < e < 10 for e in row["contrast_error"].values())
+    assert "ρ teacher: contrast" in (out / "table.md").read_text()

@@ -1,0 +1,96 @@
+r"""How much of a score teacher's field is not a gradient, and what its energy students match.
+
+For each conditional family (``clevr``, ``digits-cond``) and each noise level ``t`` of the
+config, on ``n`` seeded draws of the data noised to ``x_t = α_t x₀ + σ_t ε``:
+
+* **ρ** (:func:`recompose.conservative.jacobian_asymmetry`): ``‖A‖²/‖S‖²`` of the Jacobian of
+  the score (ε) teacher's field, for the null view ``s(x, ∅)``, the conditional view
+  ``s(x, c)`` and their **contrast** ``Δ = s(x, c) − s(x, ∅)`` (the part of the field that
+  products over conditions and guidance use). 0 for a gradient field.
+* **contrast error** of each energy model (trained from scratch, and distilled from the
+  teacher): ``‖Δ_model − Δ_teacher‖² / ‖Δ_teacher‖²`` pooled over the draws. An energy model's
+  contrast is a gradient, so it cannot match the part of the teacher's that is not.
+
+Run: ``python -m experiments.conservative`` (config ``experiments/configs/conservative.json``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from recompose.conservative import asymmetry_terms, score_field
+from recompose.models.loading import pretrained
+
+from .common import markdown_table, parse_config, script, write_results
+from .distillation import _draws
+
+__all__ = ["measure", "main"]
+
+
+def _noised(x0: torch.Tensor, model: object, t: float, seed: int) -> torch.Tensor:
+    alpha, sigma = model.schedule(torch.tensor(t))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    return alpha * x0 + sigma * noise
+
+
+def _ratio(anti: torch.Tensor, sym: torch.Tensor) -> tuple[float, float]:
+    """``Σ a / Σ s`` over the rows and its standard error (the ratio estimator's, from the
+    spread of ``a_i − ρ s_i`` over the independent rows)."""
+    rho = anti.sum() / sym.sum()
+    n = len(anti)
+    se = ((anti - rho * sym).pow(2).sum() * n / (n - 1)).sqrt() / sym.sum()
+    return float(rho), float(se)
+
+
+def _contrast(model: object, raw: object) -> object:
+    """``s(x, c) − s(x, ∅)`` as a model: the conditional view over the null one."""
+    return model.given(raw) / model
+
+
+def measure(family: str, ts: list[float], n: int, seed: int, probes: int) -> list[dict]:
+    """One row per ``t``: ``rho`` (estimate, standard error) of the teacher's three fields and
+    the energy models' relative contrast errors, all at the same noised draws."""
+    x0, raw = _draws(family, n, seed)
+    teacher = pretrained(family, "score")
+    students = {p: pretrained(family, p) for p in ("energy", "distilled")}
+    rows = []
+    for i, t in enumerate(ts):
+        xt = _noised(x0, teacher, t, seed + 1 + i)
+        fields = {"null": teacher, "conditional": teacher.given(raw),
+                  "contrast": _contrast(teacher, raw)}
+        rho = {name: _ratio(*asymmetry_terms(score_field(m, t), xt,
+                                             torch.Generator().manual_seed(seed), probes))
+               for name, m in fields.items()}
+        with torch.no_grad():
+            ref = _contrast(teacher, raw).score(xt, t)
+            err = {p: float(((_contrast(m, raw).score(xt, t) - ref) ** 2).sum()
+                            / (ref ** 2).sum()) for p, m in students.items()}
+        rows.append({"family": family, "t": t, "rho": rho, "contrast_error": err})
+    return rows
+
+
+@script
+def main(argv: list[str] | None = None) -> None:
+    config = parse_config("conservative", __doc__.split("\n\n")[0], argv)
+    torch.set_num_threads(config["threads"])
+    results, table = [], []
+    for family in config["families"]:
+        for row in measure(family, config["ts"], config["n"], config["seed"],
+                           config["probes"]):
+            results.append(row)
+            table.append([family, row["t"], *("{:.3f} ± {:.3f}".format(*row['rho'][k]) for k in
+                                              ("null", "conditional", "contrast")),
+                          *(f"{row['contrast_error'][p]:.3f}" for p in
+                            ("energy", "distilled"))])
+            print(json.dumps(row), flush=True)
+    text = markdown_table(["family", "t", "ρ teacher: null", "ρ teacher: conditional",
+                           "ρ teacher: contrast", "contrast error: energy",
+                           "contrast error: distilled"], table)
+    write_results(config, results, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
