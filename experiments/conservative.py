@@ -20,7 +20,7 @@ import json
 
 import torch
 
-from recompose.conservative import asymmetry_terms, score_field
+from recompose.conservative import asymmetry_ratio, asymmetry_terms, score_field
 from recompose.models.loading import pretrained
 
 from .common import markdown_table, parse_config, script, write_results
@@ -33,15 +33,6 @@ def _noised(x0: torch.Tensor, model: object, t: float, seed: int) -> torch.Tenso
     alpha, sigma = model.schedule(torch.tensor(t))
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     return alpha * x0 + sigma * noise
-
-
-def _ratio(anti: torch.Tensor, sym: torch.Tensor) -> tuple[float, float]:
-    """``Σ a / Σ s`` over the rows and its standard error (the ratio estimator's, from the
-    spread of ``a_i − ρ s_i`` over the independent rows)."""
-    rho = anti.sum() / sym.sum()
-    n = len(anti)
-    se = ((anti - rho * sym).pow(2).sum() * n / (n - 1)).sqrt() / sym.sum()
-    return float(rho), float(se)
 
 
 def _contrast(model: object, raw: object) -> object:
@@ -60,11 +51,12 @@ def measure(family: str, ts: list[float], n: int, seed: int, probes: int) -> lis
         xt = _noised(x0, teacher, t, seed + 1 + i)
         fields = {"null": teacher, "conditional": teacher.given(raw),
                   "contrast": _contrast(teacher, raw)}
-        rho = {name: _ratio(*asymmetry_terms(score_field(m, t), xt,
-                                             torch.Generator().manual_seed(seed), probes))
+        rho = {name: asymmetry_ratio(*asymmetry_terms(score_field(m, t), xt,
+                                                      torch.Generator().manual_seed(seed),
+                                                      probes))
                for name, m in fields.items()}
         with torch.no_grad():
-            ref = _contrast(teacher, raw).score(xt, t)
+            ref = fields["contrast"].score(xt, t)
             err = {p: float(((_contrast(m, raw).score(xt, t) - ref) ** 2).sum()
                             / (ref ** 2).sum()) for p, m in students.items()}
         rows.append({"family": family, "t": t, "rho": rho, "contrast_error": err})

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import recompose as rc
-from recompose.conservative import asymmetry_terms, jacobian_asymmetry, score_field
+from recompose.conservative import (asymmetry_ratio, asymmetry_terms, jacobian_asymmetry,
+                                    score_field)
 from recompose.data import get_dataset
 from recompose.models.loading import pretrained
 
@@ -44,6 +45,7 @@ def test_the_estimate_finds_the_known_ratio_within_its_standard_error(scale_anti
     assert abs(rho - exact) < 4 * se, (rho, exact, se)
     assert rho == pytest.approx(jacobian_asymmetry(field, x, torch.Generator().manual_seed(1),
                                                    probes=4))
+    assert asymmetry_ratio(anti, sym) == pytest.approx((rho, se))
 
 
 def test_gradient_fields_have_no_asymmetry_and_score_networks_some():

@@ -19,7 +19,8 @@ estimated without forming ``J``: for independent ``u, v ~ N(0, I)``,
 and ``uᵀJv = (Jᵀu)·v`` needs only vector–Jacobian products, so each probe costs two backward
 passes through the field. :func:`jacobian_asymmetry` pools over the batch and the probes,
 ``ρ̂ = Σ (uᵀJv − vᵀJu)² / Σ (uᵀJv + vᵀJu)²`` (a ratio of means: consistent, not unbiased;
-:func:`asymmetry_terms` gives the per-row sums, e.g. for a standard error). The
+:func:`asymmetry_terms` gives the per-row sums, :func:`asymmetry_ratio` the estimate with its
+standard error). The
 rows of a batch are separate inputs: ``F``'s ``(B, *D)`` output row ``b`` must depend on input
 row ``b`` alone, so ``J`` is block diagonal and the products are per row.
 
@@ -41,7 +42,7 @@ from torch import Tensor
 from .models.base import DiffusionModel
 from .utils import batch_sum
 
-__all__ = ["score_field", "asymmetry_terms", "jacobian_asymmetry"]
+__all__ = ["score_field", "asymmetry_terms", "asymmetry_ratio", "jacobian_asymmetry"]
 
 Field = Callable[[Tensor], Tensor]
 
@@ -89,12 +90,21 @@ def asymmetry_terms(field: Field, x: Tensor, generator: torch.Generator | None =
     return anti.detach(), sym.detach()
 
 
+def asymmetry_ratio(anti: Tensor, sym: Tensor) -> tuple[float, float]:
+    """``ρ̂ = Σ a / Σ s`` from :func:`asymmetry_terms`' per-row sums, and its standard error (the
+    ratio estimator's, from the spread of ``a_i − ρ̂ s_i`` over the independent rows; 0 for one
+    row)."""
+    if not sym.sum() > 0:
+        raise ValueError("the field's Jacobian is zero at these points (or not finite): "
+                         "its asymmetry is undefined")
+    rho = anti.sum() / sym.sum()
+    n = len(anti)
+    spread = (anti - rho * sym).pow(2).sum() * n / (n - 1) if n > 1 else torch.zeros(())
+    return float(rho), float(spread.sqrt() / sym.sum())
+
+
 def jacobian_asymmetry(field: Field, x: Tensor, generator: torch.Generator | None = None,
                        probes: int = 8) -> float:
     """``ρ̂ = ‖A‖²/‖S‖²`` of ``field``'s Jacobian at the points ``x`` (``(B, *D)``), pooled over
     the rows and ``probes`` pairs of Gaussian probes (drawn from ``generator``)."""
-    anti, sym = asymmetry_terms(field, x, generator, probes)
-    if not sym.sum() > 0:
-        raise ValueError("the field's Jacobian is zero at these points (or not finite): "
-                         "its asymmetry is undefined")
-    return float(anti.sum() / sym.sum())
+    return asymmetry_ratio(*asymmetry_terms(field, x, generator, probes))[0]
