@@ -4,8 +4,12 @@ import pytest
 import torch
 
 import recompose as rc
-from recompose.conservative import (asymmetry_ratio, asymmetry_terms, jacobian_asymmetry,
-                                    score_field)
+from recompose.conservative import (
+    asymmetry_ratio,
+    asymmetry_terms,
+    jacobian_asymmetry,
+    score_field,
+)
 from recompose.data import get_dataset
 from recompose.models.loading import pretrained
 
