@@ -10,6 +10,9 @@ config, on ``n`` seeded draws of the data noised to ``x_t = α_t x₀ + σ_t ε`
 * **contrast error** of each energy model (trained from scratch, and distilled from the
   teacher): ``‖Δ_model − Δ_teacher‖² / ‖Δ_teacher‖²`` pooled over the draws. An energy model's
   contrast is a gradient, so it cannot match the part of the teacher's that is not.
+* ``other_teachers``: ``FAMILY=FILE`` entries, other score models of the family's data
+  (e.g. the late-conditioning CLEVR model of docs/results.md §6.1), whose contrast's ``ρ`` is
+  measured at the same draws: would one of them be a more conservative teacher?
 
 Run: ``python -m experiments.conservative`` (config ``experiments/configs/conservative.json``).
 """
@@ -21,7 +24,7 @@ import json
 import torch
 
 from recompose.conservative import asymmetry_ratio, asymmetry_terms, score_field
-from recompose.models.loading import pretrained
+from recompose.models.loading import load_model, pretrained
 
 from .common import markdown_table, parse_config, script, write_results
 from .distillation import _draws
@@ -63,6 +66,21 @@ def measure(family: str, ts: list[float], n: int, seed: int, probes: int) -> lis
     return rows
 
 
+def measure_teacher(family: str, path: str, ts: list[float], n: int, seed: int,
+                    probes: int) -> list[dict]:
+    """``ρ`` of the condition contrast of another score model of ``family``'s data (a model
+    file), at the same draws as :func:`measure`: would it be a better teacher?"""
+    x0, raw = _draws(family, n, seed)
+    model = load_model(path)
+    rows = []
+    for i, t in enumerate(ts):
+        xt = _noised(x0, model, t, seed + 1 + i)
+        rho = asymmetry_ratio(*asymmetry_terms(score_field(_contrast(model, raw), t), xt,
+                                               torch.Generator().manual_seed(seed), probes))
+        rows.append({"family": family, "teacher": path, "t": t, "rho_contrast": rho})
+    return rows
+
+
 @script
 def main(argv: list[str] | None = None) -> None:
     config = parse_config("conservative", __doc__.split("\n\n")[0], argv)
@@ -80,6 +98,17 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown_table(["family", "t", "ρ teacher: null", "ρ teacher: conditional",
                            "ρ teacher: contrast", "contrast error: energy",
                            "contrast error: distilled"], table)
+    other = []
+    for entry in config["other_teachers"]:
+        family, _, path = entry.partition("=")
+        for row in measure_teacher(family, path, config["ts"], config["n"], config["seed"],
+                                   config["probes"]):
+            results.append(row)
+            other.append([family, path, row["t"], "{:.3f} ± {:.3f}".format(*row["rho_contrast"])])
+            print(json.dumps(row), flush=True)
+    if other:
+        text += "\n\nOther score models of the same data:\n\n" + markdown_table(
+            ["family", "model file", "t", "ρ: contrast"], other)
     write_results(config, results, text)
     print(text)
 

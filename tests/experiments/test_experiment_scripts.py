@@ -1,10 +1,12 @@
 """The experiment scripts' shared plumbing: configs, overrides, output folders, tables."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+import recompose
 from experiments.common import CONFIG_DIR, load_config, markdown_table, parse_config
 from recompose.io import run_folder
 
@@ -127,9 +129,12 @@ def test_the_conservative_report_measures_the_teacher_and_its_energy_students(tm
     from experiments.conservative import main
 
     out = tmp_path / "cons"
-    main(["--families", "digits-cond", "--ts", "0.3", "--n", "24", "--probes", "1", "--out",
-          str(out)])
-    (row,) = json.loads((out / "results.json").read_text())
+    teacher_file = Path(recompose.__file__).parent / "pretrained" / "digits-cond-score.safetensors"
+    main(["--families", "digits-cond", "--ts", "0.3", "--n", "24", "--probes", "1",
+          "--other-teachers", f"digits-cond={teacher_file}", "--out", str(out)])
+    row, other = json.loads((out / "results.json").read_text())
+    # the same teacher named by its file: the same draws and probes give the same ρ
+    assert other["rho_contrast"] == pytest.approx(row["rho"]["contrast"], rel=1e-6)
     assert set(row["rho"]) == {"null", "conditional", "contrast"}
     # the teacher's contrast is far less of a gradient than its views (cf. test_conservative)
     assert row["rho"]["contrast"][0] > 5 * row["rho"]["null"][0] > 0
