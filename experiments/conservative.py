@@ -29,7 +29,7 @@ from recompose.models.loading import load_model, pretrained
 from .common import markdown_table, parse_config, script, write_results
 from .distillation import _draws
 
-__all__ = ["measure", "main"]
+__all__ = ["measure", "measure_teacher", "rho", "main"]
 
 
 def _noised(x0: torch.Tensor, model: object, t: float, seed: int) -> torch.Tensor:
@@ -43,6 +43,12 @@ def _contrast(model: object, raw: object) -> object:
     return model.given(raw) / model
 
 
+def rho(model: object, xt: torch.Tensor, t: float, seed: int, probes: int) -> tuple[float, float]:
+    """``ρ`` of ``model``'s score field at the points ``xt`` (estimate, standard error)."""
+    return asymmetry_ratio(*asymmetry_terms(score_field(model, t), xt,
+                                            torch.Generator().manual_seed(seed), probes))
+
+
 def measure(family: str, ts: list[float], n: int, seed: int, probes: int) -> list[dict]:
     """One row per ``t``: ``rho`` (estimate, standard error) of the teacher's three fields and
     the energy models' relative contrast errors, all at the same noised draws."""
@@ -54,15 +60,12 @@ def measure(family: str, ts: list[float], n: int, seed: int, probes: int) -> lis
         xt = _noised(x0, teacher, t, seed + 1 + i)
         fields = {"null": teacher, "conditional": teacher.given(raw),
                   "contrast": _contrast(teacher, raw)}
-        rho = {name: asymmetry_ratio(*asymmetry_terms(score_field(m, t), xt,
-                                                      torch.Generator().manual_seed(seed),
-                                                      probes))
-               for name, m in fields.items()}
+        ratios = {name: rho(m, xt, t, seed, probes) for name, m in fields.items()}
         with torch.no_grad():
             ref = fields["contrast"].score(xt, t)
             err = {p: float(((_contrast(m, raw).score(xt, t) - ref) ** 2).sum()
                             / (ref ** 2).sum()) for p, m in students.items()}
-        rows.append({"family": family, "t": t, "rho": rho, "contrast_error": err})
+        rows.append({"family": family, "t": t, "rho": ratios, "contrast_error": err})
     return rows
 
 
@@ -75,9 +78,8 @@ def measure_teacher(family: str, path: str, ts: list[float], n: int, seed: int,
     rows = []
     for i, t in enumerate(ts):
         xt = _noised(x0, model, t, seed + 1 + i)
-        rho = asymmetry_ratio(*asymmetry_terms(score_field(_contrast(model, raw), t), xt,
-                                               torch.Generator().manual_seed(seed), probes))
-        rows.append({"family": family, "teacher": path, "t": t, "rho_contrast": rho})
+        rows.append({"family": family, "teacher": path, "t": t,
+                     "rho_contrast": rho(_contrast(model, raw), xt, t, seed, probes)})
     return rows
 
 

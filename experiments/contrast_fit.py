@@ -31,11 +31,12 @@ import json
 import torch
 from torch import Tensor, nn
 
-from recompose.conservative import asymmetry_ratio, asymmetry_terms, score_field
 from recompose.data import get_dataset
 from recompose.models.loading import pretrained
 
 from .common import markdown_table, parse_config, script, write_results
+from .conservative import rho
+from .distillation import _contrast
 
 __all__ = ["BumpEnergy", "contrast_draws", "relative_error", "main"]
 
@@ -50,14 +51,11 @@ def contrast_draws(teacher: object, t: float, n: int, seed: int,
     x0, pos = get_dataset("clevr").sample(n, gen)
     alpha, sigma = teacher.schedule(torch.tensor(t))
     xt = alpha * x0 + sigma * torch.randn(x0.shape, generator=gen)
-    out = []
+    tt = torch.full((n,), t)
     with torch.no_grad():
-        for i in range(0, n, chunk):
-            x, p = xt[i:i + chunk], pos[i:i + chunk]
-            tt = torch.full((len(x),), t)
-            out.append(teacher.epsilon(x, tt, teacher.net.encode_condition(p))
-                       - teacher.epsilon(x, tt, teacher.net.null_condition(len(x))))
-    return xt, pos, torch.cat(out)
+        delta = torch.cat([_contrast(teacher, xt[i:i + chunk], tt[i:i + chunk], pos[i:i + chunk])
+                           for i in range(0, n, chunk)])
+    return xt, pos, delta
 
 
 def relative_error(estimate: Tensor, reference: Tensor) -> float:
@@ -138,22 +136,15 @@ def shipped_errors(test: tuple[Tensor, Tensor, Tensor], t: float) -> dict[str, f
     """The shipped energy models' contrast errors on the held-out draws (ε units)."""
     x, pos, target = test
     tt = torch.full((len(x),), t)
-    out = {}
-    for name in ("distilled", "energy"):
-        model = pretrained("clevr", name)
-        delta = (model.epsilon(x, tt, c=model.net.encode_condition(pos))
-                 - model.epsilon(x, tt, c=model.net.null_condition(len(x))))
-        out[name] = relative_error(delta.detach(), target)
-    return out
+    return {name: relative_error(_contrast(pretrained("clevr", name), x, tt, pos), target)
+            for name in ("distilled", "energy")}
 
 
 def teacher_rho(teacher: object, test: tuple[Tensor, Tensor, Tensor], t: float, n: int,
                 probes: int, seed: int) -> tuple[float, float]:
     """``ρ`` of the teacher's contrast field on the first ``n`` held-out draws."""
     x, pos, _ = test
-    contrast = teacher.given(pos[:n]) / teacher
-    return asymmetry_ratio(*asymmetry_terms(score_field(contrast, t), x[:n],
-                                            torch.Generator().manual_seed(seed), probes))
+    return rho(teacher.given(pos[:n]) / teacher, x[:n], t, seed, probes)
 
 
 @script
