@@ -48,10 +48,14 @@ def load_config(name: str) -> dict:
     return json.loads((CONFIG_DIR / f"{name}.json").read_text())
 
 
-def parse_config(name: str, description: str, argv: list[str] | None = None) -> dict:
+def parse_config(name: str, description: str, argv: list[str] | None = None,
+                 check: Callable[[dict], None] | None = None) -> dict:
     """``configs/NAME.json`` with ``--KEY VALUE`` overrides (``--out``, ``--overwrite`` too).
 
     Every key of the config becomes an option of the same type (lists take several values).
+    ``check(config)`` raises ``ValueError`` for values the script cannot run with; like an
+    unusable ``--out`` folder, that ends the script with the usage line and the message,
+    before any work.
     """
     config = load_config(name)
     parser = argparse.ArgumentParser(description=description,
@@ -72,7 +76,9 @@ def parse_config(name: str, description: str, argv: list[str] | None = None) -> 
     args = vars(parser.parse_args(argv))
     try:  # before any work: a folder we can write, and never someone else's files
         check_run_folder(args["out"], args["overwrite"])
-    except RunFolderError as err:
+        if check is not None:
+            check(args)
+    except (RunFolderError, ValueError) as err:
         parser.error(str(err))
     return args
 

@@ -20,6 +20,7 @@ Run: ``python -m experiments.conservative`` (config ``experiments/configs/conser
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -27,7 +28,7 @@ from recompose.conservative import asymmetry_ratio, asymmetry_terms, score_field
 from recompose.models.loading import load_model, pretrained
 
 from .common import markdown_table, parse_config, script, write_results
-from .distillation import _draws
+from .distillation import DATA, _draws
 
 __all__ = ["measure", "measure_teacher", "rho", "main"]
 
@@ -83,9 +84,30 @@ def measure_teacher(family: str, path: str, ts: list[float], n: int, seed: int,
     return rows
 
 
+def _conditional_family(family: str) -> None:
+    if family not in DATA or not pretrained(family, "score").conditional:
+        known = ", ".join(f for f in DATA if pretrained(f, "score").conditional)
+        raise ValueError(f"{family!r} is not a conditional family (a contrast needs "
+                         f"conditions); choose from {known}")
+
+
+def check_config(config: dict) -> None:
+    """Refuse families without conditions and ``other_teachers`` entries that are not
+    ``FAMILY=FILE`` with an existing file (``ValueError``, one line)."""
+    for family in config["families"]:
+        _conditional_family(family)
+    for entry in config["other_teachers"]:
+        family, sep, path = entry.partition("=")
+        if not sep or not path:
+            raise ValueError(f"other_teachers entries are FAMILY=FILE, got {entry!r}")
+        _conditional_family(family)
+        if not Path(path).is_file():
+            raise ValueError(f"other teacher {path!r}: no such file")
+
+
 @script
 def main(argv: list[str] | None = None) -> None:
-    config = parse_config("conservative", __doc__.split("\n\n")[0], argv)
+    config = parse_config("conservative", __doc__.split("\n\n")[0], argv, check_config)
     torch.set_num_threads(config["threads"])
     results, table = [], []
     for family in config["families"]:

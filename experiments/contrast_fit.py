@@ -38,7 +38,7 @@ from .common import markdown_table, parse_config, script, write_results
 from .conservative import rho
 from .distillation import _contrast
 
-__all__ = ["BumpEnergy", "contrast_draws", "relative_error", "main"]
+__all__ = ["BumpEnergy", "contrast_draws", "relative_error", "fit", "check_config", "main"]
 
 SIZE = 16  # the CLEVR scenes' side, pixels
 
@@ -147,9 +147,24 @@ def teacher_rho(teacher: object, test: tuple[Tensor, Tensor, Tensor], t: float, 
     return rho(teacher.given(pos[:n]) / teacher, x[:n], t, seed, probes)
 
 
+def check_config(config: dict) -> None:
+    """Refuse settings the fit cannot run with (``ValueError``, one line)."""
+    if not 0 < config["t"] <= 1:
+        raise ValueError(f"t must lie in (0, 1], got {config['t']}")
+    for key in ("steps", "eval_every", "n_train", "n_test", "batch_size", "width", "rho_n",
+                "probes", "threads"):
+        if config[key] < 1:
+            raise ValueError(f"{key} must be at least 1, got {config[key]}")
+    if config["rho_n"] > config["n_test"]:
+        raise ValueError(f"rho_n ({config['rho_n']}) draws come from the n_test "
+                         f"({config['n_test']}) held-out ones: lower rho_n or raise n_test")
+    if not config["lr"] > 0:
+        raise ValueError(f"lr must be positive, got {config['lr']}")
+
+
 @script
 def main(argv: list[str] | None = None) -> None:
-    config = parse_config("contrast_fit", __doc__.split("\n\n")[0], argv)
+    config = parse_config("contrast_fit", __doc__.split("\n\n")[0], argv, check_config)
     torch.set_num_threads(config["threads"])
     teacher = pretrained("clevr", "score")
     t = config["t"]

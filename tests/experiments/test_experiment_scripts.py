@@ -176,3 +176,43 @@ def test_the_contrast_fit_reports_the_fit_beside_the_shipped_students(tmp_path):
     assert 0 < res["shipped"]["distilled"] < res["shipped"]["energy"]
     assert res["teacher_rho"][0] > 0
     assert "shipped clevr-distilled" in (out / "table.md").read_text()
+
+
+def test_a_config_check_ends_the_script_with_its_message_before_any_work(tmp_path, capsys):
+    def check(config):
+        if config["n"] < 1:
+            raise ValueError("n must be at least 1")
+
+    with pytest.raises(SystemExit):
+        parse_config("toy2d", "", ["--n", "0", "--out", str(tmp_path / "o")], check)
+    assert "error: n must be at least 1" in capsys.readouterr().err
+    assert parse_config("toy2d", "", ["--n", "3", "--out", str(tmp_path / "o")], check)["n"] == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--eval-every", "0"], "eval_every must be at least 1"),
+    (["--rho-n", "128", "--n-test", "64"], "rho_n (128) draws come from the n_test (64)"),
+    (["--t", "1.5"], "t must lie in (0, 1]"),
+])
+def test_the_contrast_fit_refuses_settings_it_cannot_run_with(tmp_path, capsys, args, message):
+    from experiments.contrast_fit import main
+
+    small = ["--steps", "2", "--n-train", "32", "--width", "4", "--probes", "1"]  # if it ran
+    with pytest.raises(SystemExit):
+        main([*small, *args, "--out", str(tmp_path / "fit")])
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "fit").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--other-teachers", "clevr"], "other_teachers entries are FAMILY=FILE, got 'clevr'"),
+    (["--other-teachers", "clevr=missing.safetensors"], "'missing.safetensors': no such file"),
+    (["--families", "ring"], "'ring' is not a conditional family"),
+])
+def test_the_conservative_report_refuses_bad_families_and_teachers(tmp_path, capsys, args,
+                                                                    message):
+    from experiments.conservative import main
+
+    with pytest.raises(SystemExit):
+        main([*args, "--out", str(tmp_path / "cons")])
+    assert message in capsys.readouterr().err
