@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 import recompose as rc
 from recompose.cli.main import cli
-from recompose.diffusion.annealed import SamplingWarning
+from recompose.samplers import SamplingWarning
 
 
 def test_a_diverging_training_stops_with_exit_1(tmp_path):

@@ -10,8 +10,8 @@ import torch
 import recompose as rc
 from conftest import ScoreOnly
 from gaussian_integrals import log_integral
-from recompose.diffusion.feynman_kac import FeynmanKac
-from recompose.diffusion.smc import _Populations
+from recompose.samplers.fkc import FeynmanKac
+from recompose.samplers.particles import Populations
 from recompose.errors import CapabilityError
 from recompose.models.classifier import ClassifierFactor
 
@@ -64,7 +64,7 @@ def test_the_rate_is_the_feynman_kac_rate_of_the_fokker_planck_equations(case):
     fk = FeynmanKac(model)
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
     for t in (0.05, 0.3, 0.7, 0.95):
-        _, rate = fk.score_and_rate(x, t)
+        _, rate = fk.score_and_rate(x, t, kappa=1.0)  # VP: κ = −2f/g² = 1
         expected = _direct_rate(model, fk.total_weight, x, t)
         torch.testing.assert_close(_beta(model.schedule, t) * rate, expected,
                                    rtol=1e-4, atol=1e-5 * (1 + expected.abs().max().item()))
@@ -160,7 +160,7 @@ def test_groups_are_weighted_and_resampled_separately():
     assert all(abs(v - exact) < 0.3 for v in r.info.log_evidence), (r.info.log_evidence, exact)
     # resampling stays inside a group: group 0 (even rows) has one dominant particle, group 1
     # (odd rows) is left alone
-    pops = _Populations(groups, n, torch.device("cpu"))
+    pops = Populations(groups, n, torch.device("cpu"))
     log_w = pops.initial()
     log_w[4] = 50.0
     log_w, _ = pops.normalize(log_w)
@@ -210,8 +210,8 @@ def test_moves_spread_the_resampled_copies_and_keep_the_mode_weights():
     assert len(torch.unique(runs[0].x, dim=0)) == 1000
     # per level: the step's scores, HMC's own energy at the start, 3 leapfrog scores, the rate
     assert runs[0].info.network_score_evals == 2 * 200 * 6
-    with pytest.raises(TypeError, match="reverse_step"):
-        rc.sample(A * B, 10, "fkc", seed=0, moves="ula", reverse_step=True)
+    with pytest.raises(TypeError, match="predictor"):
+        rc.sample(A * B, 10, "fkc", seed=0, moves="ula", predictor=True)
 
 
 def test_a_total_exponent_that_rounds_off_one_is_one():

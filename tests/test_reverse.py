@@ -12,7 +12,6 @@ import math
 import pytest
 import torch
 
-from recompose.diffusion.reverse import ddpm_step
 from recompose.schedules import CosineSchedule, LinearSchedule
 
 T = 10
@@ -45,7 +44,7 @@ def test_step_is_the_posterior_mean_plus_posterior_noise(schedule, i):
     x = torch.randn(64, 3, generator=g, dtype=torch.float64)
     score = torch.randn(64, 3, generator=g, dtype=torch.float64)
     _, mean, var = closed_form(schedule, i, x, score)
-    out = ddpm_step(x, score, schedule.levels(T), i, generator=torch.Generator().manual_seed(7))
+    out = schedule.levels(T).posterior_step(x, score, i, generator=torch.Generator().manual_seed(7))
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     torch.testing.assert_close(out, mean + math.sqrt(var) * z, rtol=1e-10, atol=1e-10)
 
@@ -59,7 +58,7 @@ def test_step_variance_is_beta_tilde(i):
     x = torch.tensor([[0.3, -1.2]], dtype=torch.float64).expand(n, 2)
     score = torch.tensor([[-0.5, 2.0]], dtype=torch.float64).expand(n, 2)
     _, mean, var = closed_form(schedule, i, x[:1], score[:1])
-    out = ddpm_step(x, score, schedule.levels(T), i, generator=torch.Generator().manual_seed(3))
+    out = schedule.levels(T).posterior_step(x, score, i, generator=torch.Generator().manual_seed(3))
     se_mean = math.sqrt(var / n)
     se_var = var * math.sqrt(2 / (n - 1))
     assert bool(((out.mean(0) - mean[0]).abs() < 4 * se_mean).all())
@@ -78,8 +77,7 @@ def test_point_mass_tweedie_is_exact(schedule, i):
     torch.testing.assert_close(x0, mu.expand(32, 2), rtol=0, atol=1e-9)
     levels = schedule.levels(T)
     for clip in (None, (-1.0, 1.0)):
-        out = ddpm_step(x, score, levels, i, generator=torch.Generator().manual_seed(5),
-                        clip=clip)
+        out = levels.posterior_step(x, score, i, generator=torch.Generator().manual_seed(5), clip=clip)
         z = torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
         expected = mean if i == 0 else mean + math.sqrt(var) * z
         torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
@@ -94,7 +92,7 @@ def test_point_mass_marginals_are_preserved(schedule):
     for i in (T - 1, 6, 2):
         x = levels.alpha[i] * mu + levels.sigma[i] * torch.randn(n, 2, generator=g,
                                                                   dtype=torch.float64)
-        out = ddpm_step(x, point_mass_score(schedule, i, x, mu), levels, i, generator=g)
+        out = levels.posterior_step(x, point_mass_score(schedule, i, x, mu), i, generator=g)
         m, v = levels.alpha[i - 1] * mu, levels.sigma[i - 1] ** 2
         assert bool(((out.mean(0) - m).abs() < 4 * math.sqrt(v / n)).all()), i
         assert bool(((out.var(0) - v).abs() < 4 * v * math.sqrt(2 / (n - 1))).all()), i
@@ -106,14 +104,12 @@ def test_clip_branch_equals_plain_branch_when_nothing_is_clipped(i):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(16, 1, 4, 4, generator=g, dtype=torch.float64)
     score = torch.randn(16, 1, 4, 4, generator=g, dtype=torch.float64)
-    plain = ddpm_step(x, score, levels, i, generator=torch.Generator().manual_seed(2))
-    box = ddpm_step(x, score, levels, i, generator=torch.Generator().manual_seed(2),
-                    clip=(-1e6, 1e6))
+    plain = levels.posterior_step(x, score, i, generator=torch.Generator().manual_seed(2))
+    box = levels.posterior_step(x, score, i, generator=torch.Generator().manual_seed(2), clip=(-1e6, 1e6))
     torch.testing.assert_close(box, plain, rtol=1e-9, atol=1e-9)
     x0, _, _ = closed_form(schedule, i, x, score)
     assert float(x0.abs().max()) > 1  # the box (−1, 1) would clip here: the branches differ
-    clipped = ddpm_step(x, score, levels, i, generator=torch.Generator().manual_seed(2),
-                        clip=(-1.0, 1.0))
+    clipped = levels.posterior_step(x, score, i, generator=torch.Generator().manual_seed(2), clip=(-1.0, 1.0))
     assert not torch.allclose(clipped, plain)
 
 
@@ -134,8 +130,7 @@ def test_clip_clamps_the_denoised_estimate(i):
         schedule.alpha_sq(torch.tensor(i / T, dtype=torch.float64)))
     coef = math.sqrt(abar_prev) * (1 - abar / abar_prev) / (1 - abar)
     mean_clamped = mean_clamped + coef * (x0.clamp(lo, hi) - x0)
-    out = ddpm_step(x, score, levels, i, generator=torch.Generator().manual_seed(9),
-                    clip=(lo, hi))
+    out = levels.posterior_step(x, score, i, generator=torch.Generator().manual_seed(9), clip=(lo, hi))
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     expected = mean_clamped if i == 0 else mean_clamped + math.sqrt(var) * z
     torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
@@ -152,7 +147,7 @@ def test_last_step_is_deterministic_tweedie(schedule):
     assert var == 0.0  # β̃_0 = 0: σ_{−1} = 0
     gen = torch.Generator().manual_seed(123)
     state = gen.get_state()
-    out = ddpm_step(x, score, schedule.levels(T), 0, generator=gen)
+    out = schedule.levels(T).posterior_step(x, score, 0, generator=gen)
     torch.testing.assert_close(out, x0, rtol=1e-12, atol=1e-12)
     assert torch.equal(gen.get_state(), state), "the last step must not draw noise"
 
@@ -160,5 +155,5 @@ def test_last_step_is_deterministic_tweedie(schedule):
 def test_step_keeps_dtype_and_shape():
     levels = CosineSchedule().levels(T)
     x = torch.randn(4, 3, 8, 8)
-    out = ddpm_step(x, torch.zeros_like(x), levels, 5, generator=torch.Generator())
+    out = levels.posterior_step(x, torch.zeros_like(x), 5, generator=torch.Generator())
     assert out.shape == x.shape and out.dtype == torch.float32

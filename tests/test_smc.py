@@ -137,7 +137,7 @@ def test_ddpm_proposal_form_is_consistent_on_a_single_diffusion():
     over 16 seeds; no MCMC moves are needed."""
     ratios = []
     for seed in range(16):
-        r = rc.sample(A, 256, "smc", num_levels=60, seed=seed, reverse_step=True, num_steps=0)
+        r = rc.sample(A, 256, "smc", num_levels=60, seed=seed, proposal="ddpm", num_steps=0)
         ratios.append(math.exp(r.info.log_evidence))
         assert r.info.settings["num_steps"] == 0
     ratios = np.array(ratios)
@@ -175,12 +175,14 @@ def test_smc_refuses_what_does_not_apply():
     m = A * B
     with pytest.raises(CapabilityError, match="score-only"):
         rc.sample(ScoreOnly(A) * B, 10, "smc")
-    with pytest.raises(TypeError, match="moves="):
+    with pytest.raises(TypeError, match="kernel does not apply to sampler 'smc'"):
         rc.sample(m, 10, "smc", kernel=rc.mcmc.hmc())
     with pytest.raises(TypeError, match="x_init"):
         rc.sample(m, 10, "smc", x_init=torch.zeros(10, 2))
     with pytest.raises(ValueError, match="num_steps"):
         rc.sample(m, 10, "smc", num_steps=0)
+    with pytest.raises(ValueError, match="proposal"):
+        rc.sample(m, 10, "smc", proposal="bogus")
     with pytest.raises(ValueError, match="ess_threshold"):
         rc.sample(m, 10, "smc", ess_threshold=1.5)
     with pytest.raises(ValueError, match="systematic"):
@@ -189,10 +191,12 @@ def test_smc_refuses_what_does_not_apply():
         rc.sample(m, 10, "smc", moves="reverse")
     with pytest.raises(TypeError, match="damping does not apply"):
         rc.sample(m, 10, "smc", moves="mala", damping=0.3)
-    with pytest.raises(TypeError, match="only 'smc'"):
+    with pytest.raises(TypeError, match="ess_threshold does not apply to sampler 'hmc'"):
         rc.sample(m, 10, "hmc", ess_threshold=0.3)
-    with pytest.raises(TypeError, match="only 'smc'"):
+    with pytest.raises(TypeError, match="moves does not apply to sampler 'hmc'"):
         rc.sample(m, 10, moves="hmc")
+    with pytest.raises(TypeError, match="num_leapfrog_steps cannot be combined with a kernel"):
+        rc.sample(m, 10, "smc", moves=rc.mcmc.hmc(), num_leapfrog_steps=2)
     # kernel objects and their options reach the moves
     r = rc.sample(m, 10, "smc", moves=rc.mcmc.hmc(num_leapfrog_steps=2), num_levels=3, seed=0)
     assert r.info.settings["num_leapfrog_steps"] == 2
@@ -201,8 +205,8 @@ def test_smc_refuses_what_does_not_apply():
 def test_collapsed_weights_warn():
     """The DDPM proposal on a product collapses the weights near t = 1 (docs/results.md §7):
     the run finishes but says so, and records it."""
-    with pytest.warns(rc.diffusion.annealed.SamplingWarning, match="collapsed onto ESS"):
-        r = rc.sample(A * B, 400, "smc", num_levels=100, seed=0, reverse_step=True,
+    with pytest.warns(rc.samplers.SamplingWarning, match="collapsed onto ESS"):
+        r = rc.sample(A * B, 400, "smc", num_levels=100, seed=0, proposal="ddpm",
                       num_steps=0)
     assert any("collapsed" in w for w in r.info.warnings)
     assert min(r.info.ess) < 0.01 * 400
@@ -214,15 +218,17 @@ def test_the_ddpm_proposal_weight_is_the_path_density_ratio():
     and q the DDPM step N(μ, β̃ I)."""
     from torch.distributions import Independent, Normal
 
-    from recompose.diffusion.reverse import ddpm_transition
-    from recompose.diffusion.smc import _Level, _propose
+    from recompose.samplers.base import Run
+    from recompose.samplers.particles import Particles
 
     model, levels, i = A * B, (A * B).schedule.levels(20), 7
     x = torch.randn(50, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     e, s = model.energy_and_score(x, levels.t[i + 1])
-    new, log_w = _propose(_Level(x, e, s), model.at(levels.t[i]), levels, i,
-                          torch.Generator().manual_seed(1), None)
-    mean, var = ddpm_transition(x, s, levels, i + 1)
+    run = Run(model, model, levels, x, torch.Generator().manual_seed(1), None, None,
+              lambda fn, y: fn(y))
+    smc = rc.samplers.SMC(moves=None, num_steps=0, proposal="ddpm")
+    new, log_w = smc.arrive(run, None, Particles(x, e, s), i)
+    mean, var = levels.posterior(x, s, i + 1)
     a = float(levels.alpha[i + 1] / levels.alpha[i])
     q = Independent(Normal(mean, var**0.5), 1).log_prob(new.x)
     back = Independent(Normal(a * new.x, (1 - a**2) ** 0.5), 1).log_prob(x)

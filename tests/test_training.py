@@ -236,7 +236,7 @@ def test_trainer_has_no_global_side_effects(tmp_path):
 
 
 def test_q_sample_is_the_forward_marginal():
-    from recompose.diffusion.forward import q_sample
+    from recompose.schedules import q_sample
 
     sched = rc.CosineSchedule()
     x0 = torch.randn(6, 1, 2, 2, generator=torch.Generator().manual_seed(0))

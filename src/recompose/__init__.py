@@ -1,10 +1,11 @@
 """recompose: compose trained diffusion models as densities and sample them correctly.
 
-Quick map: models (:class:`DiffusionModel`, :class:`GaussianMixture`), the algebra
-(``a * b``, ``a ** w``, ``a / b``, :func:`mixture`, :func:`cfg`, :func:`guide`,
-:func:`normalize`, :func:`tapestry` for canvases of crops; the same algebra as text:
-:func:`parse`), and one sampler entry point :func:`sample` (reverse diffusion, ULA, U-HMC,
-MALA, HMC, SMC).
+Quick map: models (:class:`DiffusionModel`, :class:`GaussianMixture`) on Gaussian paths
+(:mod:`.schedules`: VP, rectified flow, VE), the algebra (``a * b``, ``a ** w``, ``a / b``,
+:func:`mixture`, :func:`cfg`, :func:`guide`, :func:`normalize`, :func:`tapestry` for canvases
+of crops; the same algebra as text: :func:`parse`), samplers as objects (:mod:`.samplers`:
+reverse diffusion, the probability-flow ODE, annealed ULA / U-HMC / MALA / HMC, SMC, FKC) and
+one entry point :func:`sample`.
 
 Importing recompose before torch makes torch's OpenMP threads sleep rather than spin while they
 wait (``OMP_WAIT_POLICY=PASSIVE``, unless the variable is already set): with spinning threads a
@@ -16,16 +17,24 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads OpenMP
 
-from . import mcmc  # noqa: E402
+from . import mcmc, samplers  # noqa: E402
 from .compose import Mixture, Power, Product, cfg, conjunction, guide, mixture, power, product
-from .diffusion import SampleInfo, SampleResult
 from .errors import CapabilityError, CompositionError
 from .expression import ExpressionError, parse
 from .models import DiffusionModel, GaussianMixture, gmm_product
 from .models.loading import load_model, pretrained
 from .models.normalization import normalize
+from .samplers import SampleInfo, SampleResult
 from .sampling import SAMPLERS, sample
-from .schedules import CosineSchedule, LinearSchedule, Schedule, get_schedule
+from .schedules import (
+    CosineSchedule,
+    DiscreteSchedule,
+    LinearSchedule,
+    RectifiedFlowSchedule,
+    Schedule,
+    VESchedule,
+    get_schedule,
+)
 from .tapestry import Tapestry, tapestry
 
 __version__ = "0.1.0"
@@ -46,6 +55,7 @@ __all__ = ["DiffusionModel", "GaussianMixture", "gmm_product", "pretrained", "lo
            "Product", "Power", "Mixture", "product", "power", "mixture", "cfg", "guide",
            "conjunction", "tapestry", "Tapestry", "normalize", "parse", "sample", "SAMPLERS",
            "SampleResult", "SampleInfo",
-           "Schedule", "CosineSchedule", "LinearSchedule", "get_schedule", "CapabilityError",
-           "CompositionError", "ExpressionError", "mcmc", "from_diffusers",
+           "Schedule", "CosineSchedule", "LinearSchedule", "DiscreteSchedule",
+           "RectifiedFlowSchedule", "VESchedule", "get_schedule", "CapabilityError",
+           "CompositionError", "ExpressionError", "mcmc", "samplers", "from_diffusers",
            "from_pretrained"]

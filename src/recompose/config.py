@@ -34,6 +34,8 @@ class TrainConfig(_Config):
     data: str = "ring"
     parameterization: str = "energy"
     energy_form: str = "ae"
+    # what a score network predicts (recompose.models.predictions); energy models: "epsilon"
+    prediction: str = "epsilon"
     steps: int = 4000
     batch_size: int = 1000
     lr: float = 1e-3
@@ -55,6 +57,13 @@ class TrainConfig(_Config):
         if self.parameterization not in ("score", "energy"):
             raise ValueError("parameterization must be 'score' or 'energy'")
         self._check_counts("steps", "batch_size", "checkpoint_every", "threads")
+        from .models.predictions import PREDICTIONS
+
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}")
+        if self.parameterization == "energy" and self.prediction != "epsilon":
+            raise ValueError("an energy model's gradient is its ε-prediction (∇U = ε̂): "
+                             "prediction must be 'epsilon'")
         if not 0 <= self.ema_decay < 1:
             raise ValueError("ema_decay must lie in [0, 1)")
         if not 0 <= self.label_dropout <= 1:

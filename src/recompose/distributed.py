@@ -1,37 +1,43 @@
 r"""Sampling sharded over a ``torch.distributed`` process group (``torchrun``; gloo or NCCL).
 
-**Scheme.** Inside an initialised process group, :func:`recompose.sample` splits its ``n``
-chains into blocks of ``block_size`` chains (default :func:`default_block_size`: about 2¹⁶
-numbers per block, a power of two between 16 and 1,024 — 1,024 chains of 2D points, 64
-16×16 RGB images; it depends only on the data shape, never on the world size), in order:
-block ``b`` holds chains ``b·S … min((b+1)·S, n) − 1``. Block ``b`` is an independent run
-of the same sampler, seeded with
+Sharding wraps any sampler object (:mod:`recompose.samplers`): :func:`recompose.sample` binds
+every option of the run once and hands this module a single-process run to repeat on parts of
+the work, so ``groups=``, ``clip=`` and every sampler option behave the same in a group.
+
+**Independent chains** (reverse diffusion, the ODE, annealed MCMC, a user's sampler that is not
+``weighted``): the ``n`` chains are split into blocks of ``block_size`` chains (default
+:func:`default_block_size`: about 2¹⁶ numbers per block, a power of two between 16 and 1,024 —
+1,024 chains of 2D points, 64 16×16 RGB images; it depends only on the data shape, never on
+the world size), in order: block ``b`` holds chains ``b·S … min((b+1)·S, n) − 1``. Block ``b``
+is an independent run of the same sampler, seeded with
 
     seed_b = SeedSequence([seed, b]).generate_state(1, uint64)[0]   (numpy's seed mixing)
 
 Blocks are dealt to ranks in contiguous runs (rank ``r`` of ``P`` gets blocks
 ``⌊r·N_b/P⌋ … ⌊(r+1)·N_b/P⌋ − 1``), every rank samples its blocks one after another, and the
-blocks are gathered in block order onto every rank; rank 0 shows the progress bar (and, in the
-CLI, alone writes files). A block's bytes depend only on ``(seed, b)`` and its size, never on
-``P``, so **the union of the samples is the same for any world size** — bit for bit on CPU with
-the same number of threads per process (a BLAS may round differently with other thread counts;
-use one thread per process, as ``torchrun`` does with ``OMP_NUM_THREADS=1``).
+blocks are gathered in block order onto every rank; rank 0 shows the progress bar, counted in
+levels of its blocks (and, in the CLI, alone writes files). A block's bytes depend only on
+``(seed, b)`` and its size, never on ``P``, so **the union of the samples is the same for any
+world size**, one process outside a group included (``shard=True``; the CLI always samples
+this way) — bit for bit on CPU with the same number of threads per process (a BLAS may round
+differently with other thread counts; use one thread per process, as ``torchrun`` does with
+``OMP_NUM_THREADS=1``).
 
 Per-block consequences: step-size adaptation runs per block (as it would per chain group), and
 ``x_init`` is split with the chains. The diagnostics are merged: per-level acceptance and
 divergence are chain-weighted means, ``acceptance_min`` the minimum, ``step_size`` the chain-
-weighted mean of the blocks' final steps, ``wall_time`` the slowest rank's. SMC is one weighted
-population and is not split this way; it is refused inside a process group.
+weighted mean of the blocks' final steps, ``wall_time`` the slowest rank's.
+
+**Weighted particles** (SMC, FKC: one population) are distributed differently. Every rank holds
+the whole population and runs the sampler's bookkeeping (weights, ESS, resampling, the kernels'
+random draws) identically from the same seed, while each network evaluation — the dominant
+cost — is split: rank ``r`` evaluates its rows of the batch and the outputs are all-gathered
+(:class:`ShardedModel`; :func:`_split_rows` for row-wise functions such as FKC's weights).
+Weights, groups and resampling are therefore global by construction (no particle has to move
+between ranks), and the result equals the single-process run seeded alike up to the network's
+floating-point rounding on smaller batches. Memory per rank is the whole population's.
 
 Failures are collective: if any rank raises, every rank raises (no rank is left waiting).
-
-**SMC** (one weighted population) is distributed differently: :class:`ShardedModel`. Every rank
-holds the whole population and runs the sampler's bookkeeping (weights, ESS, resampling, the
-kernels' random draws) identically from the same seed, while each network evaluation — the
-dominant cost — is split: rank ``r`` evaluates its rows of the batch and the outputs are
-all-gathered. Weights and resampling are therefore global by construction (no particle has to
-move between ranks), and the result equals the single-process run up to the network's floating-
-point rounding on smaller batches. Memory per rank is the whole population's.
 """
 
 from __future__ import annotations
@@ -48,12 +54,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .diffusion.annealed import SampleInfo, SampleResult, SamplingWarning
-from .models.base import DiffusionModel
+from .models.base import DiffusionModel, model_device_dtype
+from .samplers.base import Sampler
+from .samplers.result import SampleInfo, SampleResult, SamplingWarning
 
 __all__ = ["active", "rank", "world_size", "init_from_env", "agree", "require_seed",
-           "block_seed", "blocks_of",
-           "sample_sharded", "ShardedModel", "default_block_size"]
+           "block_seed", "blocks_of", "Sharded", "run_sharded", "ShardedModel",
+           "default_block_size"]
 
 
 def active() -> bool:
@@ -141,15 +148,63 @@ def _merge_info(infos: list[SampleInfo], sizes: list[int], wall: float) -> Sampl
     return merged
 
 
-def sample_sharded(run: Callable[..., SampleResult], n: int, seed: int | None,
-                   x_init: Tensor | None, block_size: int, progress: bool,
-                   **kwargs: object) -> SampleResult:
-    """Run ``run(n=…, seed=…, x_init=…, **kwargs)`` (the single-process sampler) on this rank's
-    blocks and gather every block onto every rank (see the module docstring)."""
-    dist = torch.distributed
-    require_seed(seed)
-    if block_size < 1:
-        raise ValueError(f"block_size must be ≥ 1, got {block_size}")
+class Sharded:
+    """``sampler`` (a name, kernel or sampler object) with an explicit ``block_size`` for sharded
+    runs: ``rc.sample(model, n, Sharded("hmc", block_size=64), seed=0)``. ``rc.sample`` shards
+    any sampler inside a process group without it; this only sets the block size."""
+
+    def __init__(self, sampler: object = "hmc", block_size: int | None = None) -> None:
+        if block_size is not None and (isinstance(block_size, bool)
+                                       or not isinstance(block_size, int) or block_size < 1):
+            raise ValueError(f"block_size must be an integer ≥ 1, got {block_size!r}")
+        self.sampler, self.block_size = sampler, block_size
+
+
+def run_sharded(run: Callable[..., SampleResult], sampler: Sampler, n: int, seed: int | None,
+                generator: torch.Generator | None, x_init: Tensor | None,
+                groups: Tensor | None, block_size: int | None, event_shape: tuple[int, ...],
+                num_levels: int, progress: bool, model: DiffusionModel) -> SampleResult:
+    """Run ``run(n=…, generator=…, x_init=…, groups=…, tick=…[, evaluate=…, rows=…])`` — one
+    single-process run of ``sampler`` with every other option bound — sharded over the process
+    group (this process alone outside one): independent chains in seeded blocks, weighted
+    particles by rows (module docstring)."""
+    require_seed(seed, generator)
+    if sampler.weighted:
+        if block_size is not None:
+            raise TypeError(f"block_size does not apply to {sampler.name} (its population is "
+                            "not split into blocks)")
+        return _run_rows(run, n, seed, groups, num_levels, progress and rank() == 0, model,
+                         sampler.name)
+    block_size = default_block_size(event_shape) if block_size is None else block_size
+    return _run_blocks(run, n, seed, x_init, block_size, num_levels, progress,
+                       model_device_dtype(model)[0])
+
+
+def _run_rows(run: Callable[..., SampleResult], n: int, seed: int, groups: Tensor | None,
+              num_levels: int, progress: bool, model: DiffusionModel, name: str
+              ) -> SampleResult:
+    """One weighted population, replicated bookkeeping, network evaluations split by rows."""
+    from tqdm.auto import tqdm
+
+    generator = torch.Generator(device=model_device_dtype(model)[0]).manual_seed(int(seed))
+    split = world_size() > 1
+    bar = tqdm(total=num_levels, desc=name, unit="level", leave=False) if progress else None
+    try:
+        result = run(n=n, generator=generator, x_init=None, groups=groups,
+                     tick=None if bar is None else (lambda _record: bar.update(1)),
+                     evaluate=ShardedModel(model) if split else None,
+                     rows=_split_rows if split else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    result.info.settings |= {"world_size": world_size(), "seed": seed}
+    return result
+
+
+def _run_blocks(run: Callable[..., SampleResult], n: int, seed: int, x_init: Tensor | None,
+                block_size: int, num_levels: int, progress: bool, device: torch.device
+                ) -> SampleResult:
+    """Independent chains in seeded blocks dealt to the ranks, gathered on every rank."""
     world, me = world_size(), rank()
     mine = blocks_of(n, block_size, world, me)
     start = time.perf_counter()
@@ -158,25 +213,28 @@ def sample_sharded(run: Callable[..., SampleResult], n: int, seed: int | None,
     if progress and me == 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=-(-n // block_size), desc=f"blocks ({world} ranks)", leave=False)
+        desc = "levels" if world == 1 else f"levels (rank 0 of {world})"
+        bar = tqdm(total=len(mine) * num_levels, desc=desc, unit="level", leave=False)
     try:
         for b, lo, hi in mine:
             part = None if x_init is None else x_init[lo:hi]
             with warnings.catch_warnings():  # reported once, for the merged run
                 warnings.simplefilter("ignore", SamplingWarning)
-                r = run(n=hi - lo, seed=block_seed(seed, b), x_init=part, **kwargs)
+                gen = torch.Generator(device=device).manual_seed(block_seed(seed, b))
+                r = run(n=hi - lo, generator=gen, x_init=part,
+                        groups=None, tick=None if bar is None else (lambda _r: bar.update(1)))
             results.append((b, r.x.cpu(), r.info))
-            if bar is not None:
-                bar.update(min(world, bar.total - bar.n))  # the others keep about this pace
     except Exception as err:  # noqa: BLE001 - re-raised on every rank below
         error = f"rank {me}: {type(err).__name__}: {err}"
         failure = err
     finally:
         if bar is not None:
             bar.close()
-    gathered: list = [None] * world
-    dist.all_gather_object(gathered, {"error": error, "blocks": results,
-                                      "wall": time.perf_counter() - start})
+    gathered = [{"error": error, "blocks": results, "wall": time.perf_counter() - start}]
+    if active():
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, {"error": error, "blocks": results,
+                                                       "wall": time.perf_counter() - start})
     errors = [g["error"] for g in gathered if g["error"]]
     if errors:
         if error is not None:
@@ -207,6 +265,17 @@ def _gather_rows(local: Tensor, n: int) -> Tensor:
     torch.distributed.all_gather(parts, torch.cat([local, pad]).contiguous())
     return torch.cat([p[: hi - lo] for p, (lo, hi) in
                       zip(parts, (_rows(n, world, r) for r in range(world)))])
+
+
+def _split_rows(fn: Callable[[Tensor], object], x: Tensor) -> object:
+    """``fn(x)`` with this rank's rows evaluated here and every output tensor (or tuple of
+    them) all-gathered: a row-wise function of ``x`` split across the ranks."""
+    n = x.shape[0]
+    lo, hi = _rows(n, world_size(), rank())
+    out = fn(x[lo:hi])
+    if isinstance(out, tuple):
+        return tuple(_gather_rows(o.detach(), n) for o in out)
+    return _gather_rows(out.detach(), n)
 
 
 class ShardedModel(DiffusionModel):

@@ -36,7 +36,7 @@ def cases() -> dict[str, torch.Tensor]:
     runs = {
         "gmm/smc-ais": (ring * two, dict(sampler="smc", seed=1, num_levels=8)),
         "gmm/smc-ddpm": (ring * two, dict(sampler="smc", seed=2, num_levels=8,
-                                          reverse_step=True, num_steps=1)),
+                                          proposal="ddpm", num_steps=1)),
         "gmm/smc-mala": (ring * two, dict(sampler="smc", seed=3, num_levels=8, moves="mala",
                                           ess_threshold=1.0, resampling="residual")),
         "gmm-neg/fkc": (ring / two ** 0.5, dict(sampler="fkc", seed=4, num_levels=8)),

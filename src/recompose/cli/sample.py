@@ -224,7 +224,7 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
 
     from .. import distributed
     from .. import sample as draw
-    from ..diffusion.annealed import SamplingWarning
+    from ..samplers.result import SamplingWarning
     from ..io import run_folder
 
     lead = check_on_lead(lambda: prepare_out(out, overwrite))  # torchrun: rank 0 writes

@@ -94,7 +94,9 @@ class Kernel(NamedTuple):
     """A transition kernel: ``init``/``step`` as in the module docstring; ``needs_energy``: it
     evaluates the target's energy; ``params``: the factory's arguments, JSON-ready;
     ``metropolis``: it has a Metropolis–Hastings test (with exact or path-estimated energies,
-    :mod:`.path`)."""
+    :mod:`.path`). Its defaults for the annealed samplers: the step rule ``step_size ·
+    σ_t^step_power`` (:mod:`.step_sizes`) and, for Metropolis kernels, the acceptance rate that
+    adaptation aims at (``None``: no default; the sampler then needs them given)."""
 
     name: str
     init: Callable[..., NamedTuple]
@@ -102,6 +104,9 @@ class Kernel(NamedTuple):
     needs_energy: bool
     params: Mapping[str, object] = MappingProxyType({})
     metropolis: bool = False
+    step_size: float | None = None
+    step_power: float | None = None
+    target_accept: float | None = None
 
 
 def require_energy(target: Target, kernel: str) -> None:

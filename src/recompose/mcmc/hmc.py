@@ -125,4 +125,5 @@ def hmc(num_leapfrog_steps: int = 3, damping: float = 0.5, mass: Tensor | float 
     if path:
         params["quadrature"] = quadrature
     return Kernel("hmc", init, step, needs_energy=not path, params=MappingProxyType(params),
+                  step_size=0.1, step_power=1.0, target_accept=0.65,
                   metropolis=True)

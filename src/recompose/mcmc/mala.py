@@ -78,4 +78,5 @@ def mala(energy: str = "exact", quadrature: str | None = None) -> Kernel:
 
     params = {"energy": energy} | ({"quadrature": quadrature} if path else {})
     return Kernel(name="mala", init=init, step=step, needs_energy=not path, metropolis=True,
+                  step_size=0.05, step_power=2.0, target_accept=0.574,
                   params=MappingProxyType(params))

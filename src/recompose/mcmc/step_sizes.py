@@ -6,6 +6,8 @@ step (``η``, a variance: ``p = 2``) or a leapfrog step (``h``, a length: ``p = 
 ``σ_t`` keeps the proposals on the scale of the target from pure noise down to data. ``p = 0``
 is a constant step (the R3 2D notebook: ULA/MALA 0.001, HMC 0.03).
 
+Defaults: each kernel carries its own (:class:`~recompose.mcmc.base.Kernel`).
+
 Adaptation (beyond the paper; R3 defines ``update_step_sizes`` toward 0.57 but never calls it):
 after each MH step, ``log c ← log c + γ (ā − a*)`` with ``ā`` the mean acceptance probability
 over chains. ``c`` is carried from level to level, so it learns the multiplier on ``σ_t^p``.
@@ -23,13 +25,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["StepSizeRule", "DEFAULT_STEP", "DEFAULT_TARGET_ACCEPT", "AcceptanceAdapter"]
+__all__ = ["StepSizeRule", "AcceptanceAdapter"]
 
-# Defaults per kernel: (c, p), fixed a priori as conservative fractions of σ_t (not tuned on
-# any benchmark); MALA/HMC then adapt c toward their target acceptance.
-DEFAULT_STEP: dict[str, tuple[float, float]] = {"ula": (0.05, 2.0), "mala": (0.05, 2.0),
-                                                "uhmc": (0.1, 1.0), "hmc": (0.1, 1.0)}
-DEFAULT_TARGET_ACCEPT: dict[str, float] = {"mala": 0.574, "hmc": 0.65}
+# Each kernel carries its defaults (Kernel.step_size, .step_power, .target_accept), fixed a
+# priori as conservative fractions of σ_t (not tuned on any benchmark): ULA / MALA c = 0.05,
+# p = 2; U-HMC / HMC c = 0.1, p = 1; MALA / HMC then adapt c toward their target acceptance.
 
 
 @dataclass(frozen=True)

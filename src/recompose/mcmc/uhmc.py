@@ -59,5 +59,6 @@ def uhmc(num_leapfrog_steps: int = 3, damping: float = 0.5, mass: Tensor | float
 
     params = {"num_leapfrog_steps": num_leapfrog_steps, "damping": float(damping),
               "mass": mass_record(mass)}
-    return Kernel("uhmc", init, step, needs_energy=False, params=MappingProxyType(params))
+    return Kernel("uhmc", init, step, needs_energy=False, params=MappingProxyType(params),
+                  step_size=0.1, step_power=1.0)
 

@@ -39,4 +39,5 @@ def _step(state: LangevinState, target: Target, step_size: Tensor | float,
 
 def ula() -> Kernel:
     """The unadjusted Langevin kernel (scores only; no settings)."""
-    return Kernel(name="ula", init=_init, step=_step, needs_energy=False)
+    return Kernel(name="ula", init=_init, step=_step, needs_energy=False, step_size=0.05,
+                  step_power=2.0)

@@ -37,7 +37,8 @@ def build_model(config: dict) -> DiffusionModel:
     if config["parameterization"] == "energy":
         return EnergyModel(net, schedule, shape, form=config.get("energy_form", "ae"), name=name)
     if config["parameterization"] == "score":
-        return ScoreModel(net, schedule, shape, name=name)
+        return ScoreModel(net, schedule, shape, name=name,
+                          prediction=config.get("prediction", "epsilon"))
     raise CheckpointError(f"unknown parameterization {config['parameterization']!r}")
 
 

@@ -3,8 +3,9 @@ conditional views of one network.
 
 Both wrap a network ``f_θ(x, t)`` with the shape of ``x``; ``σ_t`` comes from the schedule.
 
-* :class:`ScoreModel` (ε-prediction): ``ε̂ = f_θ(x, t)``, ``s = −ε̂ / σ_t``
-  (:func:`score_from_epsilon`). No energy.
+* :class:`ScoreModel`: the network predicts ``ε`` (default), ``x₀``, ``v``, a flow-matching
+  velocity or the score on its path (:mod:`.predictions` converts any of them to ``ε̂``), and
+  ``s = −ε̂ / σ_t`` (:func:`~.predictions.score_from_epsilon`). No energy.
 * :class:`EnergyModel` (R3 §3): a scalar ``U_θ(x, t)`` per sample whose gradient is the
   ε-prediction, ``ε̂ = ∇ₓ U_θ``. Then ``s = −∇ₓU_θ/σ_t``, so the model's energy is
   ``E(x, t) = U_θ(x, t) / σ_t`` (``p_t ∝ e^{−E}``, up to an unknown ``c(t)``), and its score is
@@ -50,15 +51,10 @@ from ..errors import CapabilityError
 from ..schedules import Schedule
 from ..utils import append_dims, as_time, batch_sum, check_event_shape, energy_and_score_autograd
 from .base import BatchSlot, DiffusionModel, model_device_dtype
+from .predictions import Prediction, get_prediction, score_from_epsilon
 
 __all__ = ["ScoreModel", "EnergyModel", "Conditioned", "epsilon_prediction",
-           "score_from_epsilon", "condition_batch", "stack_conditions",
-           "weighted_sum"]
-
-
-def score_from_epsilon(epsilon: Tensor, sigma: Tensor) -> Tensor:
-    """``s = −ε̂ / σ_t`` (Tweedie): ``(B, *D)`` noise prediction, ``(B,)`` noise levels."""
-    return -epsilon / append_dims(sigma, epsilon.ndim)
+           "training_output", "condition_batch", "stack_conditions", "weighted_sum"]
 
 
 class _Learned(DiffusionModel):
@@ -128,15 +124,32 @@ class _Learned(DiffusionModel):
 
 
 class ScoreModel(_Learned):
-    """ε-prediction network as a score-only model."""
+    """A network as a score-only model; ``prediction`` says what it outputs on its path
+    (``"epsilon"``, ``"x0"``, ``"v"``, ``"velocity"``, ``"score"``; :mod:`.predictions`)."""
 
     has_energy = False
+
+    def __init__(self, net: nn.Module, schedule: Schedule, event_shape: tuple[int, ...],
+                 name: str | None = None, prediction: str | Prediction = "epsilon") -> None:
+        super().__init__(net, schedule, event_shape, name)
+        self.prediction = get_prediction(prediction)
+
+    def output(self, x: Tensor, t: float | Tensor, c: Tensor | None = None) -> Tensor:
+        """The network's raw prediction (what training regresses)."""
+        return self._net(x, as_time(t, x.shape[0], x), c)
 
     def epsilon(self, x: Tensor, t: float | Tensor, c: Tensor | None = None,
                 copies: int = 1) -> Tensor:
         """``ε̂``; with ``copies = K``, on ``K`` copies of ``x`` with ``K·B`` conditions ``c``."""
         t = as_time(t, x.shape[0], x)
-        return self._net(x, t, c) if copies == 1 else self._net_copies(x, t, c, copies)[1]
+        if copies == 1:
+            xs, out = x, self._net(x, t, c)
+        else:
+            xs, out = self._net_copies(x, t, c, copies)
+        if self.prediction.name == "epsilon":
+            return out
+        ts = t if copies == 1 else t.repeat(copies)
+        return self.prediction.to_epsilon(out, xs, ts, self.schedule)
 
     def score(self, x: Tensor, t: float | Tensor, c: Tensor | None = None) -> Tensor:
         t = as_time(t, x.shape[0], x)
@@ -355,7 +368,7 @@ class _Stacked(DiffusionModel):
 
 def epsilon_prediction(model: DiffusionModel, x: Tensor, t: Tensor,
                        c: Tensor | None = None) -> Tensor:
-    """``ε̂(x, t[, c])`` with a graph to the parameters (for the DSM training loss)."""
+    """``ε̂(x, t[, c])`` with a graph to the parameters (distillation compares ``ε̂``)."""
     extra = {} if c is None else {"c": c}
     if isinstance(model, EnergyModel):
         return model.epsilon(x, t, create_graph=True, **extra)
@@ -363,3 +376,12 @@ def epsilon_prediction(model: DiffusionModel, x: Tensor, t: Tensor,
         return model.epsilon(x, t, **extra)
     raise TypeError(f"cannot train a {type(model).__name__}; wrap a network in a "
                     "Score/EnergyModel")
+
+
+def training_output(model: DiffusionModel, x: Tensor, t: Tensor, c: Tensor | None = None
+                    ) -> tuple[Tensor, Prediction]:
+    """What the DSM loss regresses, with a graph to the parameters: the raw prediction of a
+    score model and its :class:`~.predictions.Prediction`, or an energy model's ``∇U = ε̂``."""
+    if isinstance(model, ScoreModel):
+        return model.output(x, t, c), model.prediction
+    return epsilon_prediction(model, x, t, c), get_prediction("epsilon")

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..config import ClassifierConfig
 from ..data import get_dataset
-from ..diffusion.forward import q_sample
+from ..schedules import q_sample
 from ..io import CheckpointError, read_model_file, save_model_file
 from ..models.networks import build_network
 from ..schedules import get_schedule

@@ -66,11 +66,11 @@ class _Objective(torch.nn.Module):
         self.contrast_weight = contrast_weight
 
     def forward(self, xt: Tensor, t: Tensor, noise: Tensor, c: Tensor | None,
-                c_teacher: Tensor | None) -> Tensor:
+                c_teacher: Tensor | None, x0: Tensor) -> Tensor:
         if self.teacher is not None:
             return distillation_terms(self.model, self.teacher, xt, t, noise, c, c_teacher,
                                       self.dsm_weight, self.contrast_weight)
-        return dsm_terms(self.model, xt, t, noise, c)
+        return dsm_terms(self.model, xt, t, noise, c, x0)
 
 
 class Trainer:
@@ -115,7 +115,8 @@ class Trainer:
     def _model_config(self) -> dict:
         c = self.config
         return {"network": c.network, "parameterization": c.parameterization,
-                "energy_form": c.energy_form, "schedule": c.schedule,
+                "energy_form": c.energy_form, "prediction": c.prediction,
+                "schedule": c.schedule,
                 "event_shape": list(self.data.event_shape), "name": c.data}
 
     # ---------------------------------------------------------------- checkpoints
@@ -199,7 +200,7 @@ class Trainer:
         xt, t, noise = noised(x0, self.model, self.gen)  # the whole batch's randomness
         rows = self._rows(len(x0))  # this rank's share (all rows in one process)
         sliced = [None if v is None else v[rows] for v in (c, c_teacher)]
-        loss = self.objective(xt[rows], t[rows], noise[rows], *sliced).mean()
+        loss = self.objective(xt[rows], t[rows], noise[rows], *sliced, x0[rows]).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()  # under DDP: gradients averaged over the ranks
         value = self._all_reduce_mean(loss.detach()).item()

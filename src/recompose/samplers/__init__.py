@@ -1,0 +1,20 @@
+"""Samplers as objects (:mod:`.base`: the protocol and the one level loop).
+
+``Reverse`` (reverse diffusion), ``ODE`` (probability-flow / DDIM), ``Annealed`` (annealed MCMC
+with any kernel), ``SMC`` (weighted particles on energies) and ``FKC`` (reverse diffusion with
+Feynman–Kac weights; scores suffice). Their names are shortcuts (:mod:`.shortcuts`).
+"""
+
+from .annealed import Annealed
+from .base import Finished, Run, Sampler, run_levels
+from .fkc import FKC, FeynmanKac
+from .ode import ODE
+from .particles import Weighted
+from .result import LevelRecord, SampleInfo, SampleResult, SamplingWarning
+from .reverse import Reverse
+from .shortcuts import SAMPLERS, make_sampler
+from .smc import SMC
+
+__all__ = ["Sampler", "Run", "Finished", "LevelRecord", "run_levels", "Reverse", "ODE",
+           "Annealed", "SMC", "FKC", "Weighted", "FeynmanKac", "SAMPLERS", "make_sampler",
+           "SampleInfo", "SampleResult", "SamplingWarning"]

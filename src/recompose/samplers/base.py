@@ -1,0 +1,202 @@
+r"""Samplers as objects, and the one level loop that runs every one of them.
+
+A sampler's constructor owns its options (so Python itself refuses an option that does not
+apply); the sampler object holds no state of a run and can be reused. :func:`run_levels` runs
+it over the noise levels of the model's path (:class:`~recompose.schedules.Levels`, level
+``T − 1`` the noisiest)::
+
+    state = sampler.start(run)                     # from run.x_init, drawn from the prior
+    for i = T − 1, …, 0:
+        state, record = sampler.level(run, state, i)   # arrive at level i and do its work
+    result = sampler.finish(run, state)            # e.g. Tweedie's step to the data
+
+``level`` returns a :class:`~.result.LevelRecord` (acceptance, step size, divergences, ESS,
+resampling) and counts its evaluations on the :class:`Run`; the loop turns them into the run's
+:class:`~.result.SampleInfo` and calls the user's ``callback`` once per level with
+``{"level", "t", "x", …record}``.
+
+**Writing a sampler.** Subclass :class:`Sampler`, set ``name``, implement ``start``,
+``level``, ``finish`` (and ``check`` for capability errors, ``settings`` for the run record),
+and pass the object to :func:`recompose.sample`. It runs with progress bars, callbacks,
+diagnostics and under ``torch.distributed`` (:mod:`recompose.distributed`) without touching the
+library. ``weighted = True`` declares that the chains are particles weighed against each
+other: such a sampler accepts ``groups=`` and is sharded by splitting network evaluations,
+not chains.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..mcmc.base import Target
+from ..models.base import DiffusionModel, model_device_dtype
+from ..schedules import Levels
+from ..utils import check_finite
+from .result import LevelRecord, SampleResult, build_info
+
+__all__ = ["Sampler", "Run", "Finished", "run_levels", "execute", "LevelCallback",
+           "finite_or_raise", "model_output_or_raise", "FAR", "STEP_ADVICE", "SCORE_ADVICE"]
+
+LevelCallback = Callable[[dict], None]
+
+FAR = 1e4  # |x| beyond which non-finite scores are blamed on runaway chains
+STEP_ADVICE = "use a smaller step size or enable step-size adaptation"
+SCORE_ADVICE = ("the composed score is too large for reverse diffusion's steps (large "
+                "exponents?); use more levels or an annealed MCMC sampler")
+
+
+@dataclass
+class Run:
+    """One run of a sampler: the model and its levels, the randomness and the counters.
+
+    ``model`` is what the sampler evaluates (a row-sharded wrapper of ``composition`` for
+    weighted samplers under ``torch.distributed``); ``composition`` is the model as built,
+    for its structure (factors, conditions). ``rows(fn, x)`` evaluates a row-wise function of
+    ``x`` (split across the ranks when sharded)."""
+
+    model: DiffusionModel
+    composition: DiffusionModel
+    levels: Levels
+    x_init: Tensor
+    generator: torch.Generator | None
+    clip: tuple[float, float] | None
+    groups: Tensor | None
+    rows: Callable[[Callable[[Tensor], Any], Tensor], Any]
+    score_evals: int = 0
+    energy_evals: int = 0
+
+    def count(self, score: int = 0, energy: int = 0) -> None:
+        """Composite evaluations per chain (an ``energy_and_score`` call counts in both)."""
+        self.score_evals += score
+        self.energy_evals += energy
+
+    def t(self, i: int) -> Tensor:
+        """Level ``i``'s time in the chains' dtype."""
+        return self.levels.t[i].to(self.x_init.dtype)
+
+    def target(self, i: int) -> Target:
+        """The composed density at level ``i`` as an MCMC target."""
+        return self.model.at(self.t(i))
+
+
+class Finished(NamedTuple):
+    """What :meth:`Sampler.finish` returns: the samples and, for weighted samplers, the
+    log-weights before the final resampling and the evidence."""
+
+    x: Tensor
+    log_weights: Tensor | None = None
+    log_evidence: float | list[float] | None = None
+
+
+class Sampler:
+    """Base class of the samplers (module docstring)."""
+
+    name: str = "sampler"
+    weighted: bool = False
+
+    def check(self, model: DiffusionModel) -> None:
+        """Raise a capability error (before any work) if this sampler cannot run ``model``."""
+
+    def settings(self) -> dict:
+        """The sampler's options, JSON-ready (recorded in ``info.settings``)."""
+        return {}
+
+    def start(self, run: Run) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def level(self, run: Run, state: Any, i: int) -> tuple[Any, LevelRecord]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def finish(self, run: Run, state: Any) -> Finished:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def positions(self, state: Any) -> Tensor:
+        """The chains' positions in ``state`` (for callbacks); default ``state.x``."""
+        return state.x
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({options})"
+
+
+def run_levels(sampler: Sampler, run: Run, callback: LevelCallback | None = None,
+               tick: Callable[[LevelRecord], None] | None = None) -> SampleResult:
+    """Run ``sampler`` from the noisiest level to the data (module docstring)."""
+    start = time.perf_counter()
+    num = len(run.levels)
+    records: list[LevelRecord] = [LevelRecord() for _ in range(num)]
+    with torch.no_grad():
+        state = sampler.start(run)
+        for i in reversed(range(num)):
+            state, records[i] = sampler.level(run, state, i)
+            if tick is not None:
+                tick(records[i])
+            if callback is not None:
+                payload = {k: v for k, v in vars(records[i]).items() if v is not None}
+                callback({"level": i, "t": float(run.levels.t[i]),
+                          "x": sampler.positions(state), **payload})
+        done = sampler.finish(run, state)
+    info = build_info(sampler.name, run.x_init.shape[0], run.levels.t.tolist(), records,
+                      run.score_evals, run.energy_evals, run.composition.num_networks,
+                      time.perf_counter() - start, sampler.weighted, done.log_evidence)
+    return SampleResult(done.x, info, log_weights=done.log_weights)
+
+
+def finite_or_raise(x: Tensor, i: int, levels: Levels, advice: str) -> None:
+    """Chains that left the reals at level ``i`` stop the run with one line and advice."""
+    try:
+        check_finite(x, f"sampling diverged at level {i} (t = {float(levels.t[i]):.3f})")
+    except FloatingPointError as err:
+        raise FloatingPointError(f"{err}; {advice}") from None
+
+
+def model_output_or_raise(value: Tensor, x: Tensor, i: int, levels: Levels,
+                          what: str = "score") -> None:
+    """The model's score (or energy) at finite points. Not finite where the chains are at the
+    data's scale (diffused data and noise are O(1)) means the model, not the sampler, is at
+    fault."""
+    try:
+        check_finite(value, f"the model's {what} is not finite at level {i} "
+                            f"(t = {float(levels.t[i]):.3f})")
+    except FloatingPointError as err:
+        if float(x.abs().max()) > FAR:
+            raise FloatingPointError(f"{err} where the chains ran far away (|x| up to "
+                                     f"{float(x.abs().max()):.3g}); {STEP_ADVICE}") from None
+        raise FloatingPointError(
+            f"{err}: the model itself gives non-finite values at finite inputs (check its "
+            "weights and the exponents of the composition); a smaller step size will not help"
+        ) from None
+
+
+def _local(fn: Callable[[Tensor], Any], x: Tensor) -> Any:
+    return fn(x)
+
+
+def execute(sampler: Sampler, model: DiffusionModel, n: int, num_levels: int,
+            generator: torch.Generator | None, x_init: Tensor | None,
+            clip: tuple[float, float] | None, groups: Tensor | None,
+            callback: LevelCallback | None = None,
+            tick: Callable[[LevelRecord], None] | None = None,
+            evaluate: DiffusionModel | None = None,
+            rows: Callable[[Callable[[Tensor], Any], Tensor], Any] | None = None
+            ) -> SampleResult:
+    """One run of ``sampler`` on ``model`` in this process: ``n`` chains from ``x_init`` (default:
+    the path's prior) over ``num_levels`` levels; ``evaluate``/``rows``: a row-sharded model
+    and row splitter (:mod:`recompose.distributed`). Records the settings and the problems."""
+    levels = model.schedule.levels(num_levels)
+    device, dtype = model_device_dtype(model)
+    if x_init is None:
+        x_init = levels.prior(n, tuple(model.event_shape), generator, device, dtype)
+    run = Run(evaluate if evaluate is not None else model, model, levels, x_init, generator,
+              clip, groups, rows if rows is not None else _local)
+    result = run_levels(sampler, run, callback, tick)
+    result.info.settings = {"num_levels": num_levels, "n": n, "clip": clip,
+                            **sampler.settings()}
+    result.info.warnings = result.info.problems()
+    return result

@@ -1,0 +1,130 @@
+r"""What a sampling run returns: the samples, per-level diagnostics and their one builder.
+
+Per-level arrays are ordered from level 0 (the cleanest) up, whatever the sampler:
+
+* ``acceptance`` / ``acceptance_min``: mean and lowest per-chain Metropolis–Hastings
+  acceptance at each level (1 for unadjusted kernels and for samplers without MCMC steps);
+* ``step_size``: the last step size used at each level (NaN where no MCMC step was taken);
+* ``divergent``: fraction of the level's transitions flagged divergent;
+* weighted samplers only: ``ess`` (effective sample size before resampling, the worst group's
+  fraction times ``n``), ``resampled`` (levels where the particles were resampled),
+  ``log_evidence`` (``log Ẑ`` of the cleanest level's composed density; one per group when the
+  particles are grouped) at ``evidence_t``.
+
+Costs are counted per chain: composite evaluations (``score_evals``, ``energy_evals``; an
+``energy_and_score`` call counts in both) and network evaluations (× the composite's leaves).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from torch import Tensor
+
+__all__ = ["SampleInfo", "SampleResult", "SamplingWarning", "LevelRecord", "build_info",
+           "ACCEPTANCE_FLOOR", "ESS_FLOOR"]
+
+ACCEPTANCE_FLOOR = 0.05  # mean MH acceptance under which a run is reported as stuck
+ESS_FLOOR = 0.01  # effective sample size (fraction of n) under which a run is reported
+
+
+class SamplingWarning(RuntimeWarning):
+    """A run that finished but whose samples are suspect (see :meth:`SampleInfo.problems`)."""
+
+
+@dataclass
+class SampleInfo:
+    """Diagnostics of a sampling run (module docstring)."""
+
+    sampler: str
+    num_chains: int
+    t: list[float]
+    acceptance: list[float]
+    acceptance_min: list[float]
+    step_size: list[float]
+    divergent: list[float]
+    score_evals: int = 0
+    energy_evals: int = 0
+    network_score_evals: int = 0
+    network_energy_evals: int = 0
+    wall_time: float = 0.0
+    settings: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # see :meth:`problems`
+    ess: list[float] = field(default_factory=list)
+    resampled: list[int] = field(default_factory=list)
+    log_evidence: float | list[float] | None = None
+    evidence_t: float | None = None
+
+    @property
+    def mean_acceptance(self) -> float:
+        return float(sum(self.acceptance) / len(self.acceptance))
+
+    def problems(self, acceptance_floor: float = ACCEPTANCE_FLOOR) -> list[str]:
+        """What makes this run's samples suspect: a Metropolis-corrected chain that (almost)
+        never moved, weights that collapsed onto a few particles, or divergent transitions."""
+        out = []
+        if self.settings.get("metropolis") and self.mean_acceptance < acceptance_floor:
+            out.append(f"{self.sampler}: mean acceptance {self.mean_acceptance:.3f} is under "
+                       f"{acceptance_floor}: the chains barely moved and the samples are close "
+                       "to the predictor's; lower the step size (or enable adaptation)")
+        if self.ess and min(self.ess) < ESS_FLOOR * self.num_chains:
+            i = min(range(len(self.ess)), key=self.ess.__getitem__)
+            fix = ("" if self.sampler == "fkc" else
+                   ", or AIS weights with moves (proposal='ais')")
+            out.append(f"{self.sampler}: the weights collapsed onto ESS {self.ess[i]:.1f} of "
+                       f"{self.num_chains} particles at t = {self.t[i]:.3f}: the samples and "
+                       f"the evidence rest on a few particles; use more levels or particles{fix}")
+        bad = [i for i, d in enumerate(self.divergent) if d > 0]
+        if bad:
+            worst = max(self.divergent)
+            out.append(f"{self.sampler}: divergent transitions at {len(bad)} of "
+                       f"{len(self.divergent)} levels (up to {worst:.1%} of the chain steps at "
+                       "one level); lower the step size")
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"mean_acceptance": self.mean_acceptance}
+
+
+@dataclass
+class SampleResult:
+    """Samples ``x`` of shape ``(n, *D)`` and their :class:`SampleInfo`. For weighted samplers,
+    ``log_weights`` ``(n,)`` are the normalised float64 log-weights of the particles before the
+    final resampling (``x`` is equally weighted); ``None`` for the other samplers."""
+
+    x: Tensor
+    info: SampleInfo
+    log_weights: Tensor | None = None
+
+
+@dataclass
+class LevelRecord:
+    """What a sampler did at one level (``None``: nothing of that kind, the default is kept).
+    ``acceptance`` is the mean over chains, ``acceptance_min`` the lowest chain's."""
+
+    acceptance: float | None = None
+    acceptance_min: float | None = None
+    step_size: float | None = None
+    divergent: float | None = None
+    ess: float | None = None
+    resampled: bool = False
+
+
+def build_info(sampler: str, num_chains: int, t: list[float], records: list[LevelRecord],
+               score_evals: int, energy_evals: int, leaves: int, wall_time: float,
+               weighted: bool, log_evidence: float | list[float] | None = None) -> SampleInfo:
+    """The one place a :class:`SampleInfo` is assembled from per-level records (``records[i]``
+    for level ``i``)."""
+    def column(key: str, default: float) -> list[float]:
+        return [default if getattr(r, key) is None else float(getattr(r, key)) for r in records]
+
+    return SampleInfo(
+        sampler=sampler, num_chains=num_chains, t=list(t),
+        acceptance=column("acceptance", 1.0), acceptance_min=column("acceptance_min", 1.0),
+        step_size=column("step_size", math.nan), divergent=column("divergent", 0.0),
+        score_evals=score_evals, energy_evals=energy_evals,
+        network_score_evals=score_evals * leaves, network_energy_evals=energy_evals * leaves,
+        wall_time=wall_time, ess=column("ess", 0.0) if weighted else [],
+        resampled=[i for i, r in enumerate(records) if r.resampled],
+        log_evidence=log_evidence, evidence_t=t[0] if weighted else None)
