@@ -40,8 +40,9 @@ variables ``y = x/α``, ``ρ = σ/α`` (``dy/dρ = ε̂``). On rectified flow it
 **SDE.** ``dx = f_t x dt + g_t dW`` with ``f_t = d log α_t/dt`` and
 ``g_t² = dσ_t²/dt − 2 f_t σ_t²`` has the marginals above; the probability-flow ODE is
 ``dx/dt = f_t x − ½ g_t² ∇log p_t``. The Feynman–Kac weights use ``κ_t = −2 f_t/g_t²``
-(VP: 1; VE: 0) and ``B = ∫ g_t² dt`` over a step (VP: ``2 log(α_s/α_t)``, VE:
-``σ_t² − σ_s²``; otherwise Gauss–Legendre quadrature of ``g²``). ``(α̇, σ̇)`` come from
+(VP: 1; VE: 0) and ``B = ∫ g_t² dt = ∫ α² d(σ²/α²)`` over a step (VP: ``2 log(α_s/α_t)``,
+VE: ``σ_t² − σ_s²``, rectified flow: ``2[log(1 + r) + 1/(1 + r)]`` with ``r = σ/α``;
+otherwise Gauss–Legendre quadrature of ``g²``). ``(α̇, σ̇)`` come from
 :meth:`Schedule.derivatives` (closed forms, or autograd of :meth:`Schedule.alpha_sigma`).
 
 **A new family** is one subclass that implements :meth:`Schedule.alpha_sigma` in float64
@@ -332,6 +333,15 @@ class RectifiedFlowSchedule(Schedule):
     def derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
         ds = self.shift / (1 + (self.shift - 1) * t) ** 2
         return -ds, ds
+
+    def g2_integral(self, t_s: float, t_t: float, alpha: tuple[float, float],
+                    sigma: tuple[float, float]) -> float:
+        # g² dt = α² d(σ²/α²); with r = σ/α and α = 1/(1 + r): ∫ 2r/(1 + r)² dr
+        def antiderivative(a: float, s: float) -> float:
+            r = s / a
+            return 2 * (math.log1p(r) + 1 / (1 + r))
+
+        return antiderivative(alpha[1], sigma[1]) - antiderivative(alpha[0], sigma[0])
 
 
 class VESchedule(Schedule):

@@ -19,8 +19,23 @@ from .common import (
     usage,
 )
 
-SAMPLER_CHOICES = click.Choice(["reverse", "ula", "uhmc", "mala", "hmc", "smc", "fkc"])
+SAMPLER_CHOICES = click.Choice(["reverse", "ode", "ula", "uhmc", "mala", "hmc", "smc",
+                                "fkc"])
 KERNEL_CHOICES = click.Choice(["ula", "uhmc", "mala", "hmc"])
+# the command's options that configure a sampler: (flag, the sampler option it sets)
+SAMPLER_OPTIONS = {"mcmc_steps": ("--mcmc-steps", "num_steps"),
+                   "step_size": ("--step-size", "step_size"),
+                   "step_power": ("--step-power", "step_power"),
+                   "adapt": ("--adapt/--no-adapt", "adapt"),
+                   "leapfrog": ("--leapfrog", "num_leapfrog_steps"),
+                   "damping": ("--damping", "damping"),
+                   "energy_mode": ("--energy", "energy"),
+                   "quadrature": ("--quadrature", "quadrature"),
+                   "predictor": ("--predictor/--no-predictor", "predictor"),
+                   "proposal": ("--proposal", "proposal"), "method": ("--method", "method"),
+                   "moves": ("--moves", "moves"),
+                   "ess_threshold": ("--ess-threshold", "ess_threshold"),
+                   "resampling": ("--resampling", "resampling")}
 
 
 def resolve_model(spec: str, default_param: str) -> object:
@@ -106,6 +121,30 @@ def build_diffusers_model(source: str, prompts: tuple[str, ...], expr: str, dtyp
     return parse_bound(expr, env, "--prompt", "TEXT"), model
 
 
+def given_options(options: dict) -> dict:
+    """The sampler options given on the command line (``None``: not given), by flag."""
+    return {SAMPLER_OPTIONS[k][0]: v for k, v in options.items() if v is not None}
+
+
+def build_sampler(name: str, options: dict) -> object:
+    """The sampler object for ``--sampler NAME`` and the options given: the sampler's own
+    constructor decides what applies (:mod:`recompose.samplers.shortcuts`), and an option that
+    does not is a usage error naming the flag and the sampler."""
+    from ..samplers import make_sampler
+
+    given = {SAMPLER_OPTIONS[k][1]: v for k, v in options.items() if v is not None}
+    flags = {SAMPLER_OPTIONS[k][1]: SAMPLER_OPTIONS[k][0] for k in options}
+    try:
+        return make_sampler(name, **given)
+    except TypeError as err:
+        option = str(err).split(" ", 1)[0]
+        if option not in given:
+            raise usage(str(err)) from None
+        moves = given.get("moves", "hmc" if name == "smc" else None)
+        hint = f" (with --moves {moves or 'none'})" if name in ("smc", "fkc") else ""
+        raise usage(f"{flags[option]} does not apply to --sampler {name}{hint}") from None
+
+
 def _write_figures(folder: Path, result: object, model: object) -> None:
     from ..viz.plots import acceptance_plot, density_levels, ess_plot, image_grid, scatter_grid
 
@@ -152,9 +191,11 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
                    '"A * B**-0.3" or "mix(normalize(A), normalize(B), weights=[0.3, 0.7])" '
                    '(learned energies need normalize(...) to mix with the given weights).')
 @click.option("--sampler", type=SAMPLER_CHOICES, default="hmc", show_default=True,
-              help="Reverse diffusion, annealed MCMC (MALA and HMC need energies), SMC "
+              help="Reverse diffusion, the probability-flow ODE (deterministic, DDIM), "
+                   "annealed MCMC (ula, uhmc; mala and hmc need energies or --energy path), SMC "
                    "(weighted particles with MCMC moves; needs energies), or FKC (reverse "
-                   "diffusion with Feynman–Kac weights and resampling; scores suffice).")
+                   "diffusion with Feynman–Kac weights and resampling; scores suffice). An "
+                   "option below that does not apply to the sampler is an error.")
 @click.option("--parameterization", type=click.Choice(["energy", "score", "distilled"]),
               default="energy", show_default=True,
               help="For shipped model names without :score/:energy/:distilled (distilled: "
@@ -162,35 +203,42 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @click.option("--levels", default=100, show_default=True, type=click.IntRange(min=1),
               help="Noise levels T.")
 @click.option("--mcmc-steps", default=None, type=click.IntRange(min=0),
-              help="MCMC steps K per level (default 10; SMC moves: 2).")
+              help="MCMC steps K per level (annealed samplers: default 10; SMC moves: 2; FKC "
+                   "moves: 1).")
 @click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Multiplier c of the step rule c·σ_t^p (default per sampler).")
+              help="Multiplier c of the step rule c·σ_t^p (default: the kernel's).")
 @click.option("--step-power", type=float, default=None, help="p in c·σ_t^p (0 = constant).")
 @click.option("--adapt/--no-adapt", default=None,
               help="Adapt the step toward a target acceptance (MALA/HMC; on by default).")
-@click.option("--leapfrog", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Leapfrog steps L per U-HMC/HMC transition.")
-@click.option("--damping", default=0.5, show_default=True,
-              type=click.FloatRange(0, 1, max_open=True),
-              help="Fraction of momentum kept at each U-HMC/HMC refresh (0 = full refresh).")
-@click.option("--energy", "energy_mode", type=click.Choice(["exact", "path"]), default="exact",
-              show_default=True,
-              help="MALA/HMC (and SMC moves): the model's energies, or energy differences "
-                   "integrated from the scores along each proposal (runs on score models).")
+@click.option("--leapfrog", default=None, type=click.IntRange(min=1),
+              help="Leapfrog steps L per U-HMC/HMC transition.  [default: 3]")
+@click.option("--damping", default=None, type=click.FloatRange(0, 1, max_open=True),
+              help="Fraction of momentum kept at each U-HMC/HMC refresh (0 = full refresh).  "
+                   "[default: 0.5]")
+@click.option("--energy", "energy_mode", type=click.Choice(["exact", "path"]), default=None,
+              help="MALA/HMC (and SMC or FKC moves): the model's energies (exact, the "
+                   "default), or energy differences integrated from the scores along each "
+                   "proposal (path; runs on score models).")
 @click.option("--quadrature", type=click.Choice(["simpson", "trapezoid"]), default=None,
               help="With --energy path: simpson (default; one more score per segment) or "
                    "trapezoid (free, larger bias).")
-@click.option("--reverse-step/--no-reverse-step", default=None,
-              help="A DDPM predictor step between levels (annealed samplers: on by default; "
-                   "SMC: the DDPM step as proposal, off by default = AIS weights).")
-@click.option("--moves", type=KERNEL_CHOICES, default="hmc", show_default=True,
-              help="SMC: the MCMC kernel that moves the particles at each level.")
-@click.option("--ess-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="SMC: resample when the effective sample size is under this fraction of "
-                   "--n (1: every level, 0: never).")
+@click.option("--predictor/--no-predictor", default=None,
+              help="Annealed samplers: a reverse-diffusion step between levels (on by "
+                   "default).")
+@click.option("--proposal", type=click.Choice(["ais", "ddpm"]), default=None,
+              help="SMC: re-weight the same points between levels (ais, the default; needs "
+                   "moves) or propose with the reverse-diffusion step (ddpm).")
+@click.option("--method", type=click.Choice(["euler", "heun"]), default=None,
+              help="ODE: Euler (DDIM; one evaluation per level, the default) or Heun (two).")
+@click.option("--moves", type=KERNEL_CHOICES, default=None,
+              help="SMC (default hmc) and FKC (default none): the MCMC kernel that moves the "
+                   "particles at each level.")
+@click.option("--ess-threshold", type=click.FloatRange(0, 1), default=None,
+              help="SMC/FKC: resample when the effective sample size is under this fraction of "
+                   "--n (1: every level, 0: never).  [default: 0.5]")
 @click.option("--resampling", type=click.Choice(["systematic", "stratified", "multinomial",
                                                   "residual"]),
-              default="systematic", show_default=True, help="SMC: the resampling scheme.")
+              default=None, help="SMC/FKC: the resampling scheme.  [default: systematic]")
 @click.option("--n", "--num-samples", "n", default=2000, show_default=True,
               type=click.IntRange(min=1),
               help="Number of samples (--num-samples under torchrun, whose own options take --n).")
@@ -203,11 +251,8 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @handle_errors
 def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, device: str,
            models: tuple[str, ...], expr: str, sampler: str, parameterization: str,
-           levels: int, mcmc_steps: int, step_size: float | None, step_power: float | None,
-           adapt: bool | None, leapfrog: int, damping: float, energy_mode: str,
-           quadrature: str | None, reverse_step: bool | None,
-           moves: str, ess_threshold: float, resampling: str, n: int, seed: int, out: Path,
-           overwrite: bool, quiet: bool = False) -> None:
+           levels: int, n: int, seed: int, out: Path, overwrite: bool, quiet: bool = False,
+           **sampler_options: object) -> None:
     """Sample a composition of models.
 
     \b
@@ -224,8 +269,9 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
 
     from .. import distributed
     from .. import sample as draw
-    from ..samplers.result import SamplingWarning
+    from ..errors import CapabilityError
     from ..io import run_folder
+    from ..samplers.result import SamplingWarning
 
     lead = check_on_lead(lambda: prepare_out(out, overwrite))  # torchrun: rank 0 writes
     pipeline = None
@@ -237,46 +283,23 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
         if prompts:
             raise usage("--prompt applies only with --diffusers")
         model = build_model(models, expr, parameterization)
-    kernel = moves if sampler == "smc" else None if sampler == "fkc" else sampler
-    if energy_mode == "path" and kernel not in ("mala", "hmc"):
-        raise usage(f"--energy path applies to mala and hmc (and SMC moves), not {kernel}")
-    if quadrature is not None and energy_mode != "path":
-        raise usage("--quadrature applies only with --energy path")
-    if (sampler == "smc" or kernel in ("mala", "hmc") and energy_mode == "exact") \
-            and not model.has_energy:
-        from ..errors import CapabilityError
-
-        hint = "" if sampler == "smc" else ", --energy path (energies from the scores)"
-        raise CapabilityError(
-            f"{sampler} needs energies but {model.describe()} contains score-only models; "
-            f"use :energy or :distilled models{hint} or --sampler ula/uhmc/reverse")
+    chosen = build_sampler(sampler, sampler_options)  # before any work
+    try:
+        chosen.check(model)
+    except CapabilityError as err:
+        raise usage(f"{err} (on the command line: :energy or :distilled models, or "
+                    "--energy path for mala / hmc)") from None
     config = {"command": "sample", "world_size": distributed.world_size(),
               "models": list(models), "diffusers": diffusers_source,
               "prompts": list(prompts), "dtype": dtype, "device": device,
-              "expr": expr, "sampler": sampler,
-              "parameterization": parameterization, "levels": levels,
-              "mcmc_steps": mcmc_steps, "step_size": step_size, "step_power": step_power,
-              "adapt": adapt, "leapfrog": leapfrog, "damping": damping,
-              "energy": energy_mode, "quadrature": quadrature,
-              "reverse_step": reverse_step, "n": n, "seed": seed}
-    options = {}  # pass only the options that apply to the sampler (rc.sample refuses others)
-    if sampler not in ("reverse", "fkc"):
-        options = {"num_steps": mcmc_steps, "step_size": step_size, "step_power": step_power,
-                   "adapt": adapt, "reverse_step": reverse_step}
-    if sampler == "smc":
-        config |= {"moves": moves}
-        options |= {"moves": moves}
-    if sampler in ("smc", "fkc"):
-        config |= {"ess_threshold": ess_threshold, "resampling": resampling}
-        options |= {"ess_threshold": ess_threshold, "resampling": resampling}
-    if kernel in ("uhmc", "hmc"):
-        options |= {"num_leapfrog_steps": leapfrog, "damping": damping}
-    if energy_mode == "path":
-        options |= {"energy": "path", "quadrature": quadrature or "simpson"}
+              "expr": expr, "sampler": sampler, "parameterization": parameterization,
+              "levels": levels, "n": n, "seed": seed,
+              "options": given_options(sampler_options)}
     with warnings.catch_warnings(record=True) as caught:  # reported below, in one line each
         warnings.simplefilter("always", SamplingWarning)
-        result = draw(model, n, sampler, num_levels=levels, seed=seed,
-                      progress=lead and not is_quiet(), **options)
+        result = draw(model, n, chosen, num_levels=levels, seed=seed, shard=True,
+                      progress=lead and not is_quiet())
+    config["sampler_settings"] = result.info.settings
     if not lead:
         return
     for w in caught:
@@ -297,7 +320,8 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
         _write_figures(tmp, dataclasses.replace(result, x=x), model)
     if not is_quiet():
         info = result.info
-        acc = f", acceptance {info.mean_acceptance:.2f}" if kernel in ("mala", "hmc") else ""
+        acc = (f", acceptance {info.mean_acceptance:.2f}"
+               if info.settings.get("metropolis") else "")
         if info.log_evidence is not None:
             acc += f", log evidence {info.log_evidence:.3f} at t = {info.evidence_t:.3g}"
         click.echo(f"{n} samples of {model.describe()} with {sampler} in {info.wall_time:.1f} s"
