@@ -60,7 +60,7 @@ OVERHEAD_RUNS = (
     ("hmc", "hmc", {}),
     ("smc, hmc moves", "smc", {"num_steps": 2}),
     ("smc, DDPM proposal, no moves, resample every level", "smc",
-     {"reverse_step": True, "num_steps": 0, "ess_threshold": 1.0}),
+     {"proposal": "ddpm", "num_steps": 0, "ess_threshold": 1.0}),
     ("fkc, resample every level", "fkc", {"ess_threshold": 1.0}),
 )
 

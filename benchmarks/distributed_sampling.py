@@ -41,12 +41,13 @@ def _time(model: object, n: int, sampler: str, options: dict, repeats: int,
     import recompose as rc
 
     best = float("inf")
-    extra = {} if block_size is None else {"block_size": block_size}
+    if block_size is not None:
+        sampler = rc.distributed.Sharded(sampler, block_size=block_size)
     for _ in range(repeats):
         if dist.is_initialized():
             dist.barrier()
         start = time.perf_counter()
-        rc.sample(model, n, sampler, seed=0, **options, **extra)
+        rc.sample(model, n, sampler, seed=0, **options)
         if dist.is_initialized():
             dist.barrier()
         best = min(best, time.perf_counter() - start)

@@ -92,7 +92,7 @@ def cells() -> list[tuple[str, str, dict]]:
         out += [("mala", "mala", {"num_levels": 100, "num_steps": k}),
                 ("hmc", "hmc", {"num_levels": 100, "num_steps": k}),
                 ("smc + hmc moves", "smc", {"num_levels": 100, "num_steps": k})]
-    out += [("smc, DDPM proposal", "smc", {"num_levels": t, "reverse_step": True,
+    out += [("smc, DDPM proposal", "smc", {"num_levels": t, "proposal": "ddpm",
                                            "num_steps": 0}) for t in (100, 300, 1000)]
     out += [("fkc", "fkc", {"num_levels": t}) for t in (100, 300, 1000)]
     return out

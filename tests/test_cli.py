@@ -78,7 +78,12 @@ def test_sample_with_smc_records_its_particles(tmp_path):
     info = json.loads((out / "metrics.json").read_text())["sampling"]
     assert info["sampler"] == "smc" and info["resampled"] == [0, 1, 2, 3, 4]
     assert info["settings"]["moves"] == "mala" and info["settings"]["resampling"] == "residual"
-    assert json.loads((out / "config.json").read_text())["ess_threshold"] == 1.0
+    config = json.loads((out / "config.json").read_text())
+    # what was given, and what the sampler used (its defaults included)
+    assert config["options"] == {"--mcmc-steps": 1, "--moves": "mala", "--ess-threshold": 1.0,
+                                 "--resampling": "residual"}
+    assert config["sampler_settings"]["ess_threshold"] == 1.0
+    assert config["sampler_settings"]["proposal"] == "ais"
     assert (out / "figures" / "ess.png").stat().st_size > 1000
     r = run("sample", "--model", "A=ring:score", "--model", "B=bar", "--expr", "A * B",
             "--sampler", "smc", "--out", str(tmp_path / "score"))

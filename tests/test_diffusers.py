@@ -149,7 +149,8 @@ def test_every_float32_ddpm_step_equals_the_scheduler_step_in_float64(prediction
         mean = step.prev_sample - std * torch.randn((1, 3, 8, 8), dtype=torch.float64,
                                                     generator=torch.Generator().manual_seed(k))
         z = torch.randn((1, 3, 8, 8), generator=torch.Generator().manual_seed(k))
-        ours = levels.posterior_step(x[k:k + 1], score[k:k + 1], k, torch.Generator().manual_seed(k))
+        ours = levels.posterior_step(x[k:k + 1], score[k:k + 1], k,
+                                     torch.Generator().manual_seed(k))
         worst = max(worst, float((ours.double() - (mean + std * z.double())).abs().max()))
     assert worst <= 1e-5
 

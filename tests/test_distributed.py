@@ -27,32 +27,82 @@ def spawn(fn, world, args):
             pytest.fail(f"{fn.__name__} in a group of {world} did not finish in {TIMEOUT} s")
 
 
+class Jitter(rc.samplers.Sampler):
+    """A sampler written here, not in the library: Gaussian steps of size ``scale·σ_t`` from the
+    prior, one score evaluation per level (to count), no use of the score."""
+
+    name = "jitter"
+
+    def __init__(self, scale=0.1):
+        self.scale = scale
+
+    def settings(self):
+        return {"scale": self.scale}
+
+    def start(self, run):
+        return run.x_init
+
+    def positions(self, x):
+        return x
+
+    def level(self, run, x, i):
+        z = torch.randn(x.shape, generator=run.generator, dtype=x.dtype)
+        x = x + self.scale * float(run.levels.sigma[i]) * z
+        run.model.score(x, run.t(i))
+        run.count(score=1)
+        return x, rc.samplers.LevelRecord()
+
+    def finish(self, run, x):
+        return rc.samplers.Finished(x)
+
+
+def _labels(n):
+    return torch.arange(n) % 3
+
+
 def _worker(rank, world, init_file, out_dir, n, block_size, sampler):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)
     try:
         model = rc.pretrained("ring") * rc.pretrained("bar")
-        r = rc.sample(model, n, sampler, num_levels=8, num_steps=2, seed=3,
-                      block_size=block_size)
+        r = rc.sample(model, n, rc.distributed.Sharded(sampler, block_size=block_size),
+                      num_levels=8, num_steps=2, seed=3)
         torch.save(r.x, f"{out_dir}/x{rank}.pt")
         checks = {"n": r.info.num_chains, "world": r.info.settings["world_size"],
                   "blocks": r.info.settings["blocks"]}
         # SMC: one population, network evaluations split across the ranks
         smc = rc.sample(model, 203, "smc", num_levels=8, seed=4)
         alone = rc.sample(model, 203, "smc", num_levels=8, seed=4, shard=False)  # this rank
+        # FKC on a model with a label per chain: groups= in a group as in one process
+        digits = rc.pretrained("digits-cond", "score")
+        y = _labels(30)
+        cfg = rc.cfg(digits.given(y), digits, 2.0)
+        fkc = rc.sample(cfg, 30, "fkc", num_levels=6, seed=5, groups=y)
+        # FKC on a model without per-chain conditions: its rows split over the ranks
+        fkc_rows = rc.sample(model, 203, "fkc", num_levels=8, seed=7)
+        fkc_rows_alone = rc.sample(model, 203, "fkc", num_levels=8, seed=7, shard=False)
+        # a sampler object defined in this file
+        jitter = rc.sample(model, 100, Jitter(), num_levels=5, seed=6)
         torch.save({"x": smc.x, "alone": alone.x, "logz": smc.info.log_evidence,
                     "logz_alone": alone.info.log_evidence, "resampled": smc.info.resampled,
-                    "resampled_alone": alone.info.resampled}, f"{out_dir}/smc{rank}.pt")
+                    "resampled_alone": alone.info.resampled, "fkc": fkc.x,
+                    "fkc_logz": fkc.info.log_evidence, "fkc_resampled": fkc.info.resampled,
+                    "jitter": jitter.x, "jitter_evals": jitter.info.score_evals,
+                    "fkc_rows": fkc_rows.x, "fkc_rows_alone": fkc_rows_alone.x,
+                    "fkc_rows_split": fkc_rows.info.settings["rows_split"]},
+                   f"{out_dir}/smc{rank}.pt")
         for name, call in [("generator", lambda: rc.sample(model, 4, "ula", num_levels=2,
                                                            generator=torch.Generator())),
                            ("both", lambda: rc.sample(model, 4, "ula", num_levels=2, seed=1,
                                                       generator=torch.Generator())),
-                           ("smc", lambda: rc.sample(model, 4, "smc", num_levels=2))]:
+                           ("smc", lambda: rc.sample(model, 4, "smc", num_levels=2)),
+                           ("groups", lambda: rc.sample(model, 4, "reverse", num_levels=2,
+                                                        seed=1, groups=_labels(4)))]:
             try:
                 call()
                 checks[name] = "no error"
-            except ValueError as err:
+            except (ValueError, TypeError) as err:
                 checks[name] = str(err)
         with open(f"{out_dir}/checks{rank}.json", "w") as f:
             json.dump(checks, f)
@@ -81,6 +131,8 @@ def test_sharded_samples_are_identical_for_any_world_size(tmp_path):
     assert "needs seed=" in checks2[1]["generator"]
     assert "no generator=" in checks2[1]["both"]  # never silently ignored
     assert "needs seed=" in checks2[0]["smc"]
+    # groups= does not apply to reverse diffusion, in a group as outside one
+    assert checks2[0]["groups"].startswith("groups does not apply to sampler 'reverse'")
     # the blocks are independent runs: a different block size is a different (valid) run
     assert not torch.equal(x1[:64], x1[64:128])
 
@@ -96,6 +148,11 @@ def test_distributed_smc_equals_one_process(tmp_path):
         torch.testing.assert_close(run["x"], run["alone"], rtol=1e-5, atol=1e-5)
         assert abs(run["logz"] - run["logz_alone"]) < 1e-5
     assert torch.equal(runs[0]["x"], runs[1]["x"])
+    assert torch.equal(runs[0]["fkc"], runs[1]["fkc"])
+    for run in runs:  # FKC's weights from rows evaluated on two ranks
+        assert run["fkc_rows_split"]
+        torch.testing.assert_close(run["fkc_rows"], run["fkc_rows_alone"], rtol=1e-5,
+                                   atol=1e-5)
 
 
 def test_block_scheme_deals_contiguous_blocks():
@@ -112,12 +169,40 @@ def test_block_scheme_deals_contiguous_blocks():
     assert block_seed(3, 1) == block_seed(3, 1)
 
 
-def test_sharding_options_outside_a_group_are_refused():
+def test_sharded_runs_outside_a_group_are_the_groups_samples(tmp_path):
+    """``shard=True`` in one process gives the samples of a process group of 2, for a library
+    sampler and for one written in a test file; FKC with ``groups=`` in a group equals the same
+    run in one process (its network rows split, its weights per group)."""
+    model = rc.pretrained("ring") * rc.pretrained("bar")
+    torch.set_num_threads(1)
+    x2, _ = run_group(2, tmp_path)
+    one = rc.sample(model, 300, rc.distributed.Sharded("hmc", block_size=64), num_levels=8,
+                    num_steps=2, seed=3, shard=True)
+    assert torch.equal(one.x, x2[0])
+    grouped = torch.load(tmp_path / "p2" / "smc0.pt")
+    jitter = rc.sample(model, 100, Jitter(), num_levels=5, seed=6, shard=True)
+    assert torch.equal(jitter.x, grouped["jitter"]) and grouped["jitter_evals"] == 5
+    assert not torch.equal(jitter.x, rc.sample(model, 100, Jitter(), num_levels=5, seed=6).x)
+    digits = rc.pretrained("digits-cond", "score")
+    y = _labels(30)
+    fkc = rc.sample(rc.cfg(digits.given(y), digits, 2.0), 30, "fkc", num_levels=6, seed=5,
+                    groups=y)
+    torch.testing.assert_close(fkc.x, grouped["fkc"], rtol=1e-4, atol=1e-4)
+    assert fkc.info.resampled == grouped["fkc_resampled"] and len(fkc.info.log_evidence) == 3
+    assert fkc.info.log_evidence == pytest.approx(grouped["fkc_logz"], abs=1e-4)
+
+
+def test_sharding_options_are_checked():
     model = rc.pretrained("ring")
-    with pytest.raises(TypeError, match="block_size"):
-        rc.sample(model, 4, "ula", num_levels=2, block_size=2)
-    with pytest.raises(ValueError, match="process group"):
+    with pytest.raises(TypeError, match="block_size applies only to sharded runs"):
+        rc.sample(model, 4, rc.distributed.Sharded("ula", block_size=2), num_levels=2, seed=0)
+    with pytest.raises(ValueError, match="needs seed="):
         rc.sample(model, 4, "ula", num_levels=2, shard=True)
+    with pytest.raises(TypeError, match="block_size does not apply to smc"):
+        rc.sample(model, 4, rc.distributed.Sharded("smc", block_size=2), num_levels=2, seed=0,
+                  shard=True)
+    with pytest.raises(ValueError, match="block_size must be"):
+        rc.distributed.Sharded("ula", block_size=0)
 
 
 # --------------------------------------------------------------------- data-parallel training

@@ -10,10 +10,10 @@ import torch
 import recompose as rc
 from conftest import ScoreOnly
 from gaussian_integrals import log_integral
-from recompose.samplers.fkc import FeynmanKac
-from recompose.samplers.particles import Populations
 from recompose.errors import CapabilityError
 from recompose.models.classifier import ClassifierFactor
+from recompose.samplers.fkc import FeynmanKac
+from recompose.samplers.particles import Populations
 
 A = rc.GaussianMixture([[-2.0, 0.0], [2.0, 0.0]], [0.2, 1.0], name="A")
 B = rc.GaussianMixture([[0.0, 0.0]], 0.5, name="B")

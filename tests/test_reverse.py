@@ -44,7 +44,8 @@ def test_step_is_the_posterior_mean_plus_posterior_noise(schedule, i):
     x = torch.randn(64, 3, generator=g, dtype=torch.float64)
     score = torch.randn(64, 3, generator=g, dtype=torch.float64)
     _, mean, var = closed_form(schedule, i, x, score)
-    out = schedule.levels(T).posterior_step(x, score, i, generator=torch.Generator().manual_seed(7))
+    out = schedule.levels(T).posterior_step(x, score, i,
+                                            generator=torch.Generator().manual_seed(7))
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     torch.testing.assert_close(out, mean + math.sqrt(var) * z, rtol=1e-10, atol=1e-10)
 
@@ -58,7 +59,8 @@ def test_step_variance_is_beta_tilde(i):
     x = torch.tensor([[0.3, -1.2]], dtype=torch.float64).expand(n, 2)
     score = torch.tensor([[-0.5, 2.0]], dtype=torch.float64).expand(n, 2)
     _, mean, var = closed_form(schedule, i, x[:1], score[:1])
-    out = schedule.levels(T).posterior_step(x, score, i, generator=torch.Generator().manual_seed(3))
+    out = schedule.levels(T).posterior_step(x, score, i,
+                                            generator=torch.Generator().manual_seed(3))
     se_mean = math.sqrt(var / n)
     se_var = var * math.sqrt(2 / (n - 1))
     assert bool(((out.mean(0) - mean[0]).abs() < 4 * se_mean).all())
@@ -77,7 +79,8 @@ def test_point_mass_tweedie_is_exact(schedule, i):
     torch.testing.assert_close(x0, mu.expand(32, 2), rtol=0, atol=1e-9)
     levels = schedule.levels(T)
     for clip in (None, (-1.0, 1.0)):
-        out = levels.posterior_step(x, score, i, generator=torch.Generator().manual_seed(5), clip=clip)
+        out = levels.posterior_step(x, score, i, generator=torch.Generator().manual_seed(5),
+                                    clip=clip)
         z = torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
         expected = mean if i == 0 else mean + math.sqrt(var) * z
         torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
@@ -105,11 +108,13 @@ def test_clip_branch_equals_plain_branch_when_nothing_is_clipped(i):
     x = torch.randn(16, 1, 4, 4, generator=g, dtype=torch.float64)
     score = torch.randn(16, 1, 4, 4, generator=g, dtype=torch.float64)
     plain = levels.posterior_step(x, score, i, generator=torch.Generator().manual_seed(2))
-    box = levels.posterior_step(x, score, i, generator=torch.Generator().manual_seed(2), clip=(-1e6, 1e6))
+    box = levels.posterior_step(x, score, i, generator=torch.Generator().manual_seed(2),
+                                clip=(-1e6, 1e6))
     torch.testing.assert_close(box, plain, rtol=1e-9, atol=1e-9)
     x0, _, _ = closed_form(schedule, i, x, score)
     assert float(x0.abs().max()) > 1  # the box (−1, 1) would clip here: the branches differ
-    clipped = levels.posterior_step(x, score, i, generator=torch.Generator().manual_seed(2), clip=(-1.0, 1.0))
+    clipped = levels.posterior_step(x, score, i, generator=torch.Generator().manual_seed(2),
+                                    clip=(-1.0, 1.0))
     assert not torch.allclose(clipped, plain)
 
 
@@ -130,7 +135,8 @@ def test_clip_clamps_the_denoised_estimate(i):
         schedule.alpha_sq(torch.tensor(i / T, dtype=torch.float64)))
     coef = math.sqrt(abar_prev) * (1 - abar / abar_prev) / (1 - abar)
     mean_clamped = mean_clamped + coef * (x0.clamp(lo, hi) - x0)
-    out = levels.posterior_step(x, score, i, generator=torch.Generator().manual_seed(9), clip=(lo, hi))
+    out = levels.posterior_step(x, score, i, generator=torch.Generator().manual_seed(9),
+                                clip=(lo, hi))
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     expected = mean_clamped if i == 0 else mean_clamped + math.sqrt(var) * z
     torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)

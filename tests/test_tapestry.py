@@ -147,7 +147,7 @@ def test_every_sampler_runs_on_a_tapestry(sampler):
         with pytest.raises(rc.CapabilityError, match="cannot see"):
             rc.sample(_normal_tapestry(), 8, "fkc", num_levels=4, seed=0)
         return
-    steps = {} if sampler == "reverse" else {"num_steps": 2}
+    steps = {} if sampler in ("reverse", "ode") else {"num_steps": 2}
     r = rc.sample(_normal_tapestry(), 8, sampler, num_levels=4, seed=0, **steps)
     assert r.x.shape == (8,) + CANVAS and torch.isfinite(r.x).all()
 

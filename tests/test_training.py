@@ -129,7 +129,7 @@ def test_dsm_loss_is_smallest_at_the_true_score():
             super().__init__(torch.nn.Identity(), gmm.schedule, (2,))
             self.shift = shift
 
-        def epsilon(self, x, t):  # ε̂ = −σ_t s(x, t) (+ a perturbation)
+        def output(self, x, t, c=None):  # ε̂ = −σ_t s(x, t) (+ a perturbation)
             _, sigma = gmm.schedule(t)
             return -sigma[:, None] * gmm.score(x, t) + self.shift
 

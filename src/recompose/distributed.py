@@ -35,7 +35,9 @@ cost — is split: rank ``r`` evaluates its rows of the batch and the outputs ar
 (:class:`ShardedModel`; :func:`_split_rows` for row-wise functions such as FKC's weights).
 Weights, groups and resampling are therefore global by construction (no particle has to move
 between ranks), and the result equals the single-process run seeded alike up to the network's
-floating-point rounding on smaller batches. Memory per rank is the whole population's.
+floating-point rounding on smaller batches. Memory per rank is the whole population's. A model
+with a condition per chain (a label per particle, ``groups=``) is evaluated whole on every rank
+(``info.settings["rows_split"]`` is false): correct, but no faster than one process.
 
 Failures are collective: if any rank raises, every rank raises (no rank is left waiting).
 """
@@ -187,7 +189,9 @@ def _run_rows(run: Callable[..., SampleResult], n: int, seed: int, groups: Tenso
     from tqdm.auto import tqdm
 
     generator = torch.Generator(device=model_device_dtype(model)[0]).manual_seed(int(seed))
-    split = world_size() > 1
+    # a condition per chain (a label per particle) belongs to the whole population: such a
+    # model is evaluated whole on every rank (correct, not faster)
+    split = world_size() > 1 and not model.per_chain
     bar = tqdm(total=num_levels, desc=name, unit="level", leave=False) if progress else None
     try:
         result = run(n=n, generator=generator, x_init=None, groups=groups,
@@ -197,7 +201,7 @@ def _run_rows(run: Callable[..., SampleResult], n: int, seed: int, groups: Tenso
     finally:
         if bar is not None:
             bar.close()
-    result.info.settings |= {"world_size": world_size(), "seed": seed}
+    result.info.settings |= {"world_size": world_size(), "seed": seed, "rows_split": split}
     return result
 
 

@@ -128,8 +128,6 @@ def sample(
         clip = (float(clip[0]), float(clip[1]))
         if not clip[0] < clip[1]:
             raise ValueError(f"clip must be (lo, hi) with lo < hi, got {clip}")
-    if generator is not None and seed is not None:
-        raise ValueError("give either generator= or seed=, not both")
     if sampler.weighted and groups is None and model.per_chain:
         raise ValueError(
             f"{model.describe()} has conditions that differ between chains, so its chains "
@@ -140,6 +138,10 @@ def sample(
     run = functools.partial(execute, sampler, model, num_levels=num_levels, clip=clip,
                             callback=callback)
     sharded = _distributed.active() if shard is None else bool(shard)
+    if sharded:
+        _distributed.require_seed(seed, generator)
+    elif generator is not None and seed is not None:
+        raise ValueError("give either generator= or seed=, not both")
     if block_size is not None and not sharded:
         raise TypeError("block_size applies only to sharded runs (inside a torch.distributed "
                         "process group, or shard=True)")

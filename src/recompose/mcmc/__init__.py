@@ -1,7 +1,9 @@
 """MCMC kernels as pure ``init``/``step`` functions of explicit state (see :mod:`.base`).
 
 Each factory (:func:`ula`, :func:`mala`, :func:`uhmc`, :func:`hmc`) returns a :class:`Kernel`
-that carries its settings; pass it to :func:`recompose.sample` as ``kernel=``.
+that carries its settings and its default step rule; pass it to
+:class:`recompose.samplers.Annealed` (or as the sampler of :func:`recompose.sample`), or as
+the moves of SMC / FKC.
 """
 
 from .base import DIVERGENCE_THRESHOLD, HamiltonianState, Info, Kernel, LangevinState, Target

@@ -1,7 +1,8 @@
 r"""The model contract shared by learned, analytic and composite models.
 
 A :class:`DiffusionModel` describes a family of time-``t`` marginal densities ``p_t(x)``,
-``t ∈ [0, 1]``, of a variance-preserving diffusion with schedule ``(α_t, σ_t)``:
+``t ∈ [0, 1]``, of a diffusion on a Gaussian path ``(α_t, σ_t)`` (:mod:`recompose.schedules`:
+variance preserving, rectified flow, variance exploding, or a user's family):
 
 * ``energy(x, t) -> (B,)``  with ``p_t(x) ∝ exp(−E(x, t))`` (only when ``has_energy``);
 * ``score(x, t)  -> (B, *D)`` equal to ``∇ₓ log p_t(x) = −∇ₓ E(x, t)``;
@@ -55,7 +56,7 @@ class DiffusionModel(nn.Module):
     has_energy: bool = False
     #: the density is one diffusion's time-``t`` marginal, so it obeys that diffusion's
     #: Fokker–Planck equation (leaves, and mixtures of them); ``False`` for products, powers
-    #: and factors such as a classifier's ``p_t(y | x)`` (:mod:`recompose.diffusion.feynman_kac`)
+    #: and factors such as a classifier's ``p_t(y | x)`` (:mod:`recompose.samplers.fkc`)
     marginal: bool = True
 
     # ----------------------------------------------------------------- contract

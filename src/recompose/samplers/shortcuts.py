@@ -17,7 +17,8 @@ name        sampler object (defaults)
 Options go to the sampler's constructor, and for the annealed names to the kernel's factory
 when they are its arguments (``num_leapfrog_steps``, ``damping``, ``energy``…). An option that
 neither takes is a one-line ``TypeError`` naming it; so is an option given beside a sampler
-object (set it in the object's constructor instead). A kernel object in place of a name is
+object (set it in the object's constructor instead). An option given as ``None`` is not given
+(the default), except ``moves=None``: no moves. A kernel object in place of a name is
 the annealed sampler with that kernel.
 """
 
@@ -56,6 +57,8 @@ def _refuse(option: str, name: str, allowed: list[str]) -> TypeError:
 def make_sampler(sampler: str | Sampler | Kernel, **options: object) -> Sampler:
     """The sampler object a name (with its options), a kernel or a sampler object stands for
     (module docstring)."""
+    # None is "not given" (the sampler's default), except moves=None: no moves
+    options = {k: v for k, v in options.items() if v is not None or k == "moves"}
     if isinstance(sampler, Sampler):
         if options:
             option = next(iter(options))

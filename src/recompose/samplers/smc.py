@@ -98,9 +98,9 @@ class SMC(Weighted):
     def check(self, model: DiffusionModel) -> None:
         if not model.has_energy:
             raise CapabilityError(
-                f"SMC weights particles by energy differences but {model.describe()} is "
-                "score-only; use energy-parameterised models, or the 'fkc' (weighted, "
-                "score-only), 'reverse', 'ode', 'ula' or 'uhmc' samplers")
+                f"SMC needs energies (it weights particles by energy differences) but "
+                f"{model.describe()} is score-only; use energy-parameterised models, or the "
+                "'fkc' (weighted, score-only), 'reverse', 'ode', 'ula' or 'uhmc' samplers")
         super().check(model)
 
     def settings(self) -> dict:

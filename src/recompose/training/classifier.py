@@ -26,10 +26,9 @@ from torch import Tensor, nn
 
 from ..config import ClassifierConfig
 from ..data import get_dataset
-from ..schedules import q_sample
 from ..io import CheckpointError, read_model_file, save_model_file
 from ..models.networks import build_network
-from ..schedules import get_schedule
+from ..schedules import get_schedule, q_sample
 
 __all__ = ["train_classifier", "load_classifier"]
 
