@@ -12,20 +12,29 @@ interrupted write never leaves a half-written checkpoint.
 
 A *run folder* (``--out`` of the command line, the experiments' outputs) may be shared with the
 user's own files, so :class:`run_folder` never deletes what recompose did not write: a run
-records the entries it wrote in ``.recompose-run.json``; a later run into the same folder needs
-``overwrite=True``, is refused where no such record exists (a folder of someone else's files),
-and replaces only the recorded entries. Outputs are assembled in a hidden ``.recompose-tmp-*``
-folder inside the run folder and moved in when complete; a killed run's leftover is removed by
-the next run into the same place. :func:`check_run_folder` says all this before any work.
+records every file it wrote, with its size and sha256, in ``.recompose-run.json``; a later run
+into the same folder needs ``overwrite=True``, is refused where no such record exists (a folder
+of someone else's files) or where the record cannot be trusted (an entry outside the folder, a
+symbolic link on an entry's path), and replaces only recorded files whose contents are
+unchanged. Outputs are assembled in a hidden ``.recompose-tmp-*`` folder and moved in under a
+journal (a *pending* record first), so an error leaves the folder as it was and a killed run is
+undone by the next one. :func:`check_run_folder` says all this before any work; the exact
+guarantees are in :class:`run_folder`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -153,18 +162,171 @@ class atomic_dir:  # noqa: N801 - used as a context manager, reads like a functi
 
 RUN_RECORD = ".recompose-run.json"
 _TMP_PREFIX = ".recompose-tmp-"
+_RECORD_FORMAT = "recompose-run-v2"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_WHAT_TO_DO = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+               errno.EACCES: "make it writable", errno.EPERM: "make it writable",
+               errno.EROFS: "choose a writable output folder"}
 
 
 class RunFolderError(ValueError):
-    """An output folder that cannot be used: not writable, or holding files we did not write."""
+    """An output folder that cannot be used (not writable, holding files we did not write, a run
+    record that cannot be trusted), or outputs that could not be moved in."""
 
 
-def _recorded(folder: Path) -> list[str] | None:
-    """The entries a previous run wrote into ``folder``, or None if it holds no run record."""
+@dataclass
+class _Record:
+    """A checked run record: ``files`` maps each file a run wrote (a plain relative path) to its
+    ``{"size", "sha256"}`` (None in an old record, which has no hashes), ``dirs`` are the
+    folders it created; ``pending`` is set while a run moves its outputs in: ``journal`` (the
+    hidden folder holding the previous files), ``had_record``, and the new ``files`` / ``dirs``."""
+
+    files: dict[str, dict | None]
+    dirs: list[str]
+    pending: dict | None = None
+
+
+def _is_plain(entry: object) -> bool:
+    """A relative path of plain names (``a/b.png``): no ``..``, ``.``, empty parts, leading
+    ``/``, backslashes, NULs, and nothing in recompose's own names."""
+    if not isinstance(entry, str) or not entry or "\\" in entry or "\0" in entry:
+        return False
+    parts = entry.split("/")
+    return (all(p not in ("", ".", "..") for p in parts) and parts[0] != RUN_RECORD
+            and not parts[0].startswith(_TMP_PREFIX))
+
+
+def _kind(root: Path, rel: str) -> tuple[str, Path]:
+    """What ``root/rel`` is, never following a link: ``"absent"``, ``"file"`` (regular),
+    ``"dir"``, ``"other"``, or ``"link"`` when it or a folder between it and ``root`` is a
+    symbolic link (returned beside the kind)."""
+    path = root
+    parts = rel.split("/")
+    for i, part in enumerate(parts):
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return "absent", path
+        if stat.S_ISLNK(mode):
+            return "link", path
+        if i < len(parts) - 1 and not stat.S_ISDIR(mode):
+            return "absent", path  # a file where a folder would be: nothing below it
+    if stat.S_ISREG(mode):
+        return "file", path
+    return ("dir" if stat.S_ISDIR(mode) else "other"), path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _describe(path: Path) -> dict:
+    return {"size": os.lstat(path).st_size, "sha256": _sha256(path)}
+
+
+def _matches(root: Path, rel: str, meta: dict | None) -> bool:
+    """Whether ``root/rel`` is a regular file with the recorded size and hash (any regular file
+    for an old record's ``None``)."""
+    if _kind(root, rel)[0] != "file":
+        return False
+    if meta is None:
+        return True
+    path = root / rel
     try:
-        return list(json.loads((folder / RUN_RECORD).read_text())["entries"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return os.lstat(path).st_size == meta["size"] and _sha256(path) == meta["sha256"]
+    except OSError:  # unreadable: not provably ours, so left alone
+        return False
+
+
+def _untrusted(record: Path, why: str) -> RunFolderError:
+    return RunFolderError(f"{record} {why}; recompose will not replace anything in "
+                          f"{record.parent}: delete the outputs yourself or choose another "
+                          "output folder")
+
+
+def _entry(record: Path, entry: object) -> str:
+    if not _is_plain(entry):
+        shown = repr(entry) if len(repr(entry)) <= 80 else repr(entry)[:77] + "..."
+        raise _untrusted(record, f"lists {shown}, which is not a plain relative path inside "
+                                 "the folder")
+    return entry  # type: ignore[return-value]
+
+
+def _files(record: Path, value: object) -> dict[str, dict]:
+    if not isinstance(value, dict):
+        raise _untrusted(record, "is not a valid run record")
+    files = {}
+    for rel, meta in value.items():
+        _entry(record, rel)
+        if not (isinstance(meta, dict) and type(meta.get("size")) is int and meta["size"] >= 0
+                and isinstance(meta.get("sha256"), str) and _SHA256.fullmatch(meta["sha256"])):
+            raise _untrusted(record, f"has no valid size and sha256 for {rel!r}")
+        files[rel] = {"size": meta["size"], "sha256": meta["sha256"]}
+    return files
+
+
+def _dirs(record: Path, value: object) -> list[str]:
+    if not isinstance(value, list):
+        raise _untrusted(record, "is not a valid run record")
+    return [_entry(record, d) for d in value]
+
+
+def _read_record(out: Path) -> _Record | None:
+    """The checked run record in ``out``, None where there is none; a one-line
+    :class:`RunFolderError` where it cannot be trusted (see :class:`run_folder`)."""
+    record = out / RUN_RECORD
+    kind, _ = _kind(out, RUN_RECORD)
+    if kind == "absent":
         return None
+    if kind != "file":
+        raise _untrusted(record, "is not a regular file")
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError) as err:
+        raise _untrusted(record, f"cannot be read ({first_line(err)})") from None
+    if isinstance(data, dict) and "format" not in data and isinstance(data.get("entries"), list):
+        # An older recompose's record: top-level names without hashes. Its files are taken as
+        # written; its folders may hold the user's files, which cannot be told apart.
+        rec = _Record({}, [])
+        for name in data["entries"]:
+            if "/" in _entry(record, name):
+                raise _untrusted(record, f"lists {name!r}, which is not a top-level name")
+            kind, path = _kind(out, name)
+            if kind == "dir":
+                raise RunFolderError(f"{path} is a folder listed by an older recompose's run "
+                                     "record, which cannot tell its files from yours; "
+                                     "recompose will not delete it: remove it yourself or "
+                                     "choose another output folder")
+            rec.files[name] = None
+    elif isinstance(data, dict) and data.get("format") == _RECORD_FORMAT:
+        rec = _Record(_files(record, data.get("files")), _dirs(record, data.get("dirs")))
+        pending = data.get("pending")
+        if pending is not None:
+            journal = pending.get("journal") if isinstance(pending, dict) else None
+            if not (isinstance(journal, str) and journal.startswith(_TMP_PREFIX)
+                    and not any(c in journal for c in "/\\\0")
+                    and isinstance(pending.get("had_record"), bool)):
+                raise _untrusted(record, "is not a valid run record")
+            rec.pending = {"journal": journal, "had_record": pending["had_record"],
+                           "files": _files(record, pending.get("files")),
+                           "dirs": _dirs(record, pending.get("dirs"))}
+    else:
+        raise _untrusted(record, "is not a run record of this version of recompose")
+    listed = [*rec.files, *rec.dirs]
+    if rec.pending is not None:
+        listed += [*rec.pending["files"], *rec.pending["dirs"], rec.pending["journal"]]
+    for rel in listed:
+        kind, path = _kind(out, rel)
+        if kind == "link":
+            raise RunFolderError(f"{path} is a symbolic link on the path of {rel!r}, listed in "
+                                 f"{record}; recompose does not follow links in a run folder: "
+                                 "remove the link or choose another output folder")
+    return rec
 
 
 def check_run_folder(out: Path | str, overwrite: bool = False) -> Path:
@@ -172,7 +334,7 @@ def check_run_folder(out: Path | str, overwrite: bool = False) -> Path:
 
     Raises :class:`RunFolderError` if ``out`` is not a creatable, writable folder, if it holds
     files and ``overwrite`` is False, or if ``overwrite`` is True but the folder's files are not
-    a previous recompose run (then nothing would be safe to replace).
+    a previous recompose run or its run record cannot be trusted (see :class:`run_folder`).
     """
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
@@ -192,18 +354,130 @@ def check_run_folder(out: Path | str, overwrite: bool = False) -> Path:
     if not overwrite:
         raise RunFolderError(f"{out} is not empty; allow overwriting (--overwrite) to replace "
                              "a previous recompose run there, or choose another output folder")
-    if _recorded(out) is None:
+    if _read_record(out) is None:
         raise RunFolderError(f"{out} holds files that recompose did not write (no {RUN_RECORD}"
                              "); it will not replace them: choose another output folder")
     return out
 
 
-class run_folder:  # noqa: N801 - used as a context manager, reads like a function
-    """``with run_folder(out, overwrite) as tmp:`` write the outputs into ``tmp``.
+def _outputs(tmp: Path) -> tuple[dict[str, dict], list[str]]:
+    """The files (with size and hash) and folders a run wrote into ``tmp``, parents first."""
+    files, dirs = {}, []
+    for root, dirnames, filenames in os.walk(tmp):
+        for name in sorted(dirnames + filenames):
+            path = Path(root) / name
+            rel = path.relative_to(tmp).as_posix()
+            mode = os.lstat(path).st_mode
+            if not _is_plain(rel) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise RunFolderError(f"{path}: a run's outputs must be regular files and "
+                                     "folders with plain names")
+            if stat.S_ISDIR(mode):
+                dirs.append(rel)
+            else:
+                files[rel] = _describe(path)
+    return files, sorted(dirs, key=lambda d: d.count("/"))
 
-    On success they replace the previous run's recorded entries in ``out`` (files the user put
-    there are untouched) and the record lists the new entries; on an exception nothing in
-    ``out`` changes and ``tmp`` is removed.
+
+def _write_json(path: Path, data: dict) -> None:
+    with open(path, "x") as f:
+        f.write(json.dumps(data, indent=1, sort_keys=True))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _failed(path: Path, err: OSError, out: Path, restored: bool) -> str:
+    state = (f"{out} is as it was" if restored else
+             f"the next run into {out} (with --overwrite) restores its previous outputs")
+    return (f"cannot write {path}: {err.strerror or first_line(err)}; {state}: "
+            f"{_WHAT_TO_DO.get(err.errno, 'fix that')} and rerun")
+
+
+def _roll_back(out: Path, old_files: dict, old_dirs: list[str], pending: dict
+               ) -> list[tuple[Path, OSError]]:
+    """Undo a run's move into ``out`` that was cut short, from its pending record: the new files
+    (those still matching their hash) go, the previous ones come back from the journal, the
+    previous record is put back. Touches only files matching a recorded hash; safe to repeat.
+    Returns what failed (the pending record stays, so the next run tries again)."""
+    journal = pending["journal"]
+    failed: list[tuple[Path, OSError]] = []
+
+    def attempt(path: Path, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except OSError as err:
+            failed.append((path, err))
+
+    def saved(rel: str) -> bool:
+        return _matches(out, f"{journal}/old/{rel}", old_files[rel])
+
+    for rel, meta in pending["files"].items():
+        if rel in old_files and _matches(out, rel, old_files[rel]):
+            continue  # the previous file, still (or again) in place
+        if not _matches(out, rel, meta):
+            continue  # never moved in, or not ours
+        if rel in old_files and saved(rel):
+            attempt(out / rel, lambda r=rel: os.replace(out / journal / "old" / r, out / r))
+        else:
+            attempt(out / rel, lambda r=rel: os.unlink(out / r))
+    for d in sorted(pending["dirs"], key=lambda d: d.count("/"), reverse=True):
+        if _kind(out, d)[0] == "dir":
+            with contextlib.suppress(OSError):  # not empty: someone else's files are in it
+                os.rmdir(out / d)
+    for rel in old_files:
+        if not saved(rel) or _kind(out, rel)[0] != "absent":
+            continue  # already back, or something else is there now (left alone)
+        parents = rel.split("/")[:-1]
+        for i in range(len(parents)):
+            folder = "/".join(parents[:i + 1])
+            kind, path = _kind(out, folder)
+            if kind == "absent":
+                attempt(path, lambda p=path: os.mkdir(p))
+            elif kind != "dir":
+                break
+        else:
+            attempt(out / rel, lambda r=rel: os.replace(out / journal / "old" / r, out / r))
+    if failed:
+        return failed
+    record = out / RUN_RECORD
+    if _kind(out, f"{journal}/record.old")[0] == "file":
+        attempt(record, lambda: os.replace(out / journal / "record.old", record))
+    elif pending["had_record"]:
+        attempt(record, lambda: atomic_write_text(record, json.dumps(
+            {"format": _RECORD_FORMAT, "files": old_files, "dirs": old_dirs}, indent=1)))
+    else:
+        attempt(record, lambda: record.unlink(missing_ok=True))
+    if not failed:
+        shutil.rmtree(out / journal, ignore_errors=True)
+    return failed
+
+
+class run_folder:  # noqa: N801 - used as a context manager, reads like a function
+    """``with run_folder(out, overwrite) as tmp:`` write the outputs into ``tmp``; on success
+    they are moved into ``out``, on an exception nothing in ``out`` changes and ``tmp`` is
+    removed.
+
+    What is guaranteed:
+
+    * ``out/.recompose-run.json`` lists every file a run wrote (relative path, size, sha256)
+      and the folders it created. A later run needs ``overwrite=True`` and replaces or removes
+      only listed files that still have their recorded size and hash; files recompose did not
+      write, and listed files changed since, are never touched (one in the way of a new output:
+      the outputs are kept in ``out/recompose-outputs-*`` and an error says so). A folder is
+      removed only when recompose created it and it is empty.
+    * Nothing listed is followed: a record entry that is not a plain relative path inside
+      ``out`` (absolute, ``..``, empty parts, backslashes, not a string) or with a symbolic
+      link on its path is refused before any work, and nothing is changed.
+    * The move is journaled: the record is first replaced (atomically) by a *pending* one that
+      lists the previous and the new files; the previous files are moved into a hidden journal
+      folder, the new ones moved in, and the final record moved into place. An error on the way
+      (disk full, permissions) undoes it: the folder and record are as they were, and the
+      error names the path. A killed run leaves the pending record, and the next run into
+      ``out`` undoes the move first (touching only files that match a recorded hash).
+    * Names starting with ``.recompose-tmp-`` are recompose's scratch space: leftovers of a
+      killed run are removed by the next run into the same place.
+    * Records written before hashes were recorded (a list of top-level names) are still read:
+      the top-level regular files they list are replaced without a content check; a folder they
+      list is refused (its files cannot be told from the user's).
     """
 
     def __init__(self, out: Path | str, overwrite: bool = False) -> None:
@@ -211,32 +485,108 @@ class run_folder:  # noqa: N801 - used as a context manager, reads like a functi
 
     def __enter__(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
+        record = _read_record(self.out)
+        if record is not None and record.pending is not None:  # a run killed while moving in
+            failed = _roll_back(self.out, record.files, record.dirs, record.pending)
+            if failed:
+                path, err = failed[0]
+                raise RunFolderError(
+                    f"cannot restore {path} after an interrupted run into {self.out}: "
+                    f"{err.strerror or first_line(err)}; "
+                    f"{_WHAT_TO_DO.get(err.errno, 'fix that')} and rerun")
         for stale in self.out.glob(_TMP_PREFIX + "*"):  # a killed run's leftovers
-            shutil.rmtree(stale, ignore_errors=True)
+            if _kind(self.out, stale.name)[0] == "dir":
+                shutil.rmtree(stale, ignore_errors=True)
         self.tmp = Path(tempfile.mkdtemp(dir=self.out, prefix=_TMP_PREFIX))
         return self.tmp
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        entries = sorted(p.name for p in self.tmp.iterdir())
-        recorded = _recorded(self.out) or []
-        clash = [n for n in entries if (self.out / n).exists() and n not in recorded]
-        if clash:  # a file of the user's where an output goes: keep both, say where
-            kept = self.out / f"recompose-outputs-{self.tmp.name[len(_TMP_PREFIX):]}"
-            os.replace(self.tmp, kept)
-            raise RunFolderError(f"{self.out / clash[0]} was not written by recompose and is "
-                                 f"kept; this run's outputs are in {kept}")
         try:
-            for name in recorded:  # the previous run's outputs only
-                old = self.out / name
-                if old.is_dir() and not old.is_symlink():
-                    shutil.rmtree(old)
-                else:
-                    old.unlink(missing_ok=True)
-            for name in entries:
-                os.replace(self.tmp / name, self.out / name)
-            atomic_write_text(self.out / RUN_RECORD, json.dumps({"entries": entries}))
+            if exc_type is None:
+                self._commit()
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _keep(self, why: str) -> RunFolderError:
+        """Keep the outputs beside the user's files (where they cannot go in) and say where."""
+        kept = self.out / f"recompose-outputs-{self.tmp.name[len(_TMP_PREFIX):]}"
+        os.replace(self.tmp, kept)
+        return RunFolderError(f"{why}; this run's outputs are in {kept}")
+
+    def _commit(self) -> None:
+        out, tmp = self.out, self.tmp
+        new_files, new_dirs = _outputs(tmp)
+        try:
+            record = _read_record(out)
+        except RunFolderError as err:
+            raise self._keep(str(err)) from None
+        if record is not None and record.pending is not None:
+            raise self._keep(f"another run is moving its outputs into {out}")
+        old_files, old_dirs = (record.files, record.dirs) if record else ({}, [])
+        ours = {}  # the previous run's files still as it wrote them
+        for rel, meta in old_files.items():
+            if _matches(out, rel, meta):
+                try:  # an old record has no hashes: take the file as it is
+                    ours[rel] = meta if meta is not None else _describe(out / rel)
+                except OSError:
+                    pass  # unreadable: left alone
+        for rel in [*new_dirs, *new_files]:
+            kind, path = _kind(out, rel)
+            if not (kind == "absent" or rel in ours or (kind == "dir" and rel in new_dirs)):
+                raise self._keep(f"{path} was not written by recompose (or was changed since) "
+                                 "and is kept")
+        created = [d for d in new_dirs if _kind(out, d)[0] != "dir"]
+        final = {"format": _RECORD_FORMAT, "files": new_files,
+                 "dirs": [d for d in new_dirs if d in created or d in old_dirs]}
+        pending = {"journal": "", "had_record": record is not None, "files": new_files,
+                   "dirs": created}
+
+        journal, at = None, out
+        try:  # everything that needs space, before anything in out changes
+            journal = Path(tempfile.mkdtemp(dir=out, prefix=_TMP_PREFIX + "journal-"))
+            pending["journal"] = journal.name
+            for rel in ours:
+                (journal / "old" / rel).parent.mkdir(parents=True, exist_ok=True)
+            at = out / RUN_RECORD
+            if record is not None:
+                try:
+                    os.link(at, journal / "record.old")
+                except OSError:  # a file system without hard links
+                    shutil.copy2(at, journal / "record.old")
+            _write_json(journal / "record.pending",
+                        {"format": _RECORD_FORMAT, "files": ours, "dirs": old_dirs,
+                         "pending": pending})
+            _write_json(journal / "record.final", final)
+        except BaseException as err:
+            if journal is not None:
+                shutil.rmtree(journal, ignore_errors=True)
+            if isinstance(err, OSError):
+                raise RunFolderError(_failed(at, err, out, restored=True)) from None
+            raise
+
+        try:  # renames (and new folders) only; from here a killed run is undone by the next
+            at = out / RUN_RECORD
+            os.replace(journal / "record.pending", at)
+            for rel in ours:
+                at = out / rel
+                os.replace(at, journal / "old" / rel)
+            for rel in created:
+                at = out / rel
+                os.mkdir(at)
+            for rel in new_files:
+                at = out / rel
+                os.replace(tmp / rel, at)
+            at = out / RUN_RECORD
+            os.replace(journal / "record.final", at)
+        except BaseException as err:
+            restored = not _roll_back(out, ours, old_dirs, pending)
+            if isinstance(err, OSError):
+                raise RunFolderError(_failed(at, err, out, restored)) from None
+            raise
+
+        for d in sorted(set(old_dirs) - set(final["dirs"]), key=lambda d: d.count("/"),
+                        reverse=True):
+            if _kind(out, d)[0] == "dir":
+                with contextlib.suppress(OSError):  # not empty: the user's files are in it
+                    os.rmdir(out / d)
+        shutil.rmtree(journal, ignore_errors=True)
