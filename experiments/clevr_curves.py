@@ -16,7 +16,13 @@ Run: ``python -m experiments.clevr_curves`` (protocol: ``configs/clevr_curves.js
 ≈ 2 h on 2 cores when no cell is cached).
 """
 
+# ruff: noqa: E402 (the first line comes before the slow imports)
 from __future__ import annotations
+
+from .common import announce
+
+announce(__name__, "clevr_curves: CLEVR accuracy against evaluations per image, ≈ 2 h on 2 "
+         "cores when no cell is cached (finished cells are reused)")
 
 import json
 import time
@@ -38,24 +44,28 @@ def run(out: Path, cells_dir: Path, budgets: dict[str, list[int]], ks: tuple[int
         n: int, seeds: int, particles: int, threads: int = 2,
         overwrite: bool = False) -> dict:
     """Run the missing cells, then write the table and figure into ``out``."""
+    from tqdm.auto import tqdm
+
     start = time.perf_counter()
     rows = []
-    for sampler, levels in budgets.items():
-        for T in levels:
-            folder = _cell_dir(cells_dir, sampler, T)
-            if not (folder / "metrics.json").exists():
-                clevr.run(folder, n=n, seeds=tuple(range(seeds)), ks=ks,
-                          table_cells=(("score", sampler),), num_levels=T, steps_sweep=(4,),
-                          sweep_samplers=("hmc",), sweep_model="score", threads=threads,
-                          particles=particles, overwrite=True)
-            config = json.loads((folder / "config.json").read_text())
-            if ((config["n"], config["seeds"], config["particles"])
-                    != (n, list(range(seeds)), particles) or not set(ks) <= set(config["ks"])):
-                raise ValueError(f"{folder} was run with another protocol; delete it to rerun")
-            for r in json.loads((folder / "metrics.json").read_text())["rows"]:
-                rows.append({"sampler": sampler, "levels": T, "K": r["K"],
-                             "evals": r["network_evals"], "accuracy": r["pooled_accuracy"],
-                             "distinct_fraction": r["distinct_fraction"]})
+    points = [(sampler, T) for sampler, levels in budgets.items() for T in levels]
+    bar = tqdm(points, desc="clevr_curves points")
+    for sampler, T in bar:
+        bar.set_postfix_str(f"{sampler} T={T}")
+        folder = _cell_dir(cells_dir, sampler, T)
+        if not (folder / "metrics.json").exists():
+            clevr.run(folder, n=n, seeds=tuple(range(seeds)), ks=ks,
+                      table_cells=(("score", sampler),), num_levels=T, steps_sweep=(4,),
+                      sweep_samplers=("hmc",), sweep_model="score", threads=threads,
+                      particles=particles, overwrite=True)
+        config = json.loads((folder / "config.json").read_text())
+        if ((config["n"], config["seeds"], config["particles"])
+                != (n, list(range(seeds)), particles) or not set(ks) <= set(config["ks"])):
+            raise ValueError(f"{folder} was run with another protocol; delete it to rerun")
+        for r in json.loads((folder / "metrics.json").read_text())["rows"]:
+            rows.append({"sampler": sampler, "levels": T, "K": r["K"],
+                         "evals": r["network_evals"], "accuracy": r["pooled_accuracy"],
+                         "distinct_fraction": r["distinct_fraction"]})
     table = markdown(rows, ks, n * seeds, particles)
     elapsed = time.perf_counter() - start
     with run_folder(out, overwrite) as tmp:

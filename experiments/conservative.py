@@ -17,9 +17,16 @@ config, on ``n`` seeded draws of the data noised to ``x_t = α_t x₀ + σ_t ε`
 Run: ``python -m experiments.conservative`` (config ``experiments/configs/conservative.json``).
 """
 
+# ruff: noqa: E402 (the first line comes before the slow imports)
 from __future__ import annotations
 
+from .common import announce
+
+announce(__name__, "conservative: how much of each teacher's field is a gradient, ≈ 3 min on 2 "
+         "cores with the checked-in protocol")
+
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,7 +34,7 @@ import torch
 from recompose.conservative import asymmetry_ratio, asymmetry_terms, score_field
 from recompose.models.loading import load_model, pretrained
 
-from .common import markdown_table, parse_config, script, write_results
+from .common import echo, markdown_table, parse_config, script, write_results
 from .distillation import DATA, _draws
 
 __all__ = ["measure", "measure_teacher", "rho", "main"]
@@ -50,9 +57,11 @@ def rho(model: object, xt: torch.Tensor, t: float, seed: int, probes: int) -> tu
                                             torch.Generator().manual_seed(seed), probes))
 
 
-def measure(family: str, ts: list[float], n: int, seed: int, probes: int) -> list[dict]:
+def measure(family: str, ts: list[float], n: int, seed: int, probes: int,
+            done: Callable[[], object] = lambda: None) -> list[dict]:
     """One row per ``t``: ``rho`` (estimate, standard error) of the teacher's three fields and
-    the energy models' relative contrast errors, all at the same noised draws."""
+    the energy models' relative contrast errors, all at the same noised draws (``done()``
+    after each)."""
     x0, raw = _draws(family, n, seed)
     teacher = pretrained(family, "score")
     students = {p: pretrained(family, p) for p in ("energy", "distilled")}
@@ -67,11 +76,12 @@ def measure(family: str, ts: list[float], n: int, seed: int, probes: int) -> lis
             err = {p: float(((_contrast(m, raw).score(xt, t) - ref) ** 2).sum()
                             / (ref ** 2).sum()) for p, m in students.items()}
         rows.append({"family": family, "t": t, "rho": ratios, "contrast_error": err})
+        done()
     return rows
 
 
 def measure_teacher(family: str, path: str, ts: list[float], n: int, seed: int,
-                    probes: int) -> list[dict]:
+                    probes: int, done: Callable[[], object] = lambda: None) -> list[dict]:
     """``ρ`` of the condition contrast of another score model of ``family``'s data (a model
     file), at the same draws as :func:`measure`: would it be a better teacher?"""
     x0, raw = _draws(family, n, seed)
@@ -81,6 +91,7 @@ def measure_teacher(family: str, path: str, ts: list[float], n: int, seed: int,
         xt = _noised(x0, model, t, seed + 1 + i)
         rows.append({"family": family, "teacher": path, "t": t,
                      "rho_contrast": rho(_contrast(model, raw), xt, t, seed, probes)})
+        done()
     return rows
 
 
@@ -107,18 +118,22 @@ def check_config(config: dict) -> None:
 
 @script
 def main(argv: list[str] | None = None) -> None:
+    from tqdm.auto import tqdm
+
     config = parse_config("conservative", __doc__.split("\n\n")[0], argv, check_config)
     torch.set_num_threads(config["threads"])
+    bar = tqdm(total=len(config["ts"]) * (len(config["families"])
+                                          + len(config["other_teachers"])), desc="rows")
     results, table = [], []
     for family in config["families"]:
         for row in measure(family, config["ts"], config["n"], config["seed"],
-                           config["probes"]):
+                           config["probes"], bar.update):
             results.append(row)
             table.append([family, row["t"], *("{:.3f} ± {:.3f}".format(*row['rho'][k]) for k in
                                               ("null", "conditional", "contrast")),
                           *(f"{row['contrast_error'][p]:.3f}" for p in
                             ("energy", "distilled"))])
-            print(json.dumps(row), flush=True)
+            echo(json.dumps(row))
     text = markdown_table(["family", "t", "ρ teacher: null", "ρ teacher: conditional",
                            "ρ teacher: contrast", "contrast error: energy",
                            "contrast error: distilled"], table)
@@ -126,10 +141,11 @@ def main(argv: list[str] | None = None) -> None:
     for entry in config["other_teachers"]:
         family, _, path = entry.partition("=")
         for row in measure_teacher(family, path, config["ts"], config["n"], config["seed"],
-                                   config["probes"]):
+                                   config["probes"], bar.update):
             results.append(row)
             other.append([family, path, row["t"], "{:.3f} ± {:.3f}".format(*row["rho_contrast"])])
-            print(json.dumps(row), flush=True)
+            echo(json.dumps(row))
+    bar.close()
     if other:
         text += "\n\nOther score models of the same data:\n\n" + markdown_table(
             ["family", "model file", "t", "ρ: contrast"], other)

@@ -24,7 +24,14 @@ Run: ``python -m experiments.contrast_fit`` (config ``experiments/configs/contra
 ≈ 15 min on 2 threads).
 """
 
+# ruff: noqa: E402 (the first line comes before the slow imports)
 from __future__ import annotations
+
+from .common import announce
+
+announce(__name__, "contrast_fit: a gradient field fitted to the CLEVR teacher's condition "
+         "contrast, ≈ 15 min on 2 cores with the checked-in protocol (teacher's contrasts, the "
+         "fit, the shipped students, ρ)")
 
 import json
 
@@ -34,7 +41,7 @@ from torch import Tensor, nn
 from recompose.data import get_dataset
 from recompose.models.loading import pretrained
 
-from .common import markdown_table, parse_config, script, write_results
+from .common import echo, markdown_table, parse_config, script, write_results
 from .conservative import rho
 from .distillation import _contrast
 
@@ -43,10 +50,13 @@ __all__ = ["BumpEnergy", "contrast_draws", "relative_error", "fit", "check_confi
 SIZE = 16  # the CLEVR scenes' side, pixels
 
 
-def contrast_draws(teacher: object, t: float, n: int, seed: int,
-                   chunk: int = 512) -> tuple[Tensor, Tensor, Tensor]:
+def contrast_draws(teacher: object, t: float, n: int, seed: int, chunk: int = 512,
+                   desc: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """``(x_t, positions, Δ_T)``: ``n`` seeded training scenes noised to ``t`` with the
-    position each is labelled with, and the teacher's contrast there (ε units)."""
+    position each is labelled with, and the teacher's contrast there (ε units); ``desc``: a
+    progress bar of that name."""
+    from tqdm.auto import tqdm
+
     gen = torch.Generator().manual_seed(seed)
     x0, pos = get_dataset("clevr").sample(n, gen)
     alpha, sigma = teacher.schedule(torch.tensor(t))
@@ -54,7 +64,7 @@ def contrast_draws(teacher: object, t: float, n: int, seed: int,
     tt = torch.full((n,), t)
     with torch.no_grad():
         delta = torch.cat([_contrast(teacher, xt[i:i + chunk], tt[i:i + chunk], pos[i:i + chunk])
-                           for i in range(0, n, chunk)])
+                           for i in tqdm(range(0, n, chunk), desc=desc, disable=desc is None)])
     return xt, pos, delta
 
 
@@ -104,9 +114,11 @@ def _fit_error(model: BumpEnergy, x: Tensor, pos: Tensor, target: Tensor,
 
 
 def fit(train: tuple[Tensor, Tensor, Tensor], test: tuple[Tensor, Tensor, Tensor],
-        config: dict) -> list[dict]:
+        config: dict, progress: bool = False) -> list[dict]:
     """Train :class:`BumpEnergy` on ``train`` (Adam, cosine learning rate); the learning curve
-    every ``eval_every`` steps as ``{"step", "train", "test"}`` relative errors."""
+    every ``eval_every`` steps as ``{"step", "train", "test"}`` relative errors (printed)."""
+    from tqdm.auto import tqdm
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config["seed"])
         model = BumpEnergy(config["width"])
@@ -115,11 +127,12 @@ def fit(train: tuple[Tensor, Tensor, Tensor], test: tuple[Tensor, Tensor, Tensor
     gen = torch.Generator().manual_seed(config["seed"] + 1)
     seen = [v[:2048] for v in train]
     curve = []
+    bar = tqdm(total=config["steps"], desc="fit", disable=not progress)
     for step in range(config["steps"] + 1):
         if step % config["eval_every"] == 0 or step == config["steps"]:
             curve.append({"step": step, "train": _fit_error(model, *seen),
                           "test": _fit_error(model, *test)})
-            print(json.dumps(curve[-1]), flush=True)
+            echo(json.dumps(curve[-1]))
         if step == config["steps"]:
             break
         idx = torch.randint(len(train[0]), (config["batch_size"],), generator=gen)
@@ -129,6 +142,8 @@ def fit(train: tuple[Tensor, Tensor, Tensor], test: tuple[Tensor, Tensor, Tensor
         loss.backward()
         opt.step()
         sched.step()
+        bar.update()
+    bar.close()
     return curve
 
 
@@ -164,15 +179,22 @@ def check_config(config: dict) -> None:
 
 @script
 def main(argv: list[str] | None = None) -> None:
+    from tqdm.auto import tqdm
+
     config = parse_config("contrast_fit", __doc__.split("\n\n")[0], argv, check_config)
     torch.set_num_threads(config["threads"])
     teacher = pretrained("clevr", "score")
     t = config["t"]
-    train = contrast_draws(teacher, t, config["n_train"], config["seed"] + 10)
-    test = contrast_draws(teacher, t, config["n_test"], config["seed"] + 11)
-    curve = fit(train, test, config)
-    shipped = shipped_errors(test, t)
-    rho = teacher_rho(teacher, test, t, config["rho_n"], config["probes"], config["seed"])
+    train = contrast_draws(teacher, t, config["n_train"], config["seed"] + 10,
+                           desc="teacher's contrast, training draws")
+    test = contrast_draws(teacher, t, config["n_test"], config["seed"] + 11,
+                          desc="teacher's contrast, held-out draws")
+    curve = fit(train, test, config, progress=True)
+    with tqdm(total=2, desc="shipped students, teacher's ρ") as bar:
+        shipped = shipped_errors(test, t)
+        bar.update()
+        rho = teacher_rho(teacher, test, t, config["rho_n"], config["probes"], config["seed"])
+        bar.update()
     results = {"t": t, "curve": curve, "shipped": shipped, "teacher_rho": rho}
     rows = [[f"gradient fit at t = {t} only, step {p['step']}", f"{p['test']:.3f}",
              f"{p['train']:.3f}"] for p in curve]

@@ -20,7 +20,13 @@ mean ± one standard error over the ``n`` draws.
 Run: ``python -m experiments.distillation`` (config ``experiments/configs/distillation.json``).
 """
 
+# ruff: noqa: E402 (the first line comes before the slow imports)
 from __future__ import annotations
+
+from .common import announce
+
+announce(__name__, "distillation: distilled models against their teachers, ≈ 3 min on 2 cores "
+         "with the checked-in protocol")
 
 import json
 
@@ -31,7 +37,7 @@ from recompose.models.loading import IMAGE_PRETRAINED, PRETRAINED, pretrained
 from recompose.training.distill import distillation_loss
 from recompose.training.losses import dsm_loss, noised
 
-from .common import markdown_table, parse_config, script, write_results
+from .common import echo, markdown_table, parse_config, script, write_results
 
 __all__ = ["evaluate", "main"]
 
@@ -96,11 +102,14 @@ def _cell(mean: float, se: float) -> str:
 
 @script
 def main(argv: list[str] | None = None) -> None:
+    from tqdm.auto import tqdm
+
     config = parse_config("distillation", __doc__.split("\n\n")[0], argv)
     torch.set_num_threads(config["threads"])
     families = [f for f in config["families"] if f in PRETRAINED + IMAGE_PRETRAINED]
     results, rows = {}, []
-    for family in families:
+    for family in (bar := tqdm(families, desc="families")):
+        bar.set_postfix_str(family)
         res = evaluate(family, config["n"], config["seed"])
         results[family] = res
         contrast = res.get("contrast")
@@ -108,8 +117,8 @@ def main(argv: list[str] | None = None) -> None:
                     + [_cell(*res[p]["vs_teacher"]) for p in ("energy", "distilled")]
                     + ([_cell(*contrast[k]) for k in ("teacher_size", "energy", "distilled")]
                        if contrast else ["–"] * 3))
-        print(family, json.dumps({p: {k: round(v[0], 6) for k, v in r.items()}
-                                  for p, r in res.items()}), flush=True)
+        echo(f"{family} " + json.dumps({p: {k: round(v[0], 6) for k, v in r.items()}
+                                        for p, r in res.items()}))
     table = markdown_table(["model", "DSM score", "DSM energy", "DSM distilled",
                             "vs teacher: energy", "vs teacher: distilled",
                             "contrast: teacher's size", "contrast error: energy",

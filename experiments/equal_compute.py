@@ -37,7 +37,13 @@ Seeds 0, 1, 2; mean ± sd over seeds. ``--curves`` runs a subset of the samplers
 Run: ``python -m experiments.equal_compute`` (protocol: ``configs/equal_compute.json``).
 """
 
+# ruff: noqa: E402 (the first line comes before the slow imports)
 from __future__ import annotations
+
+from .common import announce
+
+announce(__name__, "equal_compute: samplers at equal compute, ≈ 25 min on 2 cores with the "
+         "checked-in protocol (references, cells in workers)")
 
 import json
 import math
@@ -224,6 +230,8 @@ def run(out: Path, tasks: tuple[str, ...] = ("oracle", "ring_bar", "ring_bar_mod
         n_ref: int = 2000, workers: int = 2, overwrite: bool = False,
         progress: bool = True, curves: tuple[str, ...] = (), n_digits: int = 1000) -> dict:
     """Every cell (or those of ``curves``) on every task and seed, in worker processes."""
+    from tqdm.auto import tqdm
+
     start = time.perf_counter()
 
     def chosen(task: str) -> list[tuple[str, str, dict]]:
@@ -233,10 +241,12 @@ def run(out: Path, tasks: tuple[str, ...] = ("oracle", "ring_bar", "ring_bar_mod
     size = {"oracle": n, "oracle_cfg": n, "ring_bar": n_ring_bar, "ring_bar_model": n_ring_bar}
     left = exact_left(gmm_product(*oracle_problem()))
     mean = cfg_target_mean() if "oracle_cfg" in tasks else None
+    specs = [(task, cell, seed) for task in tasks for cell in chosen(task) for seed in seeds]
     jobs = [{"task": task, "curve": curve, "sampler": sampler, "options": options,
              "seed": seed, "n": size.get(task, n_digits),
              "ref": _refs(task, seed, n_ref), "exact_left": left, "exact_mean": mean}
-            for task in tasks for curve, sampler, options in chosen(task) for seed in seeds]
+            for task, (curve, sampler, options), seed in tqdm(
+                specs, desc="references", disable=not progress)]
     jobs.sort(key=lambda j: j["task"] in ("oracle", "oracle_cfg"))  # the slow ones first
     results = map_in_workers(_run_cell, jobs, workers, "equal compute", progress)
     summary = _summarise(results)

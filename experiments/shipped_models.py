@@ -43,7 +43,13 @@ classifiers (a minute or two each) restart. One thread per run where the config 
 fixed seeds: a rerun on the same platform gives the same weights.
 """
 
+# ruff: noqa: E402 (the first line comes before the slow imports)
 from __future__ import annotations
+
+from .common import announce
+
+announce(__name__, "shipped_models: training the shipped models (resumable), 15–55 min per "
+         "family on 2 cores; loading torch")
 
 import argparse
 import shutil
@@ -59,6 +65,7 @@ from recompose.training.classifier import train_classifier
 from recompose.training.distill import teacher_config
 from recompose.training.trainer import Trainer
 
+from .common import echo, signals_as_usual
 from .evaluators import WEIGHTS_DIR, classifier_data, classifier_loss
 
 __all__ = ["FAMILIES", "PACKAGE_DIR", "train_and_export", "main"]
@@ -145,6 +152,8 @@ def train_and_export(family: str, out: Path, export: Path = PACKAGE_DIR,
                      names: tuple[str, ...] | None = None, log: bool = True) -> None:
     """Train (or resume) each named file of ``family`` in ``out/<name>`` and copy it to
     ``export/<name>.safetensors`` (``EXPERIMENT_FILES``: to ``experiments/weights/``)."""
+    from tqdm.auto import tqdm
+
     configs = FAMILIES[family]
     for name in names or tuple(configs):
         t0 = time.perf_counter()
@@ -157,22 +166,27 @@ def train_and_export(family: str, out: Path, export: Path = PACKAGE_DIR,
         if isinstance(config, TrainConfig):
             trainer = Trainer(config, Path(out) / name)
             resumed = trainer.load()
-            trainer.run()
+            with tqdm(total=config.steps, initial=trainer.step, desc=name,
+                      disable=not log) as bar:
+                trainer.run(progress=lambda step, loss: bar.update())
             shutil.copyfile(Path(out) / name / "checkpoint" / "model.safetensors", target)
             tail = trainer.losses[-200:]
             how = (f"{trainer.step} steps ({'resumed' if resumed else 'fresh'}), final loss "
                    f"{sum(tail) / len(tail):.4f}")
         else:
             made = Path(out) / f"{name}.safetensors"
-            train_classifier(config, made, data=classifier_data(config.data),
-                             loss=classifier_loss(config.data))
+            with tqdm(total=config.steps, desc=name, disable=not log) as bar:
+                train_classifier(config, made, lambda step, loss: bar.update(),
+                                 data=classifier_data(config.data),
+                                 loss=classifier_loss(config.data))
             shutil.copyfile(made, target)
             how = f"{config.steps} steps"
         if log:
-            print(f"{name}: {how}, {time.perf_counter() - t0:.0f} s -> {target}", flush=True)
+            echo(f"{name}: {how}, {time.perf_counter() - t0:.0f} s -> {target}")
 
 
 def main(argv: list[str] | None = None) -> None:
+    signals_as_usual()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("family", choices=sorted(FAMILIES))
     parser.add_argument("--out", type=Path, default=None,

@@ -42,7 +42,14 @@ Run: ``python -m experiments.tapestry`` (protocol: ``experiments/configs/tapestr
 and whether it keeps an object two windows share (:func:`shared_object_probe`).
 """
 
+# ruff: noqa: E402 (the first line comes before the slow imports)
 from __future__ import annotations
+
+from .common import announce
+
+announce(__name__, "tapestry: CLEVR canvases and digit strips from crop models, ≈ 55 min on 2 "
+         "cores with the checked-in protocol (loading, then each layout's real canvases and "
+         "cells)")
 
 import json
 import math
@@ -213,6 +220,8 @@ def run_clevr(cells: list[str], layouts: list[str], n: int, seed: int, num_level
     models = {p: load_clevr(p) for p in {_cell_options(c)[0] for c in cells}}
     rows, floors = [], {}
     for layout in layouts:
+        bar = tqdm(cells, desc=f"{layout} canvases", disable=not progress)
+        bar.set_postfix_str("real canvases")
         pos = draw_layout(layout, n, seed=1000 + seed)
         real, _ = real_canvases(layout, 5 * n, seed=2000 + seed)
         real_b, pos_b = real_canvases(layout, n, seed=3000 + seed)
@@ -220,7 +229,8 @@ def run_clevr(cells: list[str], layouts: list[str], n: int, seed: int, num_level
         floors[layout] = {**score_canvases(real_b, pos_b, layout, checker),
                           "fd": frechet_distance(_features(checker, torch.cat(
                               _windows(real_b, layout))), f_real)}
-        for cell in tqdm(cells, desc=f"{layout} canvases", disable=not progress):
+        for cell in bar:
+            bar.set_postfix_str(cell)
             p, sampler, overlap, options, levels = _cell_options(cell, num_levels)
             tap = clevr_canvas(models[p], layout, pos, overlap)
             r = _sample(tap, n, sampler, options, seed, levels, num_steps, (-1.0, 1.0))
@@ -272,7 +282,8 @@ def run_digits(cells: list[str], n: int, seed: int, scale: float, num_levels: in
     labels = torch.randint(0, 10, (n, 3), generator=torch.Generator().manual_seed(4000 + seed))
     models = {p: load_digits(p)["cond"] for p in {_cell_options(c)[0] for c in cells}}
     rows = []
-    for cell in tqdm(cells, desc="digit strips", disable=not progress):
+    for cell in (bar := tqdm(cells, desc="digit strips", disable=not progress)):
+        bar.set_postfix_str(cell)
         p, sampler, overlap, options, levels = _cell_options(cell, num_levels)
         strip = digit_strip(models[p], labels, scale, overlap)
         r = _sample(strip, n, sampler, options, seed, levels, num_steps,
@@ -422,9 +433,11 @@ def run(out: Path, cells: list[str], digit_cells: list[str], layouts: list[str],
 def main(argv: list[str] | None = None) -> None:
     c = parse_config("tapestry", __doc__, argv)
     if c["probe"]:  # the shared-object diagnostic of §11 instead of the tables
+        from tqdm.auto import tqdm
+
         torch.set_num_threads(c["threads"])
         res = {p: shared_object_probe(p, c["n"], c["seed"], c["levels"])
-               for p in ("score", "energy")}
+               for p in tqdm(("score", "energy"), desc="shared-object probe")}
         with run_folder(c["out"], c["overwrite"]) as tmp:
             (tmp / "probe.json").write_text(json.dumps(res, indent=1))
         print(json.dumps(res, indent=1))

@@ -216,3 +216,20 @@ def test_the_conservative_report_refuses_bad_families_and_teachers(tmp_path, cap
     with pytest.raises(SystemExit):
         main([*args, "--out", str(tmp_path / "cons")])
     assert message in capsys.readouterr().err
+
+
+def test_the_worker_pool_keeps_order_and_reports_a_task_error_or_a_dead_worker():
+    import math
+    import multiprocessing
+    import os
+    from multiprocessing.pool import RemoteTraceback
+
+    from experiments.common import map_in_workers
+
+    assert map_in_workers(math.sqrt, [16.0, 1.0, 9.0, 4.0], 2, "sqrt", False) == [4, 1, 3, 2]
+    with pytest.raises(ValueError, match="math domain error") as err:
+        map_in_workers(math.sqrt, [1.0, -1.0, 4.0], 2, "sqrt", False)
+    assert isinstance(err.value.__cause__, RemoteTraceback)
+    with pytest.raises(RuntimeError, match=r"a worker ended \(exit code 3\) during task 0"):
+        map_in_workers(os._exit, [3], 1, "exit", False)  # a pool would wait for ever
+    assert not multiprocessing.active_children()  # every worker is gone
