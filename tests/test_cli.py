@@ -265,7 +265,23 @@ def test_debug_shows_the_traceback(tmp_path):
     assert r.exit_code != 0 and r.exc_info is not None
 
 
-def test_demo_writes_table_and_figure(tmp_path):
+def strict_json(text):
+    """``json.loads`` that refuses NaN and ±Infinity, which are not JSON."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_demo_writes_table_and_figure(tmp_path, monkeypatch):
+    import torch
+
+    import recompose.cli.demo as demo
+
+    # exact W2 (an assignment, seconds each at this tiny budget's far-off samples) is
+    # tested in test_metrics; a cheap distance keeps this test about the outputs
+    monkeypatch.setattr(demo, "wasserstein2", lambda x, y: float(
+        torch.cdist(torch.as_tensor(x).double(), torch.as_tensor(y).double()).mean()))
     out = tmp_path / "demo"
     r = run("--quiet", "demo", "--n", "40", "--levels", "4", "--mcmc-steps", "1", "--out",
             str(out))
@@ -273,10 +289,45 @@ def test_demo_writes_table_and_figure(tmp_path):
     for comp in ("product", "mixture", "negation"):
         assert comp in r.output
     assert (out / "demo.png").stat().st_size > 5000
-    metrics = json.loads((out / "metrics.json").read_text())
+    # valid JSON although some samples of this tiny budget leave the window (LL = −inf)
+    metrics = strict_json((out / "metrics.json").read_text())
     assert set(metrics) == {f"{c}/{s}" for c in ("product", "mixture", "negation")
-                            for s in ("reverse", "hmc")}
-    assert json.loads((out / "config.json").read_text())["n"] == 40
+                            for s in ("exact", "learned", "reverse", "hmc")}
+    undefined = [m for m in metrics.values() if m["LL"] is None]
+    assert undefined and all("outside the window" in m["LL_note"] for m in undefined)
+    assert metrics["negation/reverse"]["acceptance"] is None
+    assert metrics["product/exact"]["W2_sd"] > 0
+    assert strict_json((out / "config.json").read_text())["n"] == 40
+    # the table explains itself: an out-of-window column, LL −inf, W2's spread, where to read
+    head, *rows = r.output.splitlines()
+    assert "out of window" in head
+    assert "-inf*" in r.output and "LL -inf*" in r.output
+    assert "exact target" in r.output and "learned model" in r.output and "±" in r.output
+    assert "docs/results.md §2" in r.output and "python -m experiments.toy2d" in r.output
+    assert (out / "table.txt").read_text().strip() in r.output
+
+
+def test_reverse_sample_has_no_acceptance_figure(tmp_path):
+    out = tmp_path / "rev"
+    r = run("--quiet", "sample", "--model", "A=large_box", "--model", "B=small_box", "--expr",
+            "A / B**0.3", "--sampler", "reverse", "--levels", "4", "--n", "30", "--out",
+            str(out))
+    assert r.exit_code == 0, r.output
+    figs = out / "figures"
+    assert (figs / "samples.png").exists() and (figs / "target_levels.png").exists()
+    assert not (figs / "acceptance.png").exists()  # no MCMC steps: no acceptance to plot
+
+
+@pytest.mark.xfail(strict=True, reason="cli/sample.py writes result.info.to_dict() (step size "
+                   "NaN for reverse diffusion) without recompose.io.json_safe; that code is "
+                   "being rewritten elsewhere: remove this mark once it calls json_safe")
+def test_reverse_sample_metrics_are_strict_json(tmp_path):
+    out = tmp_path / "rev"
+    r = run("--quiet", "sample", "--model", "A=ring", "--model", "B=bar", "--expr", "A * B",
+            "--sampler", "reverse", "--levels", "4", "--n", "30", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    strict_json((out / "metrics.json").read_text())
+    strict_json((out / "config.json").read_text())
 
 
 def test_train_command_and_resume(tmp_path):

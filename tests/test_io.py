@@ -1,8 +1,11 @@
 """Atomic writes: an interrupted write leaves the previous file (or folder) as it was and
 no temporary file behind."""
 
+import json
+import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +109,15 @@ def test_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
     assert len(calls) == 3  # aside, (failed) swap, back
     assert (out / "f.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_json_safe_nulls_non_finite_values_and_says_where():
+    info = {"t": [0.5, 1.0], "step_size": [math.nan, 0.1], "ll": -math.inf,
+            "np": np.float32("inf"), "torch": torch.tensor(math.nan), "pair": (1, "a"),
+            "ok": 2.5, "flag": True, "none": None}
+    safe, replaced = rio.json_safe(info)
+    assert replaced == ["step_size/0", "ll", "np", "torch"]
+    assert safe == {"t": [0.5, 1.0], "step_size": [None, 0.1], "ll": None, "np": None,
+                    "torch": None, "pair": [1, "a"], "ok": 2.5, "flag": True, "none": None}
+    json.dumps(safe, allow_nan=False)
+    assert math.isnan(info["step_size"][0])  # the input is left as it was

@@ -8,7 +8,14 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from recompose.viz.plots import image_grid, image_panels, tile
+from recompose.viz.plots import (
+    acceptance_plot,
+    density_levels,
+    image_grid,
+    image_panels,
+    scatter_grid,
+    tile,
+)
 
 
 def test_import_sets_no_backend_and_loads_no_pyplot():
@@ -50,3 +57,52 @@ def test_ess_plot_draws_the_fraction_and_marks_resampled_levels():
     line, marks = fig.axes[0].lines
     assert np.allclose(line.get_ydata(), [0.5, 0.2, 1.0])
     assert np.allclose(marks.get_xdata(), [0.2]) and np.allclose(marks.get_ydata(), [0.2])
+
+
+def _texts(fig):
+    return " ".join(t.get_text() for ax in fig.axes for t in ax.texts + [ax.title])
+
+
+def test_acceptance_plot_draws_no_lines_without_mcmc_steps():
+    t, nan = [0.25, 0.5, 0.75, 1.0], [float("nan")] * 4
+    fig = acceptance_plot(t, [1.0] * 4, nan, label="reverse", steps=False)
+    assert all(not ax.lines for ax in fig.axes) and "no MCMC steps" in _texts(fig)
+    # unadjusted samplers (ULA, U-HMC): the step size only, no acceptance line of 1s
+    fig = acceptance_plot(t, [1.0] * 4, [0.1, 0.2, 0.3, 0.4], label="ula", metropolis=False)
+    (line,) = [ln for ax in fig.axes for ln in ax.lines]
+    assert np.allclose(line.get_ydata(), [0.1, 0.2, 0.3, 0.4])
+    fig = acceptance_plot(t, [0.6, 0.7, 0.6, 0.9], [0.1, 0.2, 0.3, 0.4], label="hmc")
+    assert len([ln for ax in fig.axes for ln in ax.lines]) == 2
+
+
+def test_density_levels_has_axes_a_colorbar_and_a_title_per_level():
+    import recompose as rc
+
+    model = rc.GaussianMixture([[0.0, 0.5], [0.0, -0.5]], 0.1, name="two")
+    ts = [0.1, 0.5, 1.0]
+    fig = density_levels(model, ts, grid=20)
+    assert len(fig.axes) == len(ts) + 1  # one panel per level and the colour bar
+    panels = fig.axes[: len(ts)]
+    assert [ax.get_title() for ax in panels] == ["t = 0.10", "t = 0.50", "t = 1.00"]
+    assert all(len(ax.get_xticks()) and ax.get_xlabel() for ax in panels)
+    assert all(ax.images[0].get_array().max() == pytest.approx(1.0) for ax in panels)
+
+
+def test_long_titles_are_wrapped_inside_the_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    title = "2000 samples of " + " * ".join(f"normalize(model_{i}):0.3" for i in range(6))
+    fig = scatter_grid({("r", "c"): np.zeros((3, 2))}, ["r"], ["c"], size=4.0, title=title)
+    FigureCanvasAgg(fig).draw()
+    box = fig._suptitle.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
+
+
+def test_scatter_grid_draws_density_cells_as_images():
+    dens = np.outer(np.hanning(10), np.hanning(10))
+    fig = scatter_grid({("r", "pts"): np.zeros((3, 2))}, ["r"], ["pts", "density"],
+                       densities={("r", "density"): dens}, density_lim=1.5, lim=1.2,
+                       footnote="a note under the grid")
+    ax = fig.axes[1]
+    assert ax.images and ax.images[0].get_extent() == [-1.5, 1.5, -1.5, 1.5]
+    assert ax.get_xlim() == (-1.2, 1.2) and ax.axison

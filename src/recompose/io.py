@@ -28,6 +28,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -48,6 +49,7 @@ __all__ = [
     "save_model_file",
     "read_model_file",
     "atomic_write_text",
+    "json_safe",
     "atomic_dir",
     "RunFolderError",
     "RUN_RECORD",
@@ -121,6 +123,28 @@ def read_model_file(path: Path | str) -> tuple[dict[str, Tensor], dict]:
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: its embedded config is not valid JSON") from None
     return tensors, config
+
+
+def json_safe(obj: object, _path: str = "") -> tuple[object, list[str]]:
+    """``(copy, replaced)``: ``obj`` with every non-finite float (NaN, ±inf; Python, NumPy or
+    0-d tensor scalars) replaced by ``None``, recursively through dicts, lists and tuples
+    (tuples become lists), so that ``json.dumps(copy, allow_nan=False)`` succeeds; ``replaced``
+    lists where, as paths like ``"sampling/step_size/3"``, so a caller can write the reason
+    beside the ``null``. Other values are returned as they are."""
+    if isinstance(obj, dict):
+        out, replaced = {}, []
+        for key, value in obj.items():
+            out[key], sub = json_safe(value, f"{_path}/{key}" if _path else str(key))
+            replaced += sub
+        return out, replaced
+    if isinstance(obj, (list, tuple)):
+        items = [json_safe(v, f"{_path}/{i}" if _path else str(i)) for i, v in enumerate(obj)]
+        return [v for v, _ in items], [p for _, sub in items for p in sub]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # NumPy / torch scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None, [_path]
+    return obj, []
 
 
 class atomic_dir:  # noqa: N801 - used as a context manager, reads like a function

@@ -146,24 +146,37 @@ def build_sampler(name: str, options: dict) -> object:
 
 
 def _write_figures(folder: Path, result: object, model: object) -> None:
-    from ..viz.plots import acceptance_plot, density_levels, ess_plot, image_grid, scatter_grid
+    """``figures/``: the samples (2D: a scatter and the composed target's density per level;
+    images: a mosaic), the acceptance and step size per level where the sampler took MCMC
+    steps (none for reverse diffusion, FKC without moves or zero steps), and SMC's and FKC's
+    effective sample size."""
+    from ..viz.plots import (
+        acceptance_plot,
+        density_levels,
+        ess_plot,
+        has_mcmc_steps,
+        image_grid,
+        scatter_grid,
+    )
 
     figs = folder / "figures"
     figs.mkdir()
     x = result.x.detach().cpu()
-    if x.ndim == 2 and x.shape[1] == 2:
-        info = result.info
-        fig = scatter_grid({("samples", info.sampler): x.numpy()}, ["samples"], [info.sampler],
-                           size=4.0, lim=1.5,
-                           title=f"{len(x)} samples of {model.describe()} ({info.sampler})")
-        fig.savefig(figs / "samples.png", dpi=120)
-        density_levels(model, [0.01, 0.1, 0.3, 0.6, 1.0]).savefig(figs / "target_levels.png",
-                                                                  dpi=110)
-    elif x.ndim == 4:
-        image_grid(x[:64]).savefig(figs / "samples.png", dpi=120)
     info = result.info
-    acceptance_plot(info.t, info.acceptance, info.step_size, label=info.sampler).savefig(
-        figs / "acceptance.png", dpi=110)
+    what = f"{len(x)} samples of {model.describe()} ({info.sampler})"
+    if x.ndim == 2 and x.shape[1] == 2:
+        fig = scatter_grid({("samples", info.sampler): x.numpy()}, ["samples"], [info.sampler],
+                           size=4.0, lim=1.5, title=what)
+        fig.savefig(figs / "samples.png", dpi=120)
+        density_levels(model, [0.01, 0.1, 0.3, 0.6, 1.0], title=model.describe()).savefig(
+            figs / "target_levels.png", dpi=110)
+    elif x.ndim == 4:
+        image_grid(x[:64], title=what if len(x) <= 64 else f"first 64 of {what}").savefig(
+            figs / "samples.png", dpi=120)
+    if has_mcmc_steps(info.settings):
+        acceptance_plot(info.t, info.acceptance, info.step_size, label=info.sampler,
+                        metropolis=bool(info.settings.get("metropolis"))).savefig(
+            figs / "acceptance.png", dpi=110)
     if info.ess:
         ess_plot(info.t, info.ess, info.num_chains, info.resampled).savefig(figs / "ess.png",
                                                                           dpi=110)
