@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from multiprocessing import get_context
 from pathlib import Path
 
-__all__ = ["CONFIG_DIR", "VARIANTS", "sampler_args", "load_config", "parse_config",
+__all__ = ["mean_or_none", "CONFIG_DIR", "VARIANTS", "sampler_args", "load_config", "parse_config",
            "markdown_table", "write_results", "map_in_workers", "announce", "signals_as_usual",
            "echo", "script"]
 
@@ -90,6 +90,12 @@ def parse_config(name: str, description: str, argv: list[str] | None = None,
     except (RunFolderError, ValueError) as err:
         parser.error(str(err))
     return args
+
+
+def mean_or_none(values: Sequence[float | None]) -> float | None:
+    """The mean, or ``None`` when a value is undefined (e.g. the acceptance of a sampler
+    without MCMC steps)."""
+    return None if any(v is None for v in values) else sum(values) / len(values)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

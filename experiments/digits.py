@@ -57,7 +57,15 @@ from recompose.models.loading import load_model, shipped_path
 from recompose.sampling import sample
 from recompose.training.classifier import load_classifier
 
-from .common import VARIANTS, map_in_workers, markdown_table, parse_config, sampler_args, script
+from .common import (
+    VARIANTS,
+    map_in_workers,
+    markdown_table,
+    mean_or_none,
+    parse_config,
+    sampler_args,
+    script,
+)
 from .evaluators import load_evaluator
 
 __all__ = ["KINDS", "SAMPLERS", "SCALES", "digits_file", "load_digits", "guided",
@@ -162,7 +170,7 @@ def _summary(cells: list[dict]) -> list[dict]:
         row = {"kind": kind, "scale": scale, "sampler": sampler, "seeds": len(group),
                "network_evals": info["network_score_evals"],
                "network_energy_evals": info["network_energy_evals"],
-               "acceptance": statistics.mean(c["info"]["mean_acceptance"] for c in group),
+               "acceptance": mean_or_none([c["info"]["mean_acceptance"] for c in group]),
                "wall_time": statistics.mean(c["info"]["wall_time"] for c in group)}
         for k in ("accuracy", "fd", "fd_class", "diversity"):
             vals = [m[k] for m in ms]

@@ -46,7 +46,14 @@ from recompose.io import run_folder
 from recompose.metrics import wasserstein2
 from recompose.sampling import sample
 
-from .common import map_in_workers, markdown_table, parse_config, sampler_args, script
+from .common import (
+    map_in_workers,
+    markdown_table,
+    mean_or_none,
+    parse_config,
+    sampler_args,
+    script,
+)
 
 __all__ = ["CELLS", "ANCHOR", "run", "main"]
 
@@ -203,7 +210,7 @@ def _summarise(rows: dict) -> list[dict]:
                       "network_score_evals": info["network_score_evals"],
                       "network_energy_evals": info["network_energy_evals"],
                       "wall_time": statistics.mean(i["wall_time"] for i in cell["info"]),
-                      "acceptance": statistics.mean(i["mean_acceptance"] for i in cell["info"])}
+                      "acceptance": mean_or_none([i["mean_acceptance"] for i in cell["info"]])}
         entry["anchor"] = ANCHOR.get((comp, s), {}) if p in ("energy", "exact") else {}
         summary.append(entry)
     return summary

@@ -318,15 +318,14 @@ def test_reverse_sample_has_no_acceptance_figure(tmp_path):
     assert not (figs / "acceptance.png").exists()  # no MCMC steps: no acceptance to plot
 
 
-@pytest.mark.xfail(strict=True, reason="cli/sample.py writes result.info.to_dict() (step size "
-                   "NaN for reverse diffusion) without recompose.io.json_safe; that code is "
-                   "being rewritten elsewhere: remove this mark once it calls json_safe")
 def test_reverse_sample_metrics_are_strict_json(tmp_path):
     out = tmp_path / "rev"
     r = run("--quiet", "sample", "--model", "A=ring", "--model", "B=bar", "--expr", "A * B",
             "--sampler", "reverse", "--levels", "4", "--n", "30", "--out", str(out))
     assert r.exit_code == 0, r.output
-    strict_json((out / "metrics.json").read_text())
+    metrics = strict_json((out / "metrics.json").read_text())["sampling"]
+    assert metrics["acceptance"] is None and metrics["step_size"] is None
+    assert "no MCMC steps" in metrics["notes"]["acceptance"]
     strict_json((out / "config.json").read_text())
 
 

@@ -31,7 +31,6 @@ from torch import Tensor
 
 from ..compose import mixture
 from ..data.targets2d import TARGETS, WINDOW
-from ..diffusion.reverse import ddpm_step
 from ..io import json_safe, run_folder
 from ..metrics import wasserstein2
 from ..models.base import DiffusionModel
@@ -111,7 +110,7 @@ def learned_draws(model: DiffusionModel, num_levels: int, n: int, seed: int,
     g = torch.Generator().manual_seed(seed)
     idx = torch.multinomial(p, n, replacement=True, generator=g)
     x = xx[idx] + (torch.rand(n, 2, generator=g) - 0.5) * h
-    return ddpm_step(x, model.score(x, float(levels.t[0])), levels, 0).double()
+    return levels.posterior_step(x, model.score(x, float(levels.t[0])), 0).double()
 
 
 def _row_metrics(x: Tensor, target: object, ref: Tensor, pool: Executor) -> dict:

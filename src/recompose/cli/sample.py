@@ -283,7 +283,7 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
     from .. import distributed
     from .. import sample as draw
     from ..errors import CapabilityError
-    from ..io import run_folder
+    from ..io import json_safe, run_folder
     from ..samplers.result import SamplingWarning
 
     lead = check_on_lead(lambda: prepare_out(out, overwrite))  # torchrun: rank 0 writes
@@ -329,7 +329,10 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         arrays = {"x": x.numpy()} | ({} if latents is None else {"latents": latents.numpy()})
         np.savez_compressed(tmp / "samples.npz", **arrays)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        metrics, nulls = json_safe(metrics)  # undefined values are null, and say why
+        if nulls:
+            metrics["null_note"] = "not finite, written as null: " + ", ".join(nulls)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
         _write_figures(tmp, dataclasses.replace(result, x=x), model)
     if not is_quiet():
         info = result.info

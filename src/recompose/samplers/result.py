@@ -84,7 +84,31 @@ class SampleInfo:
         return out
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"mean_acceptance": self.mean_acceptance}
+        """A JSON-ready record (``json.dumps(..., allow_nan=False)`` succeeds): what is
+        undefined is ``null``, and ``notes`` says why."""
+        out = asdict(self) | {"mean_acceptance": self.mean_acceptance}
+        notes = {}
+        moved = [math.isfinite(s) for s in self.step_size]
+        if not any(moved):
+            for key in ("acceptance", "acceptance_min", "mean_acceptance", "step_size"):
+                out[key] = None
+            notes["acceptance"] = (f"{self.sampler} took no MCMC steps: no acceptance rate and "
+                                   "no step size")
+        elif not all(moved):
+            out["step_size"] = [s if ok else None for s, ok in zip(self.step_size, moved)]
+            notes["step_size"] = "null at the levels without MCMC steps"
+        if isinstance(self.log_evidence, float) and not math.isfinite(self.log_evidence):
+            out["log_evidence"] = None
+            notes["log_evidence"] = f"log Ẑ is {self.log_evidence}: every weight was zero"
+        elif isinstance(self.log_evidence, list):
+            bad = [i for i, v in enumerate(self.log_evidence) if not math.isfinite(v)]
+            if bad:
+                out["log_evidence"] = [None if i in bad else v
+                                       for i, v in enumerate(self.log_evidence)]
+                notes["log_evidence"] = f"groups {bad}: every weight was zero"
+        if notes:
+            out["notes"] = notes
+        return out
 
 
 @dataclass
