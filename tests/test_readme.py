@@ -25,20 +25,45 @@ def test_quickstart_runs(capsys):
     assert abs(smc.info.log_evidence - exact) < 0.15
 
 
-def test_image_example_runs(capsys):
+def _block(marker):
+    """The README's Python block containing ``marker``."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) >= 2, "README lost its image example"
-    exec(compile(blocks[1], "README.md", "exec"), {})
+    found = [b for b in blocks if marker in b]
+    assert len(found) == 1, f"README has {len(found)} python blocks with {marker!r}"
+    return found[0]
+
+
+def test_sampler_objects_example_runs(capsys):
+    env: dict = {}
+    exec(compile(_block("rc.samplers.Annealed(rc.mcmc.hmc(num_leapfrog_steps=5"), "README.md",
+                 "exec"), env)
+    import torch
+
+    assert torch.equal(env["a"].x, env["b"].x)  # the object and its shortcut: the same run
+    settings = capsys.readouterr().out.strip().splitlines()
+    assert len(settings) == 4 and "'moves': 'mala'" in settings[0]
+    assert "'method': 'heun'" in settings[1] and "'moves': 'uhmc'" in settings[2]
+
+
+def test_paths_example_runs(capsys):
+    exec(compile(_block("rc.RectifiedFlowSchedule(), rc.VESchedule"), "README.md", "exec"), {})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["CosineSchedule", "RectifiedFlowSchedule",
+                                                   "VESchedule"]
+    for line in lines:  # the exact product's mass on x₁ < 0 is 0.203 (docs/results.md §13)
+        assert abs(float(line.split()[1]) - 0.203) < 0.06, line
+
+
+def test_image_example_runs(capsys):
+    exec(compile(_block('rc.pretrained("digits-cond")'), "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "torch.Size([20, 1, 8, 8])" in out and "torch.Size([4, 3, 16, 16])" in out
     assert out.split()[-1] == "4"
 
 
 def test_energy_example_runs(capsys):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) >= 3, "README lost its energy example"
     env: dict = {}
-    exec(compile(blocks[2], "README.md", "exec"), env)
+    exec(compile(_block("# 1. an energy network distilled"), "README.md", "exec"), env)
     log_z, acceptance, energy_evals = capsys.readouterr().out.split()
     assert math.isfinite(float(log_z)) and 0.3 < float(acceptance) < 1
     assert energy_evals == "0" and env["path"].info.settings["energy"] == "path"

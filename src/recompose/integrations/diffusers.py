@@ -11,14 +11,11 @@ dividing ``N``) this is the integer the model was trained on; between them the U
 fractional timestep (its sinusoidal embedding is defined there, but was never trained on it).
 
 **Prediction types** (``scheduler.config.prediction_type``), with ``x_t = α x₀ + σ ε``:
-
-* ``"epsilon"``: ``ε̂ = f``;
-* ``"v_prediction"``: ``v = α ε − σ x₀``, so ``ε̂ = α f + σ x_t``;
-* ``"sample"``: ``x̂₀ = f``, so ``ε̂ = (x_t − α f)/σ``.
-
-The score is ``s = −ε̂/σ`` (shape of ``x``). A UNet with a learned variance
-(``2C`` output channels) gives its first ``C`` channels; the variance is not used (our DDPM step
-uses the posterior variance ``β̃``, diffusers' ``"fixed_small"``).
+``"epsilon"`` (``ε̂ = f``), ``"v_prediction"`` (``v = α ε − σ x₀``) and ``"sample"``
+(``x̂₀ = f``), converted to ``ε̂`` by :mod:`recompose.models.predictions` (recompose's ``v`` and
+``x0``) on the model's path. The score is ``s = −ε̂/σ`` (shape of ``x``). A UNet with a
+learned variance (``2C`` output channels) gives its first ``C`` channels; the variance is not
+used (our DDPM step uses the posterior variance ``β̃``, diffusers' ``"fixed_small"``).
 
 **Energies.** ``parameterization="energy"`` reads the UNet as an energy head ``f`` with
 ``U = ‖f − x‖²`` (or ``½‖f‖²``), ``E = U/σ_t`` (:class:`~recompose.models.parameterization.
@@ -52,13 +49,14 @@ from torch import Tensor, nn
 
 from ..errors import CapabilityError
 from ..models.parameterization import EnergyModel, ScoreModel
+from ..models.predictions import get_prediction
 from ..schedules import DiscreteSchedule
-from ..utils import append_dims
 
 __all__ = ["from_diffusers", "from_pretrained", "DiffusersModel", "DiffusersEnergyModel",
            "UNetAdapter", "require_diffusers"]
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+# diffusers' prediction_type -> recompose's prediction (recompose.models.predictions)
+PREDICTION_TYPES = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x0"}
 
 
 def require_diffusers() -> None:
@@ -129,10 +127,8 @@ class UNetAdapter(nn.Module):
             out = out[:, : x.shape[1]]
         if self.raw or self.prediction_type == "epsilon":
             return out
-        alpha, sigma = (append_dims(v, x.ndim) for v in self.schedule(t.to(x.dtype)))
-        if self.prediction_type == "v_prediction":
-            return alpha * out + sigma * x
-        return (x - alpha * out) / sigma  # "sample": f = x̂₀
+        prediction = get_prediction(PREDICTION_TYPES[self.prediction_type])
+        return prediction.to_epsilon(out, x, t.to(x.dtype), self.schedule)
 
 
 class _Pipeline:
