@@ -275,6 +275,7 @@ def test_torchrun_cli_writes_once_and_matches_one_process(tmp_path):
     import os
     import shutil
     import subprocess
+    import sys
 
     import numpy as np
 
@@ -293,4 +294,11 @@ def test_torchrun_cli_writes_once_and_matches_one_process(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert json.loads((out / "config.json").read_text())["world_size"] == world
         xs.append(np.load(out / "samples.npz")["x"])
-    assert xs[0].shape == (300, 2) and (xs[0] == xs[1]).all()
+    # the same command without torchrun draws the same stream (one process, the same blocks)
+    plain = subprocess.run([sys.executable, "-m", "recompose", *cmd[cmd.index("sample"):-3],
+                            "--out", str(tmp_path / "plain"), "--quiet"],
+                           capture_output=True, text=True, timeout=TIMEOUT,
+                           env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    xs.append(np.load(tmp_path / "plain" / "samples.npz")["x"])
+    assert xs[0].shape == (300, 2) and (xs[0] == xs[1]).all() and (xs[0] == xs[2]).all()

@@ -50,7 +50,7 @@ def test_paths_example_runs(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["CosineSchedule", "RectifiedFlowSchedule",
                                                    "VESchedule"]
-    for line in lines:  # the exact product's mass on x₁ < 0 is 0.203 (docs/results.md §13)
+    for line in lines:  # the exact product's mass on x₁ < 0 is 0.203 (docs/results.md §12)
         assert abs(float(line.split()[1]) - 0.203) < 0.06, line
 
 

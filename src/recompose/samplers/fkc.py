@@ -108,7 +108,8 @@ class FeynmanKac:
         if self.total_weight <= 0:
             raise CapabilityError(
                 f"{model.describe()} has total exponent W = {self.total_weight:g} over its "
-                "diffusion factors; at the noisiest level it is N(0, I)^W, a normalisable "
+                "diffusion factors; at the noisiest level it is the prior to the power W, "
+                "a normalisable "
                 "density only for W > 0")
 
     def start_scale(self) -> float:

@@ -6,7 +6,7 @@ A score (ε) teacher ``ε̂_T(x, t)`` has no energy; the student is an
 ``E_θ = U_θ/σ_t``. Distillation regresses the student's gradient on the teacher's field at
 noised data, with the same ``t`` and noise draws as denoising score matching::
 
-    x_t = α_t x₀ + σ_t ε,     t ~ U(t_min, 1),  x₀ ~ data,  ε ~ N(0, I)
+    x_t = α_t x₀ + σ_t ε,     t ~ U(t_min, t_max),  x₀ ~ data,  ε ~ N(0, I)
     L(θ) = E mean_d ‖∇ₓU_θ(x_t, t) − ε̂_T(x_t, t)‖²  +  λ · E mean_d ‖∇ₓU_θ(x_t, t) − ε‖²
 
 The first term is score matching against the teacher in ε units (``‖s_θ − s_T‖² σ_t²``); its
