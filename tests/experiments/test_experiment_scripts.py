@@ -52,6 +52,21 @@ def test_analytic_product_writes_its_outputs(tmp_path):
     assert (out / "table.md").read_text().startswith("| sampler |")
 
 
+def test_paths_writes_its_table_at_equal_evaluations(tmp_path):
+    """Every path and sampler (tiny n): equal composite score evaluations per chain, the
+    exact mass the same on every path, evidence errors only for the weighted samplers."""
+    from experiments.paths import main
+
+    out = tmp_path / "paths"
+    main(["--n", "40", "--seeds", "2", "--budget", "14", "--out", str(out)])
+    rows = json.loads((out / "results.json").read_text())
+    assert len(rows) == 18 and {r["score evals"] for r in rows} == {14}
+    assert {r["exact mass x₁ < 0"] for r in rows} == {0.2028}
+    weighted = [r for r in rows if r["sampler"].startswith(("smc", "fkc"))]
+    assert all(r["log Ẑ − log Z"] != "–" for r in weighted) and len(weighted) == 6
+    assert all(r["log Ẑ − log Z"] == "–" for r in rows if r not in weighted)
+
+
 def test_equal_compute_writes_its_outputs_and_scores_smc_evidence(tmp_path):
     """Every cell runs on the oracle task (tiny n); SMC rows carry the evidence error."""
     from experiments.equal_compute import cells, main
