@@ -17,6 +17,14 @@ PATHS = {"rectified flow": rc.RectifiedFlowSchedule(),
          "VE": rc.VESchedule(0.01, 20.0)}
 
 
+def _tables():
+    """Trained models' noise tables: Karras-style VE sigmas and a flow's sigmas up to 1."""
+    karras = (0.002 ** (1 / 7) + torch.linspace(0, 1, 100, dtype=torch.float64)
+              * (80 ** (1 / 7) - 0.002 ** (1 / 7))) ** 7
+    return {"VE table (Karras)": rc.SigmaSchedule(karras, "ve"),
+            "flow table": rc.SigmaSchedule(torch.linspace(0.01, 1.0, 100), "rectified_flow")}
+
+
 class TrigFlow(Schedule):
     """A path family written in this test file: α = cos(πt/2), σ = sin(πt/2)."""
 
@@ -46,11 +54,11 @@ def _independent_log_density(x, t, alpha, sigma):
     return torch.logsumexp(comps.log_prob(x[:, None, :]) + log_w, dim=1)
 
 
-@pytest.mark.parametrize("path", list(PATHS) + ["trig (test-defined)"])
+@pytest.mark.parametrize("path", list(PATHS) + ["trig (test-defined)"] + list(_tables()))
 def test_the_oracle_is_the_diffused_mixture_on_each_path(path):
     """Energy and score at t equal the mixture with means α_t μ and covariances
     α_t² Σ + σ_t² I, written independently (float64, 1e-10)."""
-    schedule = PATHS.get(path, TrigFlow())
+    schedule = {**PATHS, **_tables()}.get(path, TrigFlow())
     model = _mixture(schedule)
     x = torch.randn(50, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for t in (0.02, 0.3, 0.7, 0.99):
@@ -124,10 +132,10 @@ def test_the_posterior_step_is_the_gaussian_posterior(path):
 
 
 @pytest.mark.parametrize("sampler", rc.SAMPLERS)
-@pytest.mark.parametrize("path", list(PATHS) + ["trig (test-defined)"])
+@pytest.mark.parametrize("path", list(PATHS) + ["trig (test-defined)"] + list(_tables()))
 def test_every_sampler_runs_on_every_path(path, sampler):
     """A product of two oracles, points and 4×4 images: finite samples of the right shape."""
-    schedule = PATHS.get(path, TrigFlow())
+    schedule = {**PATHS, **_tables()}.get(path, TrigFlow())
     model = _mixture(schedule) * _mixture(schedule, (0.6, 0.4))
     r = rc.sample(model, 16, sampler, num_levels=6, seed=0)
     assert r.x.shape == (16, 2) and bool(torch.isfinite(r.x).all())
@@ -135,6 +143,26 @@ def test_every_sampler_runs_on_every_path(path, sampler):
                                schedule=schedule, event_shape=(1, 4, 4))
     r = rc.sample(image * image**0.5, 4, sampler, num_levels=4, seed=0)
     assert r.x.shape == (4, 1, 4, 4) and bool(torch.isfinite(r.x).all())
+
+
+def test_a_table_of_sigmas_puts_the_levels_on_its_timesteps():
+    """Timestep k at t = (k + 1)/N: T dividing N lands on table entries exactly; a flow's
+    σ = 1 entry (α = 0) stays out of the levels; the family fixes α; the config round-trips."""
+    tables = _tables()
+    karras = tables["VE table (Karras)"]
+    lv = karras.levels(50)
+    torch.testing.assert_close(lv.sigma, karras.sigmas[1::2], rtol=1e-13, atol=0)
+    assert torch.equal(lv.alpha, torch.ones(50, dtype=torch.float64))
+    flow = tables["flow table"]
+    assert flow.t_max == pytest.approx(0.99)
+    lv = flow.levels(99)
+    torch.testing.assert_close(lv.sigma, flow.sigmas[:99], rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(lv.alpha, 1 - lv.sigma)
+    assert rc.get_schedule(flow.config()) == flow and rc.get_schedule(karras.config()) == karras
+    with pytest.raises(ValueError, match="increase"):
+        rc.SigmaSchedule([0.5, 0.4], "ve")
+    with pytest.raises(ValueError, match="family"):
+        rc.SigmaSchedule([0.1, 0.4], "edm")
 
 
 def _left(x):

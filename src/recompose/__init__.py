@@ -32,6 +32,7 @@ from .schedules import (
     LinearSchedule,
     RectifiedFlowSchedule,
     Schedule,
+    SigmaSchedule,
     VESchedule,
     get_schedule,
 )
@@ -56,6 +57,6 @@ __all__ = ["DiffusionModel", "GaussianMixture", "gmm_product", "pretrained", "lo
            "conjunction", "tapestry", "Tapestry", "normalize", "parse", "sample", "SAMPLERS",
            "SampleResult", "SampleInfo",
            "Schedule", "CosineSchedule", "LinearSchedule", "DiscreteSchedule",
-           "RectifiedFlowSchedule", "VESchedule", "get_schedule", "CapabilityError",
+           "RectifiedFlowSchedule", "VESchedule", "SigmaSchedule", "get_schedule", "CapabilityError",
            "CompositionError", "ExpressionError", "mcmc", "samplers", "from_diffusers",
            "from_pretrained"]

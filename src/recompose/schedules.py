@@ -15,6 +15,8 @@ VP (:class:`VPSchedule`)    ``α² + σ² = 1``: cosine, linear-β,     ``N(0, I
 rectified flow (``RF``)     ``α = 1 − σ``, ``σ = s t/(1+(s−1)t)``  ``N(0, (α² + σ²) I)``
                             (``s``: SD3 / FLUX ``shift``)          at ``t_max = 0.999``
 VE (:class:`VESchedule`)    ``α = 1``, ``σ = σ_min (σ_max/σ_min)^t``  ``N(0, (1 + σ_max²) I)``
+a trained model's table     ``σ_k`` on one of the families above   as the family
+(:class:`SigmaSchedule`)
 ==========================  =====================================  ===========================
 
 The prior is ``N(0, (α² + σ²) I)`` at the noisiest level: the law of ``x_t`` for data of unit
@@ -71,7 +73,8 @@ from torch import Tensor
 from .utils import append_dims
 
 __all__ = ["Schedule", "VPSchedule", "CosineSchedule", "LinearSchedule", "DiscreteSchedule",
-           "RectifiedFlowSchedule", "VESchedule", "Levels", "get_schedule", "q_sample"]
+           "SigmaSchedule", "RectifiedFlowSchedule", "VESchedule", "Levels", "get_schedule",
+           "q_sample"]
 
 _F64 = torch.float64
 
@@ -92,10 +95,12 @@ class Schedule:
         """``(dα/dt, dσ/dt)`` for float64 ``t`` (default: autograd of :meth:`alpha_sigma`)."""
         with torch.enable_grad():
             tt = t.detach().to(_F64).requires_grad_(True)
-            alpha, sigma = self.alpha_sigma(tt)
-            da, = torch.autograd.grad(alpha.sum(), tt, retain_graph=True)
-            ds, = torch.autograd.grad(sigma.sum(), tt)
-        return da.detach(), ds.detach()
+            out = []
+            for value in self.alpha_sigma(tt):  # a constant (VE's α = 1) has derivative 0
+                grad = (torch.autograd.grad(value.sum(), tt, retain_graph=True)[0]
+                        if value.requires_grad else None)
+                out.append(torch.zeros_like(tt) if grad is None else grad)
+        return out[0].detach(), out[1].detach()
 
     def __call__(self, t: float | Tensor) -> tuple[Tensor, Tensor]:
         """``(α_t, σ_t)`` with the shape (and float dtype) of ``t``.
@@ -311,6 +316,111 @@ class DiscreteSchedule(VPSchedule):
                 f"{float(self.alphas_cumprod[0]):.4g} to {float(self.alphas_cumprod[-1]):.3g})")
 
 
+def _flow_g2_integral(alpha: tuple[float, float], sigma: tuple[float, float]) -> float:
+    """``∫ g² dt`` on a path with ``α + σ = 1``: ``g² dt = α² d(σ²/α²)``; with ``r = σ/α`` and
+    ``α = 1/(1 + r)`` it is ``∫ 2r/(1 + r)² dr = 2[log(1 + r) + 1/(1 + r)]``."""
+    def antiderivative(a: float, s: float) -> float:
+        r = s / a
+        return 2 * (math.log1p(r) + 1 / (1 + r))
+
+    return antiderivative(alpha[1], sigma[1]) - antiderivative(alpha[0], sigma[0])
+
+
+class SigmaSchedule(Schedule):
+    """A trained model's own table of noise levels ``σ_k`` (ascending, ``k = 0 … N−1``) on a
+    path family: ``"ve"`` (``α = 1``; EDM / Karras sigmas), ``"rectified_flow"``
+    (``α = 1 − σ``; a flow-matching scheduler's sigmas) or ``"vp"`` (``α = √(1 − σ²)``).
+    Timestep ``k`` sits at ``t = (k + 1)/N`` as in :class:`DiscreteSchedule`; ``log σ`` is
+    linear in ``t`` between timesteps and ``σ`` linear from 0 at ``t = 0`` to ``σ_0``. An
+    entry where ``α = 0`` (a flow's ``σ = 1``) is kept out of the samplers' range (``t_max``
+    is the timestep below it)."""
+
+    name = "sigmas"
+    FAMILIES = ("ve", "rectified_flow", "vp")
+
+    def __init__(self, sigmas: Tensor | list[float], family: str = "ve") -> None:
+        table = torch.as_tensor(sigmas, dtype=_F64).flatten()
+        if family not in self.FAMILIES:
+            raise ValueError(f"family must be one of {', '.join(self.FAMILIES)}, got "
+                             f"{family!r}")
+        top = math.inf if family == "ve" else 1.0
+        if table.numel() < 2 or not bool(((table > 0) & (table <= top)).all()):
+            raise ValueError(f"sigmas must be at least 2 values in (0, {top}] for {family}")
+        if bool((table[1:] <= table[:-1]).any()):
+            raise ValueError("sigmas must increase with the timestep")
+        self.sigmas, self.family = table, family
+        n = table.numel()
+        self.t_max = (n - 1) / n if family != "ve" and float(table[-1]) == 1.0 else 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.sigmas.numel()
+
+    def timestep(self, t: Tensor) -> Tensor:
+        """``k = N t − 1`` (float64), snapped to the nearest integer within 1e-6."""
+        k = t.to(_F64) * self.num_timesteps - 1
+        near = torch.round(k)
+        return torch.where((k - near).abs() < 1e-6 * max(1, self.num_timesteps), near, k)
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        table = self.sigmas.to(t.device)
+        k = self.timestep(t).clamp(-1, self.num_timesteps - 1)
+        lo = k.floor().clamp(0, self.num_timesteps - 2).long()
+        frac = k - lo
+        log_s = table.log()
+        inside = (log_s[lo] * (1 - frac) + log_s[lo + 1] * frac).exp()
+        first = table[0] * (k + 1)  # σ linear from 0 at t = 0 to σ_0 at timestep 0
+        sigma = torch.where(k < 0, first, inside)
+        if self.family == "ve":
+            return torch.ones_like(sigma), sigma
+        if self.family == "rectified_flow":
+            return 1 - sigma, sigma
+        return (1 - sigma**2).clamp_min(0).sqrt(), sigma
+
+    def derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        # dσ/dt on each segment (the one above a timestep at the timestep itself)
+        table, n = self.sigmas.to(t.device), self.num_timesteps
+        k = self.timestep(t).clamp(-1, n - 1)
+        lo = k.floor().clamp(0, n - 2).long()
+        sigma = self.alpha_sigma(t)[1]
+        ds = torch.where(k < 0, table[0] * n, sigma * n * (table[lo + 1] / table[lo]).log())
+        if self.family == "ve":
+            return torch.zeros_like(ds), ds
+        if self.family == "rectified_flow":
+            return -ds, ds
+        return -sigma * ds / (1 - sigma**2).clamp_min(1e-300).sqrt(), ds
+
+    def drift_ratio(self, t: Tensor) -> Tensor:
+        if self.family == "ve":
+            return torch.zeros_like(t, dtype=_F64)
+        if self.family == "vp":
+            return torch.ones_like(t, dtype=_F64)
+        return super().drift_ratio(t)
+
+    def g2_integral(self, t_s: float, t_t: float, alpha: tuple[float, float],
+                    sigma: tuple[float, float]) -> float:
+        if self.family == "ve":
+            return sigma[1] ** 2 - sigma[0] ** 2
+        if self.family == "vp":
+            return 2.0 * math.log(alpha[0] / alpha[1])
+        return _flow_g2_integral(alpha, sigma)
+
+    def config(self) -> dict:
+        return {"name": self.name, "sigmas": self.sigmas.tolist(), "family": self.family}
+
+    def __eq__(self, other: object) -> bool:
+        return (type(self) is type(other) and self.family == other.family
+                and torch.equal(self.sigmas, other.sigmas))
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.family, self.num_timesteps,
+                     float(self.sigmas.sum())))
+
+    def __repr__(self) -> str:
+        return (f"SigmaSchedule({self.family}, N={self.num_timesteps}, σ from "
+                f"{float(self.sigmas[0]):.4g} to {float(self.sigmas[-1]):.4g})")
+
+
 class RectifiedFlowSchedule(Schedule):
     """Rectified flow / flow matching: ``α_t = 1 − σ_t``, ``σ_t = s t / (1 + (s − 1) t)``
     (``s = shift``; 1 is the plain ``σ = t``; SD3 uses 3). At ``t = 1`` the data's share is 0
@@ -336,12 +446,7 @@ class RectifiedFlowSchedule(Schedule):
 
     def g2_integral(self, t_s: float, t_t: float, alpha: tuple[float, float],
                     sigma: tuple[float, float]) -> float:
-        # g² dt = α² d(σ²/α²); with r = σ/α and α = 1/(1 + r): ∫ 2r/(1 + r)² dr
-        def antiderivative(a: float, s: float) -> float:
-            r = s / a
-            return 2 * (math.log1p(r) + 1 / (1 + r))
-
-        return antiderivative(alpha[1], sigma[1]) - antiderivative(alpha[0], sigma[0])
+        return _flow_g2_integral(alpha, sigma)
 
 
 class VESchedule(Schedule):
@@ -489,7 +594,7 @@ def q_sample(x0: Tensor, t: float | Tensor, schedule: Schedule, noise: Tensor | 
 
 SCHEDULES: dict[str, type[Schedule]] = {
     "cosine": CosineSchedule, "linear": LinearSchedule, "discrete": DiscreteSchedule,
-    "rectified_flow": RectifiedFlowSchedule, "ve": VESchedule}
+    "sigmas": SigmaSchedule, "rectified_flow": RectifiedFlowSchedule, "ve": VESchedule}
 
 
 def get_schedule(config: dict | str) -> Schedule:
