@@ -57,6 +57,6 @@ __all__ = ["DiffusionModel", "GaussianMixture", "gmm_product", "pretrained", "lo
            "conjunction", "tapestry", "Tapestry", "normalize", "parse", "sample", "SAMPLERS",
            "SampleResult", "SampleInfo",
            "Schedule", "CosineSchedule", "LinearSchedule", "DiscreteSchedule",
-           "RectifiedFlowSchedule", "VESchedule", "SigmaSchedule", "get_schedule", "CapabilityError",
-           "CompositionError", "ExpressionError", "mcmc", "samplers", "from_diffusers",
+           "RectifiedFlowSchedule", "VESchedule", "SigmaSchedule", "get_schedule",
+           "CapabilityError", "CompositionError", "ExpressionError", "mcmc", "samplers", "from_diffusers",
            "from_pretrained"]
