@@ -55,8 +55,7 @@ def __getattr__(name: str) -> object:
 __all__ = ["DiffusionModel", "GaussianMixture", "gmm_product", "pretrained", "load_model",
            "Product", "Power", "Mixture", "product", "power", "mixture", "cfg", "guide",
            "conjunction", "tapestry", "Tapestry", "normalize", "parse", "sample", "SAMPLERS",
-           "SampleResult", "SampleInfo",
-           "Schedule", "CosineSchedule", "LinearSchedule", "DiscreteSchedule",
-           "RectifiedFlowSchedule", "VESchedule", "SigmaSchedule", "get_schedule",
-           "CapabilityError", "CompositionError", "ExpressionError", "mcmc", "samplers", "from_diffusers",
-           "from_pretrained"]
+           "SampleResult", "SampleInfo", "Schedule", "CosineSchedule", "LinearSchedule",
+           "DiscreteSchedule", "RectifiedFlowSchedule", "VESchedule", "SigmaSchedule",
+           "get_schedule", "CapabilityError", "CompositionError", "ExpressionError", "mcmc",
+           "samplers", "from_diffusers", "from_pretrained"]
