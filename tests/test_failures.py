@@ -77,3 +77,61 @@ def test_invalid_values_are_usage_errors_in_one_line(tmp_path, args, message):
     assert r.exit_code == 2, r.output
     errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
     assert errors == [f"Error: {message}"] and "Traceback" not in r.output
+
+
+def test_final_samples_far_outside_the_models_range_are_counted_exactly():
+    """``sample_problems``: the counts, the largest magnitude and the limit (100 prior
+    standard deviations, at least 100) in the message; every chain unusable is a failure."""
+    import torch
+
+    from recompose.samplers.result import sample_problems
+
+    x = torch.zeros(10, 1, 2, 2)
+    assert sample_problems(x, 1.0) == []
+    x[3, 0, 1, 1], x[7, 0, 0, 0] = 150.0, -99.0  # one beyond 100, one inside
+    x[5, 0, 0, 1] = float("nan")
+    (message,) = sample_problems(x, 1.0)
+    assert message.startswith("1 of 10 samples are not finite and 1 of 10 samples lie far "
+                              "outside the range of the model's noise and data (|x| up to "
+                              "150, beyond 100)")
+    assert "far outside" not in sample_problems(x, 2.0)[0]  # the limit scales with the noise
+    x[3, 0, 1, 1] = 250.0
+    assert "(|x| up to 250, beyond 200)" in sample_problems(x, 2.0)[0]
+    assert sample_problems(x * 0 + 1e3, 20.0) == []  # within 100 × 20
+    with pytest.raises(FloatingPointError, match="^no usable sample: 10 of 10 samples lie far"):
+        sample_problems(torch.full((10, 2), 1e9), 1.0)
+
+
+def test_a_flat_composition_warns_and_the_cli_records_it(tmp_path):
+    """``A**0`` is a flat (improper) density: reverse diffusion wanders to |x| ~ 10³. The run
+    finishes with a warning (Python) and the warning in metrics.json (command line)."""
+    import json
+
+    with pytest.warns(SamplingWarning, match="far outside the range"):
+        r = rc.sample(rc.compose.power(rc.pretrained("ring"), 0.0), 200, "reverse",
+                      num_levels=50, seed=0)
+    assert any("degenerate" in w for w in r.info.warnings)
+    out = tmp_path / "flat"
+    cli_run = CliRunner().invoke(cli, ["--quiet", "sample", "--model", "A=ring", "--expr",
+                                       "A**0", "--sampler", "reverse", "--levels", "50",
+                                       "--n", "200", "--out", str(out)])
+    assert cli_run.exit_code == 0, cli_run.output
+    assert "warning: " in cli_run.output and "far outside" in cli_run.output
+    recorded = json.loads((out / "metrics.json").read_text())["sampling"]["warnings"]
+    assert any("far outside" in w for w in recorded)
+
+
+def test_a_run_with_no_usable_sample_fails_in_one_line(tmp_path):
+    """Every chain far outside: a runtime failure (exit 1) naming what to change, no files."""
+    class Runaway(rc.DiffusionModel):  # a score that pushes every chain outwards
+        has_energy = False
+
+        def __init__(self):
+            super().__init__()
+            self.schedule, self.event_shape, self.name = rc.CosineSchedule(), (2,), "runaway"
+
+        def score(self, x, t):
+            return 1e4 * x.sign()
+
+    with pytest.raises(FloatingPointError, match="^no usable sample: "):
+        rc.sample(Runaway(), 20, "reverse", num_levels=10, seed=0)

@@ -58,7 +58,7 @@ from torch import Tensor
 
 from .models.base import DiffusionModel, model_device_dtype
 from .samplers.base import Sampler
-from .samplers.result import SampleInfo, SampleResult, SamplingWarning
+from .samplers.result import SampleInfo, SampleResult, SamplingWarning, sample_problems
 
 __all__ = ["active", "rank", "world_size", "init_from_env", "agree", "require_seed",
            "block_seed", "blocks_of", "Sharded", "run_sharded", "ShardedModel",
@@ -178,8 +178,10 @@ def run_sharded(run: Callable[..., SampleResult], sampler: Sampler, n: int, seed
         return _run_rows(run, n, seed, groups, num_levels, progress and rank() == 0, model,
                          sampler.name)
     block_size = default_block_size(event_shape) if block_size is None else block_size
-    return _run_blocks(run, n, seed, x_init, block_size, num_levels, progress,
-                       model_device_dtype(model)[0])
+    result = _run_blocks(run, n, seed, x_init, block_size, num_levels, progress,
+                         model_device_dtype(model)[0])
+    result.info.warnings += sample_problems(result.x, model.schedule.prior_std())
+    return result
 
 
 def _run_rows(run: Callable[..., SampleResult], n: int, seed: int, groups: Tensor | None,

@@ -38,7 +38,7 @@ from ..mcmc.base import Target
 from ..models.base import DiffusionModel, model_device_dtype
 from ..schedules import Levels
 from ..utils import check_finite
-from .result import LevelRecord, SampleResult, build_info
+from .result import LevelRecord, SampleResult, build_info, sample_problems
 
 __all__ = ["Sampler", "Run", "Finished", "run_levels", "execute", "LevelCallback",
            "finite_or_raise", "model_output_or_raise", "FAR", "STEP_ADVICE", "SCORE_ADVICE"]
@@ -198,5 +198,6 @@ def execute(sampler: Sampler, model: DiffusionModel, n: int, num_levels: int,
     result = run_levels(sampler, run, callback, tick)
     result.info.settings = {"num_levels": num_levels, "n": n, "clip": clip,
                             **sampler.settings()}
-    result.info.warnings = result.info.problems()
+    result.info.warnings = result.info.problems() + sample_problems(result.x,
+                                                                    levels.schedule.prior_std())
     return result

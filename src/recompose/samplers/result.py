@@ -20,10 +20,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import torch
 from torch import Tensor
 
 __all__ = ["SampleInfo", "SampleResult", "SamplingWarning", "LevelRecord", "build_info",
-           "ACCEPTANCE_FLOOR", "ESS_FLOOR"]
+           "sample_problems", "ACCEPTANCE_FLOOR", "ESS_FLOOR", "FAR_OUTSIDE"]
 
 ACCEPTANCE_FLOOR = 0.05  # mean MH acceptance under which a run is reported as stuck
 ESS_FLOOR = 0.01  # effective sample size (fraction of n) under which a run is reported
@@ -109,6 +110,37 @@ class SampleInfo:
         if notes:
             out["notes"] = notes
         return out
+
+
+FAR_OUTSIDE = 100.0  # samples beyond this many prior standard deviations (at least 1) are garbage
+
+
+def sample_problems(x: Tensor, prior_std: float) -> list[str]:
+    """What is wrong with the final samples ``x`` ``(n, *D)``: chains that are not finite, or
+    far outside the range the model's noise and data allow (``|x| > FAR_OUTSIDE ·
+    max(1, prior_std)``; diffusion models' data are of order 1, their noise of order
+    ``prior_std``). A run where no chain is usable raises ``FloatingPointError``."""
+    flat = x.detach().reshape(x.shape[0], -1)
+    finite = torch.isfinite(flat).all(dim=1)
+    limit = FAR_OUTSIDE * max(1.0, prior_std)
+    far = finite & (flat.abs().amax(dim=1) > limit)
+    bad, n = int((~finite).sum()) + int(far.sum()), x.shape[0]
+    if bad == 0:
+        return []
+    parts = []
+    if not bool(finite.all()):
+        parts.append(f"{int((~finite).sum())} of {n} samples are not finite")
+    if bool(far.any()):
+        top = float(flat[far].abs().max())
+        parts.append(f"{int(far.sum())} of {n} samples lie far outside the range of the "
+                     f"model's noise and data (|x| up to {top:.3g}, beyond {limit:g})")
+    what = " and ".join(parts)
+    advice = ("the composition is likely degenerate (an exponent of 0 is a flat density, huge "
+              "exponents make the steps explode): check the expression, or use more levels "
+              "or an annealed sampler")
+    if bad == n:
+        raise FloatingPointError(f"no usable sample: {what}; {advice}")
+    return [f"{what}: {advice}"]
 
 
 @dataclass
