@@ -97,7 +97,7 @@ def test_final_samples_far_outside_the_models_range_are_counted_exactly():
     assert "far outside" not in sample_problems(x, 2.0)[0]  # the limit scales with the noise
     x[3, 0, 1, 1] = 250.0
     assert "(|x| up to 250, beyond 200)" in sample_problems(x, 2.0)[0]
-    assert sample_problems(x * 0 + 1e3, 20.0) == []  # within 100 × 20
+    assert sample_problems(torch.full((10, 2), 1e3), 20.0) == []  # within 100 × 20
     with pytest.raises(FloatingPointError, match="^no usable sample: 10 of 10 samples lie far"):
         sample_problems(torch.full((10, 2), 1e9), 1.0)
 
