@@ -167,6 +167,13 @@ def test_block_scheme_deals_contiguous_blocks():
     assert covered == list(range(1000))
     assert block_seed(3, 0) != block_seed(3, 1) != block_seed(4, 0)
     assert block_seed(3, 1) == block_seed(3, 1)
+    # exactly numpy's seed mixing of (seed, block), in that order, as 63 bits
+    import numpy as np
+
+    for seed, block in [(3, 1), (0, 7), (12345, 0)]:
+        state = np.random.SeedSequence([seed, block]).generate_state(1, np.uint64)[0]
+        assert block_seed(seed, block) == int(state) & ((1 << 63) - 1)
+    assert block_seed(3, 1) != block_seed(1, 3)
 
 
 def test_sharded_runs_outside_a_group_are_the_groups_samples(tmp_path):
@@ -302,3 +309,30 @@ def test_torchrun_cli_writes_once_and_matches_one_process(tmp_path):
     assert plain.returncode == 0, plain.stderr[-2000:]
     xs.append(np.load(tmp_path / "plain" / "samples.npz")["x"])
     assert xs[0].shape == (300, 2) and (xs[0] == xs[1]).all() and (xs[0] == xs[2]).all()
+
+
+def test_a_sharded_run_is_its_blocks_run_one_by_one():
+    """``shard=True`` in one process, exactly: block ``b`` is the unsharded run of its chains
+    seeded ``block_seed(seed, b)``, blocks concatenated in block order; the merged diagnostics
+    are chain-weighted means (blocks of 64, 64 and 22 chains), the minimum acceptance the
+    minimum, the evaluation counts those of one chain."""
+    import numpy as np
+
+    from recompose.distributed import block_seed
+
+    torch.set_num_threads(1)
+    model = rc.pretrained("ring") * rc.pretrained("bar")
+    sharded = rc.sample(model, 150, rc.distributed.Sharded("hmc", block_size=64), num_levels=5,
+                        num_steps=2, seed=9, shard=True)
+    sizes = [64, 64, 22]
+    blocks = [rc.sample(model, m, "hmc", num_levels=5, num_steps=2, seed=block_seed(9, b),
+                        shard=False) for b, m in enumerate(sizes)]
+    assert torch.equal(sharded.x, torch.cat([b.x for b in blocks]))
+    w = np.asarray(sizes, dtype=np.float64) / 150
+    for key in ("acceptance", "step_size", "divergent"):
+        expected = sum(wi * np.asarray(getattr(b.info, key)) for wi, b in zip(w, blocks))
+        np.testing.assert_allclose(getattr(sharded.info, key), expected, rtol=1e-12, atol=0)
+    expected_min = np.min([b.info.acceptance_min for b in blocks], 0)
+    np.testing.assert_array_equal(sharded.info.acceptance_min, expected_min)
+    assert sharded.info.num_chains == 150 and sharded.info.settings["blocks"] == 3
+    assert sharded.info.score_evals == blocks[0].info.score_evals
