@@ -277,7 +277,13 @@ def test_save_pretrained_folder_round_trips(latent_pipeline):
         torch.testing.assert_close(loaded.prompt("red cube").score(x, 0.3),
                                    direct.given("red cube").score(x, 0.3))
         images = loaded.decode(x)
+        # the VAE decodes latents divided by its scaling factor (plus its shift, if any)
+        config = pipe.vae.config
+        assert config.scaling_factor != 1
+        z = x / config.scaling_factor + (getattr(config, "shift_factor", None) or 0.0)
+        expected = pipe.vae.decode(z).sample.clamp(-1, 1)
     assert images.shape == (2, 3, 16, 16) and images.abs().max() <= 1
+    torch.testing.assert_close(images, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_from_pretrained_explains_a_folder_that_is_not_a_pipeline(tmp_path):

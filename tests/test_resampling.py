@@ -74,3 +74,51 @@ def test_bad_weights_and_schemes_raise():
         resample(torch.full((3,), -math.inf))
     with pytest.raises(ValueError, match="systematic"):
         resample(torch.zeros(3), "bogus")
+
+
+def _first_above(cdf, u):
+    """First j with cdf[j] > u, written out (the last index when rounding leaves cdf < 1)."""
+    out = []
+    for v in u.tolist():
+        j = next((j for j, c in enumerate(cdf.tolist()) if c > v), len(cdf) - 1)
+        out.append(j)
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_each_scheme_returns_exactly_its_indices(scheme):
+    """The indices of each scheme recomputed from the same generator's draws: systematic one
+    uniform for all strata, stratified one per stratum, multinomial sorted uniforms, residual
+    ⌊nW⌋ copies then the rest by multinomial on the residual weights; all sorted; the last
+    particle can be drawn."""
+    log_w = torch.tensor([0.05, 0.30, 0.01, 0.14, 0.25, 0.05, 0.20],
+                         dtype=torch.float64).log()
+    n = log_w.shape[0]
+    w = torch.softmax(log_w, 0)
+    for seed in range(20):
+        got = resample(log_w, scheme, generator=torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed)
+        k = torch.arange(n, dtype=torch.float64)
+        if scheme == "systematic":
+            u = (k + torch.rand((), generator=g, dtype=torch.float64)) / n
+            expected = _first_above(torch.cumsum(w, 0), u)
+        elif scheme == "stratified":
+            u = (k + torch.rand(n, generator=g, dtype=torch.float64)) / n
+            expected = _first_above(torch.cumsum(w, 0), u)
+        elif scheme == "multinomial":
+            u = torch.sort(torch.rand(n, generator=g, dtype=torch.float64)).values
+            expected = _first_above(torch.cumsum(w, 0), u)
+        else:
+            copies = torch.floor(n * w).long()
+            kept = torch.repeat_interleave(torch.arange(n), copies)
+            rest = n - len(kept)
+            residual = n * w - copies
+            u = torch.sort(torch.rand(rest, generator=g, dtype=torch.float64)).values
+            extra = _first_above(torch.cumsum(residual / residual.sum(), 0), u)
+            expected = torch.sort(torch.cat([kept, extra])).values
+        assert torch.equal(got, expected), (scheme, seed, got, expected)
+        assert torch.equal(got, torch.sort(got).values)
+    # the last particle alone carries the weight: every index is the last one
+    last = torch.tensor([-1e9] * 4 + [0.0], dtype=torch.float64)
+    assert torch.equal(resample(last, scheme, generator=torch.Generator().manual_seed(0)),
+                       torch.full((5,), 4))
