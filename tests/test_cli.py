@@ -240,7 +240,8 @@ def test_non_positive_n(tmp_path, n):
     r = run("sample", "--model", "A=ring", "--expr", "A", "--n", n, "--out",
             str(tmp_path / "o"))
     line = one_line_error(r, 2)
-    assert f"Invalid value for '--n' / '--num-samples': {n} is not in the range x>=1" in line
+    assert (f"Invalid value for '--n' / '--num-samples': {n} is not in the range "
+            "1<=x<=1000000") in line
 
 
 def test_unwritable_output_folder(tmp_path):

@@ -67,7 +67,8 @@ def test_a_too_large_step_is_blamed_on_the_step_size():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--n", "100000000000"], "n must be an integer in [1, 2,147,483,647], got 100000000000"),
+    (["--n", "100000000000"], "Invalid value for '--n' / '--num-samples': 100000000000 is not "
+                              "in the range 1<=x<=1000000."),
     (["--step-size", "inf"], "step size must be a positive finite number, got inf"),
     (["--step-power", "nan"], "step power must be a finite number, got nan"),
 ])

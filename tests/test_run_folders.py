@@ -579,7 +579,7 @@ def test_an_interrupted_training_says_its_checkpoint_is_kept(tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)  # a guard against hangs, not a speed test
         assert proc.returncode == 130, err
-        assert "interrupted: the checkpoint in" in err and "rerun the same command" in err
+        assert "interrupted: the checkpoint of step" in err and "rerun the same command" in err
         assert (out / "checkpoint" / "model.safetensors").exists()
     finally:
         proc.kill()

@@ -3,18 +3,46 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 
 __all__ = ["TrainConfig", "ClassifierConfig"]
 
+# the entries' types, by their annotations (JSON has no other types)
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+          "dict": (dict,), "str | None": (str, type(None))}
+_NAMES = {"int": "a whole number", "float": "a number", "str": "a string",
+          "bool": "true or false", "dict": "a JSON object", "str | None": "a string or null"}
+
 
 class _Config:
-    """What both configs share: positive counts, dict and JSON forms."""
+    """What both configs share: checked types, positive counts, dict and JSON forms."""
+
+    def _check_types(self) -> None:
+        """One-line ``ValueError`` for an entry of the wrong type (e.g. from a JSON file), so
+        that it fails here and not as a traceback deep inside training."""
+        for f in fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if kind not in _TYPES:
+                continue
+            ok = isinstance(value, _TYPES[kind]) and (kind == "bool"
+                                                      or not isinstance(value, bool))
+            if ok and kind == "float":
+                ok = math.isfinite(value)
+            if not ok:
+                raise ValueError(f"{f.name} must be {_NAMES[kind]}"
+                                 f"{' (finite)' if kind == 'float' else ''}, got {value!r}")
 
     def _check_counts(self, *names: str) -> None:
         for name in names:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1")
+
+    def _check_seed_and_threads(self) -> None:
+        if not 0 <= self.seed < 2**63 - 1:  # torch seeds are 64-bit; seed + 1 seeds the data
+            raise ValueError(f"seed must lie in [0, 2**63 - 1), got {self.seed}")
+        if self.threads > 1024:
+            raise ValueError(f"threads must be at most 1024, got {self.threads}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,9 +82,19 @@ class TrainConfig(_Config):
                                                     "min_alpha_sq": 1e-6})
 
     def __post_init__(self) -> None:
+        from .data import DATASETS
+
+        self._check_types()
+        if self.data not in DATASETS:
+            raise ValueError(f"data must be one of {', '.join(DATASETS)}, got {self.data!r}")
         if self.parameterization not in ("score", "energy"):
             raise ValueError("parameterization must be 'score' or 'energy'")
+        if self.energy_form not in ("ae", "l2"):
+            raise ValueError(f"energy_form must be 'ae' or 'l2', got {self.energy_form!r}")
         self._check_counts("steps", "batch_size", "checkpoint_every", "threads")
+        self._check_seed_and_threads()
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
         from .models.predictions import PREDICTIONS
 
         if self.prediction not in PREDICTIONS:
@@ -99,4 +137,6 @@ class ClassifierConfig(_Config):
                                                     "min_alpha_sq": 1e-6})
 
     def __post_init__(self) -> None:
+        self._check_types()
         self._check_counts("steps", "batch_size", "threads")
+        self._check_seed_and_threads()

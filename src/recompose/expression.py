@@ -49,7 +49,7 @@ from collections.abc import Callable, Collection, Mapping
 
 from .compose import cfg, mixture
 from .models.base import DiffusionModel
-from .models.normalization import normalize
+from .models.normalization import check_quadrature, normalize
 
 __all__ = ["ExpressionError", "parse", "check"]
 
@@ -322,6 +322,10 @@ class _Compiler:
                 if not isinstance(value, float) or (kind is int and not value.is_integer()):
                     raise self.error(f"{key} must be {'a whole' if kind is int else 'a'} "
                                      "number", self.column(kw.value))
+                try:  # the library's bounds, checked here too: before any model is loaded
+                    check_quadrature(**{key: kind(value)})
+                except ValueError as err:
+                    raise self.error(str(err), self.column(kw.value)) from None
                 options[key] = kind(value)
             self.program.append(("normalize", options, node))
         return _MODEL

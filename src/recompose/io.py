@@ -48,6 +48,7 @@ __all__ = [
     "CheckpointError",
     "save_model_file",
     "read_model_file",
+    "atomic_write",
     "atomic_write_text",
     "json_safe",
     "atomic_dir",
@@ -64,7 +65,7 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, corrupt, or for another architecture."""
 
 
-def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: Path | str, write: Callable[[str], None]) -> None:
     """``write(tmp)`` to a temporary file in ``path``'s folder, then rename it to ``path``; on
     any failure the temporary file is removed and ``path`` is untouched."""
     path = Path(path)
@@ -87,14 +88,14 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
 
-    _write_atomically(path, write)
+    atomic_write(path, write)
 
 
 def save_model_file(path: Path, tensors: dict[str, Tensor], config: dict) -> None:
     """Atomically write weights + JSON config to one ``.safetensors`` file."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     meta = {"format": FORMAT, "recompose": json.dumps(config, sort_keys=True)}
-    _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def read_model_file(path: Path | str) -> tuple[dict[str, Tensor], dict]:

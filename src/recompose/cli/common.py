@@ -1,20 +1,34 @@
-"""What every subcommand shares: one-line errors with exit codes, ``--quiet``, output checks.
+"""What every subcommand shares: one-line errors with exit codes, ``--quiet``, ``--debug``,
+output checks, and how the console script runs (:func:`run_command_line`).
 
 Exit codes: 0 success; 2 usage error (bad option, expression, model name, or a composition
 the models cannot support); 1 runtime failure (divergence, unreadable checkpoint, I/O).
+Under ``torchrun`` a usage error is printed by rank 0 alone (every rank gets the same
+arguments, so the same error); the other ranks exit with the same code silently.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 __all__ = ["Failure", "Terminated", "usage", "handle_errors", "is_quiet", "quiet_option",
-           "prepare_out", "check_on_lead", "on_interrupt", "overwrite_option"]
+           "add_debug_option", "is_debug", "prepare_out", "check_on_lead",
+           "on_interrupt", "overwrite_option", "run_command_line", "release_process_group",
+           "MEMORY_HINTS"]
+
+DEBUG_KEY = "recompose.debug"
+DEBUG_HELP = "Show full tracebacks on errors."
+# what to make smaller when a command runs out of memory (by command name)
+MEMORY_HINTS = {"sample": "a smaller --n or --levels", "demo": "a smaller --n or --levels",
+                "train": "a smaller --batch-size (or a smaller network in --config)"}
 
 
 class Terminated(KeyboardInterrupt):
@@ -34,6 +48,33 @@ class Failure(click.ClickException):
 usage = click.UsageError  # a usage error: one line, exit code 2
 
 
+def _remember_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[DEBUG_KEY] = True  # ctx.meta is shared by the group's and the command's context
+
+
+def add_debug_option(command: click.Command) -> None:
+    """``--debug`` on a subcommand too, same as ``recompose --debug …`` (unless it has one);
+    :func:`handle_errors` reads it with :func:`is_debug`."""
+    if not any(p.name == "debug" for p in command.params):
+        command.params.append(click.Option(["--debug"], is_flag=True, expose_value=False,
+                                           callback=_remember_debug, help=DEBUG_HELP))
+
+
+def is_debug() -> bool:
+    """Was ``--debug`` given, before or after the subcommand?"""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return False
+    return bool(ctx.meta.get(DEBUG_KEY) or (ctx.find_root().params or {}).get("debug"))
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    text = str(err).lower()
+    return (isinstance(err, MemoryError) or "can't allocate memory" in text
+            or "out of memory" in text)
+
+
 def handle_errors(fn: Callable) -> Callable:
     """Map library exceptions to one-line messages and exit codes (tracebacks with --debug)."""
 
@@ -44,18 +85,17 @@ def handle_errors(fn: Callable) -> Callable:
         from ..io import CheckpointError, RunFolderError
 
         ctx = click.get_current_context()
-        debug = (ctx.find_root().params or {}).get("debug", False)
         try:
             return fn(*args, **kwargs)
-        except click.ClickException:
+        except (click.ClickException, click.exceptions.Exit):
             raise
         except KeyboardInterrupt as err:
             what = "terminated" if isinstance(err, Terminated) else "interrupted"
             kept = ctx.meta.get("recompose.kept", "no results were written")
-            click.echo(f"{what}: {kept}", err=True)
+            click.echo(f"{what}: {kept() if callable(kept) else kept}", err=True)
             sys.exit(143 if isinstance(err, Terminated) else 130)
         except Exception as err:  # noqa: BLE001 - the CLI boundary
-            if debug:
+            if is_debug():
                 raise
             if isinstance(err, ExpressionError):
                 raise usage(f"bad expression: {err.pretty()}") from None
@@ -63,9 +103,9 @@ def handle_errors(fn: Callable) -> Callable:
                 raise usage(str(err)) from None
             if isinstance(err, CheckpointError | RunFolderError | FloatingPointError):
                 raise Failure(str(err)) from None
-            if isinstance(err, MemoryError) or "can't allocate memory" in str(err):
-                raise usage("not enough memory for this run; use a smaller --n or --levels"
-                            ) from None
+            if _out_of_memory(err):
+                hint = MEMORY_HINTS.get(ctx.command.name, "smaller sizes")
+                raise usage(f"not enough memory for this run; use {hint}") from None
             if isinstance(err, ValueError | TypeError):  # invalid values met past click
                 raise usage(first_line(err)) from None
             if isinstance(err, OSError):
@@ -116,8 +156,9 @@ def check_on_lead(check: Callable[[], object]) -> bool:
     return lead
 
 
-def on_interrupt(kept: str) -> None:
-    """What an interrupted command keeps, for the message of Ctrl-C / SIGTERM."""
+def on_interrupt(kept: str | Callable[[], str]) -> None:
+    """What an interrupted command keeps, for the message of Ctrl-C / SIGTERM (a function is
+    called when the interrupt comes, for what is kept only from some point on)."""
     click.get_current_context().meta["recompose.kept"] = kept
 
 
@@ -125,3 +166,54 @@ def overwrite_option(fn: Callable) -> Callable:
     return click.option("--overwrite", is_flag=True,
                         help="Replace the outputs of a previous recompose run in --out (other "
                              "files there are never touched).")(fn)
+
+
+def release_process_group() -> None:
+    """Leave ``torchrun``'s process group if this process joined one. A gloo group still
+    alive when the interpreter exits can abort the process ("terminate called without an
+    active exception", SIGABRT) instead of letting it exit with its own code."""
+    torch = sys.modules.get("torch")  # never import torch just to find nothing to release
+    if torch is None:
+        return
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - leaving anyway; the exit code is what matters
+            pass
+
+
+def run_command_line(command: click.Command, args: list[str] | None = None) -> int:
+    """Run ``command`` as the console script does and return its exit code.
+
+    Click's standalone handling (one-line errors, exit codes), except that a usage error
+    (exit 2) is printed only by the lead process: under ``torchrun`` every rank parses the
+    same arguments and meets the same error, so rank 0 prints it and the others exit with
+    the same code silently. Runtime failures are printed by every rank that meets one (they
+    may differ between ranks). The process group, if any, is left before returning.
+    """
+    lead = os.environ.get("RANK", "0") == "0"  # set by torchrun for every process it starts
+    try:
+        try:
+            code = command.main(args=args, obj={}, standalone_mode=False)
+            return code if type(code) is int else 0  # ctx.exit(code), or a command's None
+        except click.exceptions.Exit as err:
+            return err.exit_code
+        except click.ClickException as err:
+            if lead or err.exit_code != click.UsageError.exit_code:
+                err.show()
+            return err.exit_code
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            return 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can be said
+                pass
+        if threading.current_thread() is threading.main_thread():
+            # exiting: torchrun's SIGTERM to a rank that has not finished yet (sent when
+            # another rank exits first) ends it quietly rather than as an interrupt
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        release_process_group()

@@ -19,6 +19,7 @@ returns. The figure shows that density beside the ideal target.
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -41,7 +42,8 @@ from ..viz.plots import scatter_grid
 from .common import handle_errors, is_quiet, overwrite_option, prepare_out, quiet_option
 
 __all__ = ["COMPOSITIONS", "NEGATION_ALPHA", "READ_MORE", "build", "mixture_normalizers",
-           "learned_density", "learned_draws", "run_demo", "demo"]
+           "learned_density", "learned_draws", "run_demo", "demo", "REFERENCE_DRAWS",
+           "check_chains"]
 
 COMPOSITIONS = ("product", "mixture", "negation", "negation_r3")
 NEGATION_ALPHA = 0.3
@@ -50,6 +52,16 @@ READ_MORE = ("Read more: docs/results.md §2 (every sampler at the paper's budge
              "`python -m experiments.toy2d` in a clone of the repository (≈ 11 min on 2 cores).")
 EXACT_SETS = 4  # independent sets of exact draws behind the W2 floor's mean ± sd
 GRID_LIM, GRID = 1.5, 160  # the learned density's grid: [−1.5, 1.5]², 160² cells
+REFERENCE_DRAWS = 2000  # target draws that W2 compares the samples with
+
+
+def check_chains(n: int) -> None:
+    """Refuse, before any work, a chain count whose W2 against the 2,000 reference draws
+    cannot be exact (:func:`recompose.metrics.wasserstein2` needs ``lcm(n, 2000) ≤ 6000``)."""
+    if n < 2 or math.lcm(n, REFERENCE_DRAWS) > 6000:
+        raise ValueError(f"{n} chains cannot be compared with the {REFERENCE_DRAWS:,} target "
+                         f"draws by exact W2 (lcm(n, {REFERENCE_DRAWS}) must be at most 6000): "
+                         "use a divisor of 2000, 4000 or 6000, e.g. 500, 1000, 1500 or 2000")
 
 
 def mixture_normalizers(parameterization: str = "energy"
@@ -205,6 +217,7 @@ def run_demo(out: Path, n: int = 500, num_levels: int = 50, num_steps: int = 5, 
     """Run the demo into ``out``; returns the printed table (with its notes). The W2
     assignments (about 0.6 s each, 21 of them) run in a worker thread while the samplers run
     (SciPy releases the GIL), which keeps the demo's wall time near the samplers'."""
+    check_chains(n)
     normalizers = mixture_normalizers()  # once, shared by both samplers' mixture models
     cells, densities, metrics = {}, {}, {}
     comps, names = ("product", "mixture", "negation"), ("exact", "learned", "reverse", "hmc")
@@ -214,7 +227,7 @@ def run_demo(out: Path, n: int = 500, num_levels: int = 50, num_steps: int = 5, 
             for comp in comps:
                 model = build(comp, "energy", normalizers)
                 target = TARGETS[comp]()
-                ref = target.sample(2000, torch.Generator().manual_seed(1000 + seed))
+                ref = target.sample(REFERENCE_DRAWS, torch.Generator().manual_seed(1000 + seed))
                 # exact draws: the panel's set and EXACT_SETS − 1 more for W2's spread
                 sets = [target.sample(n, torch.Generator().manual_seed(seed + 7919 * k))
                         for k in range(EXACT_SETS)]
@@ -288,14 +301,25 @@ def run_demo(out: Path, n: int = 500, num_levels: int = 50, num_steps: int = 5, 
     return table
 
 
+def _check_n(ctx: click.Context, param: click.Parameter, n: int) -> int:
+    try:
+        check_chains(n)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+    return n
+
+
 @click.command()
-@click.option("--n", default=500, show_default=True, type=click.IntRange(min=2),
-              help="Chains (samples) per composition and sampler.")
-@click.option("--levels", default=50, show_default=True, type=click.IntRange(min=1),
+@click.option("--n", default=500, show_default=True, type=click.IntRange(2, 6000),
+              callback=_check_n,
+              help="Chains (samples) per composition and sampler: a divisor of 2000, 4000 or "
+                   "6000 (W2 against 2,000 target draws is exact by assignment).")
+@click.option("--levels", default=50, show_default=True, type=click.IntRange(1, 100_000),
               help="Noise levels T.")
-@click.option("--mcmc-steps", default=5, show_default=True, type=click.IntRange(min=0),
+@click.option("--mcmc-steps", default=5, show_default=True, type=click.IntRange(0, 10_000),
               help="HMC steps K per level.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
+              help="Random seed.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"),
               show_default=True, help="Output folder (empty, new, or a previous run's with "
                                       "--overwrite).")

@@ -213,7 +213,7 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
               default="energy", show_default=True,
               help="For shipped model names without :score/:energy/:distilled (distilled: "
                    "an energy model distilled from the score model).")
-@click.option("--levels", default=100, show_default=True, type=click.IntRange(min=1),
+@click.option("--levels", default=100, show_default=True, type=click.IntRange(1, 100_000),
               help="Noise levels T.")
 @click.option("--mcmc-steps", default=None, type=click.IntRange(min=0),
               help="MCMC steps K per level (annealed samplers: default 10; SMC moves: 2; FKC "
@@ -253,7 +253,7 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
                                                   "residual"]),
               default=None, help="SMC/FKC: the resampling scheme.  [default: systematic]")
 @click.option("--n", "--num-samples", "n", default=2000, show_default=True,
-              type=click.IntRange(min=1),
+              type=click.IntRange(1, 1_000_000),
               help="Number of samples (--num-samples under torchrun, whose own options take --n).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,

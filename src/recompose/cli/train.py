@@ -14,7 +14,6 @@ from .common import (
     handle_errors,
     is_quiet,
     on_interrupt,
-    prepare_out,
     quiet_option,
     usage,
 )
@@ -44,19 +43,22 @@ from .common import (
               type=click.Path(exists=True, dir_okay=False),
               help="Start from this model file's weights (same network), e.g. to fine-tune a "
                    "student with another loss.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="Torch threads while training.  [default: 1, or the teacher's]")
-@click.option("--steps", type=click.IntRange(min=1), default=None,
+@click.option("--steps", type=click.IntRange(1, 10_000_000), default=None,
               help="Adam steps.  [default: 6000 without --config]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: 1000]")
+@click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=None,
+              help="[default: 1000]")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learning rate.  [default: 1e-3]")
-@click.option("--seed", type=int, default=None, help="[default: 0]")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="[default: 0]")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
               help="Steps between checkpoints.  [default: 500]")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Run folder (resumes from OUT/checkpoint if present; with more --steps "
-                   "and otherwise the same settings, a finished run trains longer).")
+              help="Run folder: new or empty, or an earlier run of train's to resume (from "
+                   "OUT/checkpoint; with more --steps and otherwise the same settings, a "
+                   "finished run trains longer). Writes OUT/checkpoint, OUT/config.json and "
+                   "OUT/figures/loss.png.")
 @quiet_option
 @handle_errors
 def train(config_file: Path | None, data: str | None, parameterization: str | None,
@@ -73,13 +75,14 @@ def train(config_file: Path | None, data: str | None, parameterization: str | No
       recompose train --distill-from ring --out runs/ring-distilled
     The model file is OUT/checkpoint/model.safetensors; sample it with
     `recompose sample --model A=OUT/checkpoint/model.safetensors …`.
+    The loss curve is OUT/figures/loss.png (redrawn at every checkpoint).
     """
     from dataclasses import fields
 
     from tqdm.auto import tqdm
 
     from ..config import TrainConfig
-    from ..training.trainer import Trainer
+    from ..training.trainer import Trainer, check_config
 
     settings: dict = {}
     if config_file is not None:
@@ -87,8 +90,13 @@ def train(config_file: Path | None, data: str | None, parameterization: str | No
             settings = json.loads(config_file.read_text())
         except json.JSONDecodeError as err:
             raise usage(f"{config_file} is not valid JSON ({err})") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise usage(f"cannot read {config_file} ({err})") from None
+        if not isinstance(settings, dict):
+            raise usage(f"{config_file} must hold one JSON object of training settings, "
+                        f'e.g. {{"data": "ring", "steps": 2000}}')
         known = {f.name for f in fields(TrainConfig)}
-        unknown = sorted(set(settings) - known) if isinstance(settings, dict) else ["?"]
+        unknown = sorted(set(settings) - known)
         if unknown:
             raise usage(f"{config_file}: unknown training settings {', '.join(unknown)}; "
                          f"known: {', '.join(sorted(known))}")
@@ -114,30 +122,72 @@ def train(config_file: Path | None, data: str | None, parameterization: str | No
              "init_from": None if init_from is None else str(Path(init_from).resolve()),
              "threads": threads}
     settings |= {k: v for k, v in given.items() if v is not None}
+    where = f" in {config_file}" if config_file is not None else ""
     try:
         config = TrainConfig(**settings)
+        check_config(config)  # schedule and network fit the data (no work: torch's meta device)
     except (TypeError, ValueError) as err:
-        raise usage(f"bad training config: {err}") from None
+        raise usage(f"bad training config{where}: {err}") from None
     out = Path(out).resolve()
-
-    def check_out() -> None:
-        if not (out / "checkpoint").is_dir():  # a new run: a new or empty, writable folder
-            prepare_out(out)
-        elif not os.access(out, os.W_OK | os.X_OK):
-            raise usage(f"cannot write to {out}")
-
-    lead = check_on_lead(check_out)  # under torchrun: data-parallel, rank 0 writes
+    lead = check_on_lead(lambda: check_train_out(out))  # torchrun: data-parallel, rank 0 writes
     trainer = Trainer(config, out)
     if trainer.load() and lead:
         click.echo(f"resuming from step {trainer.step}")
-    on_interrupt(f"the checkpoint in {out / 'checkpoint'} (saved every "
-                 f"{config.checkpoint_every} steps) is kept; rerun the same command to resume")
     what = f"distill {config.distill_from}" if config.distill_from else f"train {config.data}"
+
+    def kept() -> str:  # what Ctrl-C keeps: what is on disk when it comes
+        try:
+            step = json.loads((out / "checkpoint" / "trainer.json").read_text())["step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            first = min(config.checkpoint_every, config.steps)
+            return (f"nothing was kept: no checkpoint had been written yet (the first comes "
+                    f"at step {first}); rerunning the same command starts over")
+        return (f"the checkpoint of step {step} in {out / 'checkpoint'} is kept; rerun the "
+                f"same command to resume from it")
+
+    on_interrupt(kept)
     bar = tqdm(total=config.steps, initial=trainer.step, desc=what,
                disable=is_quiet() or not lead)
-    trainer.run(progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}",
-                                                                            refresh=False)))
-    bar.close()
+    try:
+        trainer.run(progress=lambda step, loss: (bar.update(1),
+                                                 bar.set_postfix(loss=f"{loss:.3f}",
+                                                                 refresh=False)),
+                    on_checkpoint=lambda t: write_loss_plot(out, t.losses, what))
+    finally:
+        bar.close()  # before any error message, which would land on the bar's line
     if lead:
+        write_loss_plot(out, trainer.losses, what)  # also when a resumed run had nothing to do
         click.echo(f"model: {out}/checkpoint/model.safetensors (EMA weights; "
-                   f"load with recompose.load_model)")
+                   f"load with recompose.load_model); loss curve: {out}/figures/loss.png")
+
+
+def check_train_out(out: Path) -> None:
+    """A usage error unless ``out`` can hold this run: an earlier train run's folder (to
+    resume), or a new or empty, writable folder. Train has no --overwrite: it never replaces
+    files it did not write."""
+    from ..io import RunFolderError, check_run_folder
+
+    if (out / "checkpoint").is_dir() or (out / ".checkpoint.old").is_dir():  # resume
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise usage(f"cannot write to {out}; choose another --out")
+        return
+    try:
+        check_run_folder(out)
+    except RunFolderError as err:
+        if out.is_dir() and os.access(out, os.W_OK | os.X_OK):  # refused for holding files
+            raise usage(f"{out} is not empty and holds no training checkpoint to resume; "
+                        "train into a new or empty folder (another --out), or give the "
+                        "folder of an earlier recompose train run to resume it") from None
+        raise usage(str(err)) from None
+
+
+def write_loss_plot(out: Path, losses: list[float], title: str) -> None:
+    """``out/figures/loss.png``: the training loss so far (written atomically)."""
+    from ..io import atomic_write
+    from ..viz.plots import loss_plot
+
+    if not losses:
+        return
+    fig = loss_plot(losses, title=f"{title}: {len(losses)} steps")
+    atomic_write(out / "figures" / "loss.png",
+                 lambda tmp: fig.savefig(tmp, format="png", dpi=110))

@@ -6,7 +6,8 @@
 
 from .toy2d import TOY2D, Box, Ring, Toy2D, get_toy2d
 
-__all__ = ["TOY2D", "Toy2D", "Box", "Ring", "get_toy2d", "get_dataset", "DATASETS"]
+__all__ = ["TOY2D", "Toy2D", "Box", "Ring", "get_toy2d", "get_dataset", "DATASETS",
+           "dataset_event_shape"]
 
 DATASETS = (*TOY2D, "digits", "clevr")
 
@@ -23,4 +24,20 @@ def get_dataset(name: str) -> object:
         from .clevr import ClevrPositions
 
         return ClevrPositions()
+    raise KeyError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def dataset_event_shape(name: str) -> tuple[int, ...]:
+    """The ``event_shape`` of :func:`get_dataset`'s ``name``, without building the data."""
+    if name in TOY2D:
+        return tuple(Toy2D.event_shape)
+    if name == "digits":
+        from .digits import Digits
+
+        return tuple(Digits.event_shape)
+    if name == "clevr":
+        from .clevr import SceneSpec
+
+        size = SceneSpec().size
+        return (3, size, size)
     raise KeyError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

@@ -123,6 +123,10 @@ def model_file(spec: str, default_parameterization: str = "energy",
                              f"{name}:score, {name}:energy or {name}:distilled")
         return shipped_path(f"{name}-{param}")
     path = Path(spec)
+    if not path.exists() and name in IMAGE_PRETRAINED:
+        raise ValueError(f"{name!r} is a shipped image model, not one of the models accepted "
+                         f"here ({', '.join(names)}); use it from Python: "
+                         f"recompose.pretrained({name!r}, ...)")
     if not path.exists():
         raise ValueError(f"unknown model {spec!r}: neither a shipped model nor a model file "
                          f"(shipped: {', '.join(names)})")

@@ -9,7 +9,9 @@ sharpness instead, which collapses its mixture between the bars).
 In low dimension ``Z(t)`` is a cheap quadrature. :func:`normalize_by_quadrature` tabulates
 ``log Z`` on ``num_times`` times in ``[t_min, 1]`` with a midpoint rule on a ``grid × grid`` window
 that follows the diffused data, ``|x| ≤ α_t·extent + 7σ_t``, and interpolates linearly in
-``t``. Only for 2D models (``D = 2``); images need another route. Normalising is always
+``t``. Only for 2D models (``D = 2``); images need another route. The settings are bounded
+(:func:`check_quadrature`: ``num_times`` in ``[2, 1000]``, ``grid`` in ``[8, 2048]``, ``extent >
+0``, ``0 < t_min < 1``) and checked before any work. Normalising is always
 explicit (:func:`normalize`, ``normalize(A)`` in :mod:`recompose.expression`), so ``mix(A, B)``
 means the same density from every entry point.
 """
@@ -26,7 +28,32 @@ from ..errors import CapabilityError
 from ..utils import as_time
 from .base import DiffusionModel
 
-__all__ = ["Normalized", "normalize", "normalize_by_quadrature"]
+__all__ = ["Normalized", "normalize", "normalize_by_quadrature", "check_quadrature",
+           "NUM_TIMES_RANGE", "GRID_RANGE"]
+
+NUM_TIMES_RANGE = (2, 1000)  # tabulated times: two at least, to interpolate between
+# points per axis: 2048² ≈ 4·10⁶ energies per time (about 20 s on one core for the 2D MLP)
+GRID_RANGE = (8, 2048)
+
+
+def check_quadrature(*, num_times: int | None = None, grid: int | None = None,
+                     extent: float | None = None, t_min: float | None = None) -> None:
+    """Raise ``ValueError`` (one line, naming the setting and its range) unless the given
+    quadrature settings of :func:`normalize` are usable; ``None`` means not given."""
+    for name, value, (lo, hi) in (("num_times", num_times, NUM_TIMES_RANGE),
+                                  ("grid", grid, GRID_RANGE)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            shown = f"{value:.3g}" if isinstance(value, int) and abs(value) > 10**6 else value
+            raise ValueError(f"normalize: {name} must be a whole number from {lo} to {hi}, "
+                             f"got {shown!s}")
+    if extent is not None and not (isinstance(extent, int | float) and math.isfinite(extent)
+                                   and extent > 0):
+        raise ValueError(f"normalize: extent must be a positive finite number, got {extent!r}")
+    if t_min is not None and not (isinstance(t_min, int | float) and 0 < t_min < 1):
+        raise ValueError(f"normalize: t_min must lie strictly between 0 and 1 (log Z is -inf "
+                         f"at t = 0), got {t_min!r}")
 
 
 class Normalized(DiffusionModel):
@@ -86,6 +113,7 @@ def log_normalizer_2d(model: DiffusionModel, t: float, extent: float = 1.5,
 def normalize_by_quadrature(model: DiffusionModel, num_times: int = 101, extent: float = 1.5,
                             grid: int = 96, t_min: float = 0.005) -> Normalized:
     """:func:`normalize` with finer defaults (positional arguments allowed)."""
+    check_quadrature(num_times=num_times, grid=grid, extent=extent, t_min=t_min)
     if not model.has_energy:
         raise CapabilityError(f"normalize needs an energy, but {model.describe()} is "
                               "score-only; use an energy-parameterised model")
@@ -107,16 +135,20 @@ def normalize(model: DiffusionModel, *, num_times: int = 51, grid: int = 64,
 
     Args:
         model: a 2D energy model (``event_shape == (2,)``, ``has_energy``).
-        num_times: times tabulated in ``[t_min, 1]`` (linear interpolation between them).
-        grid: midpoint-rule points per axis. The defaults (51 × 64²), those of the shipped
-            mixture experiments, give ``log Z`` to about 0.02 on the shipped models.
-        extent: half-width of the data window at ``t = 0``; it grows as ``α_t·extent + 7σ_t``.
-        t_min: first tabulated time (``U/σ_t`` is undefined at ``t = 0``).
+        num_times: times tabulated in ``[t_min, 1]`` (linear interpolation between them),
+            2 to 1000.
+        grid: midpoint-rule points per axis, 8 to 2048. The defaults (51 × 64²), those of the
+            shipped mixture experiments, give ``log Z`` to about 0.02 on the shipped models.
+        extent: half-width of the data window at ``t = 0``; it grows as ``α_t·extent + 7σ_t``
+            (positive).
+        t_min: first tabulated time, in ``(0, 1)`` (``U/σ_t`` is undefined at ``t = 0``).
 
     Returns:
         A :class:`Normalized` model (same score; energy shifted by ``log Z(t)``).
 
     Raises:
+        ValueError: for settings outside those ranges (:func:`check_quadrature`), before any
+            work.
         CapabilityError: for a score-only model or data that are not 2D.
     """
     return normalize_by_quadrature(model, num_times=num_times, extent=extent, grid=grid,

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from .. import distributed
 from ..config import TrainConfig
-from ..data import get_dataset
+from ..data import dataset_event_shape, get_dataset
 from ..errors import first_line
 from ..io import CheckpointError, atomic_dir, atomic_write_text, read_model_file, save_model_file
 from ..models.base import DiffusionModel
@@ -50,9 +50,45 @@ from ..utils import append_dims
 from .distill import check_teacher, distillation_terms, load_teacher, teacher_config
 from .losses import dsm_terms, noised
 
-__all__ = ["Trainer", "EXPLOSION", "distill_energy"]
+__all__ = ["Trainer", "EXPLOSION", "distill_energy", "check_config"]
 
 EXPLOSION = 100.0  # a loss this many times its initial level stops training as diverged
+
+
+def _model_config(config: TrainConfig, event_shape: tuple[int, ...]) -> dict:
+    return {"network": config.network, "parameterization": config.parameterization,
+            "energy_form": config.energy_form, "prediction": config.prediction,
+            "schedule": config.schedule, "event_shape": list(event_shape), "name": config.data}
+
+
+def check_config(config: TrainConfig) -> None:
+    """Raise a one-line ``ValueError`` unless ``config``'s schedule and network build and the
+    network maps its data's shape to itself: checked on torch's ``meta`` device (no memory,
+    no data, no work), so that a bad ``schedule`` or ``network`` entry fails before training."""
+    from ..schedules import get_schedule
+
+    def fail(what: str, err: BaseException) -> ValueError:
+        text = f"missing entry {err}" if isinstance(err, KeyError) else first_line(err)
+        return ValueError(f"{what}: {text}")
+
+    try:
+        get_schedule(config.schedule)
+    except Exception as err:  # noqa: BLE001 - any failure here is the config's
+        raise fail(f"schedule {config.schedule}", err) from None
+    shape = dataset_event_shape(config.data)
+    with torch.device("meta"):
+        try:
+            model = build_model(_model_config(config, shape))
+        except Exception as err:  # noqa: BLE001
+            raise fail(f"network {config.network}", err) from None
+        try:
+            out = model.score(torch.zeros((2, *shape)), 0.5)
+        except Exception as err:  # noqa: BLE001
+            raise fail(f"network {config.network} does not take {config.data!r} data of "
+                       f"shape {shape}", err) from None
+    if tuple(out.shape[1:]) != shape:
+        raise ValueError(f"network {config.network} maps {config.data!r} data of shape "
+                         f"{shape} to {tuple(out.shape[1:])}")
 
 
 class _Objective(torch.nn.Module):
@@ -113,11 +149,7 @@ class Trainer:
                                   "file of the same network and parameterization)") from None
 
     def _model_config(self) -> dict:
-        c = self.config
-        return {"network": c.network, "parameterization": c.parameterization,
-                "energy_form": c.energy_form, "prediction": c.prediction,
-                "schedule": c.schedule,
-                "event_shape": list(self.data.event_shape), "name": c.data}
+        return _model_config(self.config, self.data.event_shape)
 
     # ---------------------------------------------------------------- checkpoints
     def save(self) -> None:
@@ -260,10 +292,13 @@ class Trainer:
                 f"({self.config.lr:g}) is likely too high")
 
     def run(self, stop_at: int | None = None,
-            progress: Callable[[int, float], None] | None = None) -> DiffusionModel:
+            progress: Callable[[int, float], None] | None = None,
+            on_checkpoint: Callable[[Trainer], None] | None = None) -> DiffusionModel:
         """Train to ``config.steps`` (or ``stop_at``), checkpointing every
         ``config.checkpoint_every`` steps and always after the last step; ``config.threads``
-        threads while training (the caller's count is restored on return)."""
+        threads while training (the caller's count is restored on return).
+        ``on_checkpoint(trainer)`` runs after each checkpoint is written (rank 0 only), e.g.
+        to plot the loss so far."""
         end = min(self.config.steps, stop_at or self.config.steps)
         start = time.perf_counter()
         threads = torch.get_num_threads()
@@ -278,6 +313,8 @@ class Trainer:
                 if self.step % self.config.checkpoint_every == 0 or self.step == end:
                     if distributed.rank() == 0:  # all ranks hold the same state
                         self.save()
+                        if on_checkpoint is not None:
+                            on_checkpoint(self)
         finally:
             torch.set_num_threads(threads)
         if distributed.rank() == 0:

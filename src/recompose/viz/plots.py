@@ -5,6 +5,7 @@
 * :func:`acceptance_plot` — MH acceptance (and step size) per noise level; for a sampler
   without MCMC steps a figure that says so.
 * :func:`density_levels` — heat-maps of a composed 2D target's density at a few levels.
+* :func:`loss_plot` — a training run's loss against step (log scale).
 * :func:`tile` — images ``(N, C, H, W)`` as one mosaic array; the image plots below use it:
   :func:`image_grid` (one mosaic) and :func:`image_panels` (one titled mosaic per entry).
 
@@ -25,7 +26,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
 __all__ = ["scatter_grid", "acceptance_plot", "has_mcmc_steps", "ess_plot", "density_levels",
-           "image_grid", "tile", "image_panels", "wrap"]
+           "image_grid", "tile", "image_panels", "wrap", "loss_plot"]
 
 
 def wrap(text: str, width_in: float, fontsize: float) -> str:
@@ -158,6 +159,31 @@ def ess_plot(t: Sequence[float], ess: Sequence[float], n: int,
     ax.set_ylabel("ESS / n")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7)
+    return fig
+
+
+def loss_plot(losses: Sequence[float], title: str = "") -> Figure:
+    """Training loss against step (step ``i + 1`` has ``losses[i]``): every step's loss, thin,
+    and its running mean over about 2 % of the run; log scale when every loss is positive."""
+    y = np.asarray(losses, dtype=float)
+    steps = np.arange(1, len(y) + 1)
+    fig = Figure(figsize=(5, 3))
+    ax = fig.subplots()
+    window = max(1, len(y) // 50)
+    ax.plot(steps, y, color="C0", lw=0.5 if window > 1 else 1.2, alpha=0.4 if window > 1 else 1,
+            label="loss")
+    if window > 1:
+        mean = np.convolve(y, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], mean, color="C0", lw=1.5, label=f"mean of {window} steps")
+        ax.legend(fontsize=7)
+    if len(y) and np.all(np.isfinite(y) & (y > 0)):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.2, linewidth=0.5)
+    fig.tight_layout()
     return fig
 
 
