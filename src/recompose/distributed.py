@@ -44,6 +44,7 @@ Failures are collective: if any rank raises, every rank raises (no rank is left 
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import time
@@ -90,6 +91,9 @@ def init_from_env(timeout_s: float = 600.0) -> bool:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch.distributed.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    # leave the group before the interpreter exits: a live gloo thread at exit aborts the
+    # process ("terminate called without an active exception")
+    atexit.register(lambda: torch.distributed.destroy_process_group() if active() else None)
     return True
 
 

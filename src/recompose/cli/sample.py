@@ -215,7 +215,7 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
                    "an energy model distilled from the score model).")
 @click.option("--levels", default=100, show_default=True, type=click.IntRange(1, 100_000),
               help="Noise levels T.")
-@click.option("--mcmc-steps", default=None, type=click.IntRange(min=0),
+@click.option("--mcmc-steps", default=None, type=click.IntRange(0, 10_000),
               help="MCMC steps K per level (annealed samplers: default 10; SMC moves: 2; FKC "
                    "moves: 1).")
 @click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -223,7 +223,7 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @click.option("--step-power", type=float, default=None, help="p in c·σ_t^p (0 = constant).")
 @click.option("--adapt/--no-adapt", default=None,
               help="Adapt the step toward a target acceptance (MALA/HMC; on by default).")
-@click.option("--leapfrog", default=None, type=click.IntRange(min=1),
+@click.option("--leapfrog", default=None, type=click.IntRange(1, 1000),
               help="Leapfrog steps L per U-HMC/HMC transition.  [default: 3]")
 @click.option("--damping", default=None, type=click.FloatRange(0, 1, max_open=True),
               help="Fraction of momentum kept at each U-HMC/HMC refresh (0 = full refresh).  "
@@ -255,7 +255,8 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @click.option("--n", "--num-samples", "n", default=2000, show_default=True,
               type=click.IntRange(1, 1_000_000),
               help="Number of samples (--num-samples under torchrun, whose own options take --n).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1),
+              help="Random seed.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output folder (created; must be empty or a previous run's, see "
                    "--overwrite).")
@@ -300,8 +301,8 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
     try:
         chosen.check(model)
     except CapabilityError as err:
-        raise usage(f"{err} (on the command line: :energy or :distilled models, or "
-                    "--energy path for mala / hmc)") from None
+        raise CapabilityError(f"{err} (on the command line: :energy or :distilled models, "
+                              "or --energy path for mala / hmc)") from None
     config = {"command": "sample", "world_size": distributed.world_size(),
               "models": list(models), "diffusers": diffusers_source,
               "prompts": list(prompts), "dtype": dtype, "device": device,
