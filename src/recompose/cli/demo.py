@@ -36,7 +36,7 @@ from ..io import json_safe, run_folder
 from ..metrics import wasserstein2
 from ..models.base import DiffusionModel
 from ..models.loading import pretrained
-from ..models.normalization import Normalized, normalize_by_quadrature
+from ..models.normalization import PROGRESS, Normalized, normalize_by_quadrature
 from ..sampling import sample
 from ..viz.plots import scatter_grid
 from .common import handle_errors, is_quiet, overwrite_option, prepare_out, quiet_option
@@ -218,7 +218,11 @@ def run_demo(out: Path, n: int = 500, num_levels: int = 50, num_steps: int = 5, 
     assignments (about 0.6 s each, 21 of them) run in a worker thread while the samplers run
     (SciPy releases the GIL), which keeps the demo's wall time near the samplers'."""
     check_chains(n)
-    normalizers = mixture_normalizers()  # once, shared by both samplers' mixture models
+    token = PROGRESS.set(progress)
+    try:
+        normalizers = mixture_normalizers()  # once, shared by both samplers' mixture models
+    finally:
+        PROGRESS.reset(token)
     cells, densities, metrics = {}, {}, {}
     comps, names = ("product", "mixture", "negation"), ("exact", "learned", "reverse", "hmc")
     t0 = float("nan")

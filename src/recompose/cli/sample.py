@@ -89,12 +89,17 @@ def build_model(models: tuple[str, ...], expr: str, default_param: str) -> objec
     on the bound models, nothing added (mixtures are normalised only where ``expr`` says
     ``normalize(A)``). Syntax errors are reported before any model is loaded."""
     from ..expression import check
+    from ..models.normalization import PROGRESS
 
     check(expr)
     env = parse_model_options(models, default_param)
     if not env:
         raise usage("give at least one --model NAME=MODEL")
-    return parse_bound(expr, env, "--model", "MODEL")
+    token = PROGRESS.set(not is_quiet())  # normalize(A) takes seconds: show it
+    try:
+        return parse_bound(expr, env, "--model", "MODEL")
+    finally:
+        PROGRESS.reset(token)
 
 
 def build_diffusers_model(source: str, prompts: tuple[str, ...], expr: str, dtype: str,

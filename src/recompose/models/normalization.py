@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor
@@ -110,6 +111,10 @@ def log_normalizer_2d(model: DiffusionModel, t: float, extent: float = 1.5,
     return float(torch.logsumexp(-energies, 0)) + 2 * math.log(h)
 
 
+#: progress bars for the quadratures (off: the library is quiet; the command line turns them on)
+PROGRESS: ContextVar[bool] = ContextVar("recompose_normalize_progress", default=False)
+
+
 def normalize_by_quadrature(model: DiffusionModel, num_times: int = 101, extent: float = 1.5,
                             grid: int = 96, t_min: float = 0.005) -> Normalized:
     """:func:`normalize` with finer defaults (positional arguments allowed)."""
@@ -120,8 +125,12 @@ def normalize_by_quadrature(model: DiffusionModel, num_times: int = 101, extent:
     if tuple(model.event_shape) != (2,):
         raise CapabilityError(f"normalize works by 2D quadrature, but {model.describe()} has "
                               f"data shape {tuple(model.event_shape)}")
+    from tqdm.auto import tqdm
+
     times = torch.linspace(t_min, 1, num_times, dtype=torch.float64)
-    log_z = torch.tensor([log_normalizer_2d(model, float(t), extent, grid) for t in times])
+    bar = tqdm(times.tolist(), desc=f"normalize({model.describe()})", unit="t", leave=False,
+               disable=not PROGRESS.get())
+    log_z = torch.tensor([log_normalizer_2d(model, t, extent, grid) for t in bar])
     return Normalized(model, times, log_z)
 
 
