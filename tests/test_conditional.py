@@ -182,3 +182,21 @@ def test_one_time_for_the_batch_embeds_once_and_equals_the_per_row_path(arch):
     fast, slow = net(x, shared, *args), net(x, shared.clone(), *args)
     torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
     assert rows == ([6, 6] if arch == "resmlp-classes" else [1, 6])
+
+
+def test_a_conjunction_counts_the_prior_once_for_every_number_of_conditions():
+    """``conjunction(A, [c₁ … c_K])`` is ``∏_k p(x|c_k) · p(x)^{1−K}`` exactly, for K = 1, 2, 3
+    (K = 1: the conditional itself); ``plain=True`` drops the prior's power."""
+    model = class_model("score", seed=5)
+    x = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = 0.4
+    labels = [3, 7, 1]
+    single = {y: model.given(y).score(x, t) for y in labels}
+    null = model.score(x, t)
+    for k in (1, 2, 3):
+        got = rc.conjunction(model, labels[:k]).score(x, t)
+        expected = sum(single[y] for y in labels[:k]) + (1 - k) * null
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+        plain = rc.conjunction(model, labels[:k], plain=True).score(x, t)
+        torch.testing.assert_close(plain, sum(single[y] for y in labels[:k]), rtol=1e-10,
+                                   atol=1e-10)

@@ -333,3 +333,29 @@ def test_cli_prompt_bindings_are_checked_before_loading():
                              (("P0=red", "P0=blue"), "P0 is given twice")]:
         with pytest.raises(click.UsageError, match=message):
             build_diffusers_model("no-such-folder", prompts, "U", "float32", "cpu")
+
+
+def test_the_null_condition_is_the_empty_prompts_encoding():
+    """The null view ``p_t(x)`` is the text encoder's output for the empty prompt exactly —
+    checked with a tokenizer that tells "" from " " (CLIP's strips whitespace, so a model
+    built on it could not tell a null view made from " " apart)."""
+    encoder, _ = tiny_text()
+
+    class Chars:  # one id per character (ids 3…), padded with 0, a start token 1
+        model_max_length = 6
+
+        def __call__(self, prompts, padding, max_length, truncation, return_tensors):
+            rows = [[1] + [3 + (ord(ch) % 20) for ch in p][: max_length - 1] for p in prompts]
+            ids = torch.tensor([r + [0] * (max_length - len(r)) for r in rows])
+            return type("Tokens", (), {"input_ids": ids})()
+
+    tokenizer = Chars()
+    model = rc.from_diffusers(tiny_cond_unet(), DDPMScheduler(num_train_timesteps=100),
+                              text_encoder=encoder, tokenizer=tokenizer)
+    ids = tokenizer([""], "max_length", 6, True, "pt").input_ids
+    space = tokenizer([" "], "max_length", 6, True, "pt").input_ids
+    with torch.no_grad():
+        empty = encoder(ids, return_dict=False)[0][0]
+        blank = encoder(space, return_dict=False)[0][0]
+    assert not torch.allclose(empty, blank)
+    torch.testing.assert_close(model.net.null_embeds, empty)

@@ -343,3 +343,26 @@ def test_the_feynman_kac_rate_is_the_fokker_planck_rate_on_each_path(path, case)
         expected, g2 = _direct_rate(model, fk.total_weight, schedule, x, t)
         torch.testing.assert_close(g2 * rate, expected, rtol=1e-4,
                                    atol=1e-5 * (1 + expected.abs().max().item()))
+
+
+def test_the_clipped_euler_ode_on_cosine_vp_is_clipped_ddim_written_out():
+    """With ``clip`` the step clamps ``x̂₀`` and recomputes ``ε̂ = (x − √ᾱ x̂₀)/√(1 − ᾱ)`` from
+    the clamped value (DDIM with ``clip_denoised``), step by step."""
+    schedule = rc.CosineSchedule()
+    model = _mixture(schedule)
+    T, lo, hi = 20, -0.6, 0.6
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    ours = rc.sample(model, 64, "ode", num_levels=T, x_init=x.clone(), clip=(lo, hi)).x
+    levels = schedule.levels(T)
+    clamped = 0
+    for i in reversed(range(T)):
+        a_t = float(levels.alpha[i]) ** 2
+        a_prev = float(levels.alpha[i - 1]) ** 2 if i > 0 else 1.0
+        eps = -math.sqrt(1 - a_t) * model.score(x, levels.t[i])
+        x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+        clamped += int(((x0 < lo) | (x0 > hi)).sum())
+        x0 = x0.clamp(lo, hi)
+        eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+        x = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps
+    assert clamped > 100  # the clamp really acts
+    torch.testing.assert_close(ours, x, rtol=1e-9, atol=1e-9)
