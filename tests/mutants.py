@@ -117,14 +117,17 @@ MUTANTS = [
 # whole default test run, so the verdict is the default run's.
 COVERING = {
     "distributed.py": ["test_distributed.py"],
+    "sampling.py": ["test_sample_api.py", "test_annealed.py", "test_distributed.py"],
     "samplers/particles.py": ["test_smc.py", "test_fkc.py", "test_particles.py", "test_golden.py"],
     "samplers/smc.py": ["test_smc.py", "test_particles.py", "test_golden.py"],
     "samplers/fkc.py": ["test_fkc.py", "test_particles.py", "test_golden.py"],
-    "resampling.py": ["test_resampling.py", "test_smc.py"],
+    "resampling.py": ["test_resampling.py", "test_smc.py", "test_particles.py"],
     "integrations/diffusers.py": ["test_diffusers.py"],
-    "schedules.py": ["test_schedules.py", "test_reverse.py", "test_paths.py", "test_golden.py"],
+    "schedules.py": ["test_schedules.py", "test_reverse.py", "test_paths.py", "test_diffusers.py",
+                     "test_golden.py"],
     "models/predictions.py": ["test_predictions.py", "test_diffusers.py"],
-    "compose.py": ["test_compose.py", "test_batched_product.py", "test_conditional.py"],
+    "compose.py": ["test_compose.py", "test_batched_product.py", "test_conditional.py",
+                   "test_parse.py"],
     "tapestry.py": ["test_tapestry.py"],
     "io.py": ["test_io.py", "test_run_folders.py"],
 }
