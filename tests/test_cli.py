@@ -371,3 +371,42 @@ def test_every_option_has_help_and_counts_show_their_range():
                 if p.name in ("n", "levels", "mcmc_steps", "leapfrog", "steps", "batch_size",
                               "checkpoint_every"):
                     assert isinstance(p.type, click.IntRange), f"{name} {p.opts[0]}"
+
+
+@pytest.mark.parametrize("sampler,flags,named", [
+    ("reverse", ["--mcmc-steps", "3"], "--mcmc-steps does not apply to --sampler reverse"),
+    ("ode", ["--moves", "ula"], "--moves does not apply to --sampler ode"),
+    ("hmc", ["--moves", "ula"], "--moves does not apply to --sampler hmc"),
+    ("hmc", ["--ess-threshold", "0.3"], "--ess-threshold does not apply to --sampler hmc"),
+    ("hmc", ["--resampling", "residual"], "--resampling does not apply to --sampler hmc"),
+    ("ula", ["--leapfrog", "4"], "--leapfrog does not apply to --sampler ula"),
+    ("reverse", ["--energy", "exact"], "--energy does not apply to --sampler reverse"),
+    ("smc", ["--method", "heun"], "--method does not apply to --sampler smc"),
+    ("fkc", ["--damping", "0.3"], "--damping does not apply to --sampler fkc (with --moves none)"),
+    ("smc", ["--moves", "mala", "--leapfrog", "2"],
+     "--leapfrog does not apply to --sampler smc (with --moves mala)"),
+    ("reverse", ["--no-predictor"], "--predictor/--no-predictor does not apply to --sampler "
+                                    "reverse"),
+])
+def test_an_option_that_does_not_apply_is_a_usage_error(tmp_path, sampler, flags, named):
+    """The sampler object decides what applies; the command line names the flag and the
+    sampler in one line, exits 2 before any work, and writes nothing."""
+    out = tmp_path / "o"
+    r = run("sample", "--model", "A=ring", "--model", "B=bar", "--expr", "A * B", "--sampler",
+            sampler, *flags, "--out", str(out))
+    assert r.exit_code == 2, r.output
+    assert [line for line in r.output.splitlines() if line.startswith("Error:")] == \
+        [f"Error: {named}"]
+    assert not out.exists()
+
+
+def test_config_records_what_was_given_and_what_the_sampler_used(tmp_path):
+    out = tmp_path / "o"
+    r = run("--quiet", "sample", "--model", "A=ring", "--expr", "A", "--sampler", "hmc",
+            "--levels", "3", "--n", "20", "--leapfrog", "2", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"] == {"--leapfrog": 2}  # only what was given, nothing dropped
+    used = config["sampler_settings"]
+    assert used["num_leapfrog_steps"] == 2 and used["num_steps"] == 10 and used["damping"] == 0.5
+    assert "ess_threshold" not in used and "moves" not in used

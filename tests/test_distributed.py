@@ -336,3 +336,14 @@ def test_a_sharded_run_is_its_blocks_run_one_by_one():
     np.testing.assert_array_equal(sharded.info.acceptance_min, expected_min)
     assert sharded.info.num_chains == 150 and sharded.info.settings["blocks"] == 3
     assert sharded.info.score_evals == blocks[0].info.score_evals
+
+
+def test_the_sharded_progress_bar_counts_levels_not_blocks(capsys):
+    """Three blocks of five levels: a bar of 15 levels (it counted 3 blocks before)."""
+    import re
+
+    rc.sample(rc.pretrained("ring"), 150, rc.distributed.Sharded("ula", block_size=64),
+              num_levels=5, num_steps=1, seed=0, shard=True, progress=True)
+    err = capsys.readouterr().err.replace("\r", "\n")
+    totals = set(re.findall(r"\d+/(\d+) \[", err))
+    assert totals == {"15"} and "level" in err, err[-500:]

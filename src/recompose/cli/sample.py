@@ -146,7 +146,9 @@ def build_sampler(name: str, options: dict) -> object:
         if option not in given:
             raise usage(str(err)) from None
         moves = given.get("moves", "hmc" if name == "smc" else None)
-        hint = f" (with --moves {moves or 'none'})" if name in ("smc", "fkc") else ""
+        kernel_option = option in ("num_leapfrog_steps", "damping", "energy", "quadrature")
+        hint = (f" (with --moves {moves or 'none'})"
+                if name in ("smc", "fkc") and kernel_option else "")
         raise usage(f"{flags[option]} does not apply to --sampler {name}{hint}") from None
 
 
