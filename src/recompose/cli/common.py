@@ -117,8 +117,11 @@ def handle_errors(fn: Callable) -> Callable:
 
 
 def is_quiet() -> bool:
-    ctx = click.get_current_context()
-    return bool(ctx.find_root().obj.get("quiet") or ctx.params.get("quiet"))
+    """``--quiet`` given (before or after the subcommand); outside a command: quiet."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return True
+    return bool((ctx.find_root().obj or {}).get("quiet") or ctx.params.get("quiet"))
 
 
 def quiet_option(fn: Callable) -> Callable:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["SampleInfo", "SampleResult", "SamplingWarning", "LevelRecord", "build_info",
-           "sample_problems", "ACCEPTANCE_FLOOR", "ESS_FLOOR", "FAR_OUTSIDE"]
+           "sample_problems", "ACCEPTANCE_FLOOR", "ESS_FLOOR", "FAR_OUTSIDE", "EXPLODED"]
 
 ACCEPTANCE_FLOOR = 0.05  # mean MH acceptance under which a run is reported as stuck
 ESS_FLOOR = 0.01  # effective sample size (fraction of n) under which a run is reported
@@ -112,18 +112,22 @@ class SampleInfo:
         return out
 
 
-FAR_OUTSIDE = 100.0  # samples beyond this many prior standard deviations (at least 1) are garbage
+FAR_OUTSIDE = 100.0  # samples beyond this many prior standard deviations (at least 1) are suspect
+EXPLODED = 1e6  # … and beyond this many, nothing is left of them
 
 
 def sample_problems(x: Tensor, prior_std: float) -> list[str]:
     """What is wrong with the final samples ``x`` ``(n, *D)``: chains that are not finite, or
     far outside the range the model's noise and data allow (``|x| > FAR_OUTSIDE ·
     max(1, prior_std)``; diffusion models' data are of order 1, their noise of order
-    ``prior_std``). A run where no chain is usable raises ``FloatingPointError``."""
+    ``prior_std``). A run where every chain is not finite or exploded (``|x| > EXPLODED ·
+    max(1, prior_std)``) has nothing usable left and raises ``FloatingPointError``."""
     flat = x.detach().reshape(x.shape[0], -1)
     finite = torch.isfinite(flat).all(dim=1)
-    limit = FAR_OUTSIDE * max(1.0, prior_std)
+    scale = max(1.0, prior_std)
+    limit = FAR_OUTSIDE * scale
     far = finite & (flat.abs().amax(dim=1) > limit)
+    exploded = finite & (flat.abs().amax(dim=1) > EXPLODED * scale)
     bad, n = int((~finite).sum()) + int(far.sum()), x.shape[0]
     if bad == 0:
         return []
@@ -138,7 +142,7 @@ def sample_problems(x: Tensor, prior_std: float) -> list[str]:
     advice = ("the composition is likely degenerate (an exponent of 0 is a flat density, huge "
               "exponents make the steps explode): check the expression, or use more levels "
               "or an annealed sampler")
-    if bad == n:
+    if int((~finite).sum()) + int(exploded.sum()) == n:
         raise FloatingPointError(f"no usable sample: {what}; {advice}")
     return [f"{what}: {advice}"]
 
