@@ -8,7 +8,7 @@ Run from the repository root: ``python tests/mutants.py`` (≈ 15 min on one cor
 a Markdown table and the fraction caught, and never edits the working tree. These mutants were
 written by the suite's authors; ``python tests/mutants.py --fresh FILE`` runs a set written by
 someone who had not read the tests (a JSON list of ``{"id", "area", "file", "old", "new",
-"why"}``), each against the default test run (docs/results.md §13).
+"why"}``), each against the default test run (docs/results.md §14).
 """
 
 from __future__ import annotations
