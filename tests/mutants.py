@@ -101,7 +101,7 @@ MUTANTS = [
      "log_z = log_sum", ["test_smc.py"]),
     ("smc", S + "samplers/particles.py",
      "            return index, torch.full_like(log_w, -math.log(log_w.shape[0]))",
-     "            return index, log_w", ["test_smc.py"]),
+     "            return index, log_w", ["test_smc.py", "test_particles.py"]),
     ("smc", S + "samplers/smc.py", "+ log_backward - log_forward)",
      "+ log_forward - log_backward)", ["test_smc.py"]),
     ("resampling", S + "resampling.py",

@@ -111,3 +111,26 @@ def test_no_moves_is_a_choice_not_the_default():
     assert none.info.settings["moves"] is None and none.info.settings["num_steps"] == 0
     default = rc.sample(A * B, 20, "smc", num_levels=4, seed=0)
     assert default.info.settings["moves"] == "hmc" and default.info.settings["num_steps"] == 2
+
+
+def test_resampling_leaves_equal_weights_in_the_resampled_groups_only():
+    """After resampling, a resampled group's particles weigh exactly ``1/n_g`` each and descend
+    from its own members; a group that was not resampled keeps its weights and particles."""
+    from recompose.samplers.particles import Populations
+
+    gen = torch.Generator().manual_seed(0)
+    log_w = torch.log_softmax(torch.randn(12, generator=gen, dtype=torch.float64), 0)
+    one = Populations(None, 12, torch.device("cpu"))
+    index, after = one.resample(log_w, torch.tensor([True]), "systematic", gen)
+    assert torch.equal(after, torch.full((12,), -math.log(12), dtype=torch.float64))
+    assert index.shape == (12,) and bool(((index >= 0) & (index < 12)).all())
+
+    groups = torch.tensor([0, 1] * 6)
+    pops = Populations(groups, 12, torch.device("cpu"))
+    log_w, _ = pops.normalize(log_w)
+    index, after = pops.resample(log_w, torch.tensor([False, True]), "multinomial", gen)
+    kept, moved = groups == 0, groups == 1
+    assert torch.equal(after[kept], log_w[kept])
+    assert torch.equal(index[kept], torch.nonzero(kept).flatten())
+    assert torch.equal(after[moved], torch.full((6,), -math.log(6), dtype=torch.float64))
+    assert bool((groups[index[moved]] == 1).all())
