@@ -102,7 +102,8 @@ def sample(
 
     Returns:
         :class:`~recompose.samplers.result.SampleResult` with ``.x`` ``(n, *D)`` and ``.info``
-        (weighted samplers also ``.log_weights``, ``info.ess``, ``info.log_evidence``…).
+        (weighted samplers also ``.log_weights``, ``info.ess``, ``info.log_evidence``…;
+        tracked compositions ``.log_density``, each tracked model's ``log p_t`` per chain).
 
     Raises:
         TypeError: an argument that does not apply to the chosen sampler.
