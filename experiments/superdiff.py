@@ -26,8 +26,10 @@ Parts (``--parts``, all by default):
   chains × 3 seeds, T = 100. And ``superpose(ring, bar)`` (AND) beside the product ``ring * bar``.
 * ``attributes``: the §9 text-conditioned model: ``mix(P("red cube"), P("blue sphere"),
   weights=[0.3, 0.7])`` (one stacked UNet call per level), the checker's fraction of images with
-  a red cube / a blue sphere / both, against each prompt alone mixed 0.3/0.7 by hand; and
-  ``superpose(P("red cube"), P("blue sphere"))`` (AND) beside §9's product.
+  a red cube / a blue sphere / both, against the request (each prompt alone, mixed 0.3/0.7 by
+  hand), the naive OR (reverse diffusion on the averaged score ``0.3 s_a + 0.7 s_b``),
+  ``superpose(P("red cube"), P("blue sphere"))`` (AND) and §9's product; 100 images × 3 seeds,
+  mean ± standard error over seeds.
 
 Run: ``python -m experiments.superdiff`` (config ``configs/superdiff.json``).
 """
@@ -283,7 +285,7 @@ def _toy2d_row(composition: str, label: str, levels: int, run: Callable, target:
 
 
 # ------------------------------------------------------------------ the attribute model
-def attribute_rows(n: int, levels: int, seed: int, pipeline: str) -> list[dict]:
+def attribute_rows(n: int, levels: int, seeds: int, pipeline: str) -> list[dict]:
     from experiments.attributes import BLUE, CUBE, RED, SPHERE, load_checker
     from recompose.integrations.diffusers import from_pretrained
 
@@ -291,41 +293,44 @@ def attribute_rows(n: int, levels: int, seed: int, pipeline: str) -> list[dict]:
     checker = load_checker()
     red_cube, blue_sphere = model.prompt("red cube"), model.prompt("blue sphere")
 
-    def kinds(model_: DiffusionModel, sampler: str = "reverse") -> tuple[Tensor, int]:
-        r = rc.sample(model_, n, sampler, num_levels=levels, seed=seed, clip=(-1.0, 1.0))
-        present = checker.present(r.x.clamp(-1, 1))
-        rc_, bs = present[:, RED, CUBE], present[:, BLUE, SPHERE]
-        return torch.stack([rc_, bs, rc_ & bs]).double(), r.info.network_score_evals
+    def kinds(model_: DiffusionModel) -> tuple[Tensor, int]:
+        """Fractions (red cube, blue sphere, both) per seed, ``(3, seeds)``, and the evals."""
+        per_seed, evals = [], 0
+        for seed in range(seeds):
+            r = rc.sample(model_, n, "reverse", num_levels=levels, seed=seed, clip=(-1.0, 1.0))
+            present = checker.present(r.x.clamp(-1, 1))
+            rc_, bs = present[:, RED, CUBE], present[:, BLUE, SPHERE]
+            per_seed.append(torch.stack([rc_, bs, rc_ & bs]).double().mean(1))
+            evals = r.info.network_score_evals
+        return torch.stack(per_seed, 1), evals
+
+    def row(label: str, k: Tensor, evals: int | None) -> dict:
+        return _attr_row(label, k.mean(1), k.std(1) / seeds**0.5, evals)
 
     alone = {name: kinds(m) for name, m in (("red cube", red_cube),
                                             ("blue sphere", blue_sphere))}
-    by_hand = WEIGHTS[0] * alone["red cube"][0].mean(1) + WEIGHTS[1] * alone["blue sphere"][
-        0].mean(1)
-    hand_se = (WEIGHTS[0] ** 2 * alone["red cube"][0].var(1) / n
-               + WEIGHTS[1] ** 2 * alone["blue sphere"][0].var(1) / n).sqrt()
-    rows = []
-    for name, (k, evals) in alone.items():
-        rows.append(_attr_row(f'P("{name}") alone', k.mean(1), k.std(1) / n**0.5, evals))
-    rows.append(_attr_row("0.3 · red cube + 0.7 · blue sphere (from the rows above)", by_hand,
-                          hand_se, None))
-    mix = rc.mixture([red_cube, blue_sphere], list(WEIGHTS))
-    k, evals = kinds(mix)
-    rows.append(_attr_row("mix(P(red cube), P(blue sphere), weights=[0.3, 0.7]), tracked",
-                          k.mean(1), k.std(1) / n**0.5, evals))
-    k, evals = kinds(rc.superpose([red_cube, blue_sphere]))
-    rows.append(_attr_row("superpose(P(red cube), P(blue sphere)), AND", k.mean(1),
-                          k.std(1) / n**0.5, evals))
-    k, evals = kinds(red_cube * blue_sphere / model)
-    rows.append(_attr_row("P(red cube) · P(blue sphere) / U (product, §9)", k.mean(1),
-                          k.std(1) / n**0.5, evals))
+    rows = [row(f'P("{name}") alone', k, evals) for name, (k, evals) in alone.items()]
+    # The request: each prompt's own fractions mixed 0.3 / 0.7 (seed by seed).
+    by_hand = WEIGHTS[0] * alone["red cube"][0] + WEIGHTS[1] * alone["blue sphere"][0]
+    rows.append(row("request: 0.3 · red cube + 0.7 · blue sphere (from the rows above)",
+                    by_hand, None))
+    # The naive OR: reverse diffusion on the averaged score 0.3 s_a + 0.7 s_b.
+    rows.append(row("averaged scores 0.3 s(red cube) + 0.7 s(blue sphere) (naive OR)",
+                    *kinds(red_cube ** WEIGHTS[0] * blue_sphere ** WEIGHTS[1])))
+    rows.append(row("mix(P(red cube), P(blue sphere), weights=[0.3, 0.7]), tracked",
+                    *kinds(rc.mixture([red_cube, blue_sphere], list(WEIGHTS)))))
+    rows.append(row("superpose(P(red cube), P(blue sphere)), AND",
+                    *kinds(rc.superpose([red_cube, blue_sphere]))))
+    rows.append(row("P(red cube) · P(blue sphere) / U (product, §9)",
+                    *kinds(red_cube * blue_sphere / model)))
     return rows
 
 
 def _attr_row(label: str, mean: Tensor, se: Tensor, evals: int | None) -> dict:
     cols = ("red cube", "blue sphere", "both")
-    return {"composition (reverse diffusion)": label,
+    return {"composition (reverse diffusion; mean ± s.e. over seeds)": label,
             **{c: f"{float(m):.2f} ± {float(s):.2f}" for c, m, s in zip(cols, mean, se)},
-            "network evals": "–" if evals is None else evals}
+            "network evals per seed": "–" if evals is None else evals}
 
 
 # ------------------------------------------------------------------ entry point
@@ -350,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
         "toy2d": lambda: toy2d_rows(config["toy2d_n"], config["toy2d_seeds"],
                                     config["toy2d_levels"]),
         "attributes": lambda: attribute_rows(config["attributes_n"], config["attributes_levels"],
-                                             config["seed"], config["pipeline"])}
+                                             config["attributes_seeds"], config["pipeline"])}
     for part in config["parts"]:
         echo(f"part {part}")
         rows = runs[part]()
