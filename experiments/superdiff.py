@@ -30,6 +30,9 @@ Parts (``--parts``, all by default):
   hand), the naive OR (reverse diffusion on the averaged score ``0.3 s_a + 0.7 s_b``),
   ``superpose(P("red cube"), P("blue sphere"))`` (AND) and §9's product; 100 images × 3 seeds,
   mean ± standard error over seeds.
+* ``attribute_weights``: whether the tracked OR on the attribute model follows its weights
+  (0.3/0.7, the parts swapped, 0.5/0.5, 0.1/0.9 at 50 levels, 0.3/0.7 at 200; one seed,
+  100 images each) and the spread of the tracked ``ℓ_red − ℓ_blue`` over the chains.
 
 Run: ``python -m experiments.superdiff`` (config ``configs/superdiff.json``).
 """
@@ -176,10 +179,10 @@ def and_rows(n: int, levels: list[int], seed: int) -> list[dict]:
                 rows.append(_and_row(path, T, f"superpose, κ ∈ [{rng[0]:g}, {rng[1]:g}]",
                                      (la - lb).abs(), (ea - eb).abs(),
                                      float(torch.cat([la - ea, lb - eb]).std())))
-            r, x = tracked_run(sa * sb, n, T, seed, "fkc")
+            r, x = tracked_run(sa * sb, n, T, seed, "fkc")  # x: the cleanest level, as above
             t0 = r.info.t[0]
             rows.append(_and_row(path, T, "product A·B (fkc)", None,
-                                 (a.log_prob(r.x, t0) - b.log_prob(r.x, t0)).abs(), None))
+                                 (a.log_prob(x, t0) - b.log_prob(x, t0)).abs(), None))
     return rows
 
 
@@ -326,6 +329,36 @@ def attribute_rows(n: int, levels: int, seeds: int, pipeline: str) -> list[dict]
     return rows
 
 
+def attribute_weight_rows(n: int, seed: int, pipeline: str) -> list[dict]:
+    """Does the tracked OR follow its weights on the attribute model? One seed per row."""
+    from experiments.attributes import BLUE, CUBE, RED, SPHERE, load_checker
+    from recompose.integrations.diffusers import from_pretrained
+
+    model = from_pretrained(pipeline)
+    checker = load_checker()
+    red, blue = model.prompt("red cube"), model.prompt("blue sphere")
+    cases = [("0.3 / 0.7", [red, blue], [0.3, 0.7], 50),
+             ("0.7 / 0.3, parts swapped (blue sphere first)", [blue, red], [0.7, 0.3], 50),
+             ("0.5 / 0.5", [red, blue], [0.5, 0.5], 50),
+             ("0.1 / 0.9", [red, blue], [0.1, 0.9], 50),
+             ("0.3 / 0.7", [red, blue], [0.3, 0.7], 200)]
+    rows = []
+    for label, parts, weights, levels in cases:
+        r = rc.sample(rc.mixture(parts, weights), n, "reverse", num_levels=levels, seed=seed,
+                      clip=(-1.0, 1.0))
+        present = checker.present(r.x.clamp(-1, 1))
+        ell = r.log_density
+        names = list(ell)
+        first_red = parts[0] is red
+        diff = (ell[names[0]] - ell[names[1]]) * (1 if first_red else -1)  # ℓ_red − ℓ_blue
+        rows.append({"weights red cube / blue sphere": label, "T": levels,
+                     "red cube": f"{float(present[:, RED, CUBE].double().mean()):.2f}",
+                     "blue sphere": f"{float(present[:, BLUE, SPHERE].double().mean()):.2f}",
+                     "ℓ_red − ℓ_blue: 10 % / median / 90 %": " / ".join(
+                         f"{float(diff.quantile(q)):+.1f}" for q in (0.1, 0.5, 0.9))})
+    return rows
+
+
 def _attr_row(label: str, mean: Tensor, se: Tensor, evals: int | None) -> dict:
     cols = ("red cube", "blue sphere", "both")
     return {"composition (reverse diffusion; mean ± s.e. over seeds)": label,
@@ -334,7 +367,7 @@ def _attr_row(label: str, mean: Tensor, se: Tensor, evals: int | None) -> dict:
 
 
 # ------------------------------------------------------------------ entry point
-PARTS = ("estimator", "mass", "and", "toy2d", "attributes")
+PARTS = ("estimator", "mass", "and", "toy2d", "attributes", "attribute_weights")
 
 
 @script
@@ -355,7 +388,9 @@ def main(argv: list[str] | None = None) -> None:
         "toy2d": lambda: toy2d_rows(config["toy2d_n"], config["toy2d_seeds"],
                                     config["toy2d_levels"]),
         "attributes": lambda: attribute_rows(config["attributes_n"], config["attributes_levels"],
-                                             config["attributes_seeds"], config["pipeline"])}
+                                             config["attributes_seeds"], config["pipeline"]),
+        "attribute_weights": lambda: attribute_weight_rows(config["attributes_n"],
+                                                           config["seed"], config["pipeline"])}
     for part in config["parts"]:
         echo(f"part {part}")
         rows = runs[part]()
