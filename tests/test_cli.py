@@ -189,9 +189,19 @@ def test_unknown_variable(tmp_path):
 
 
 def test_mixture_over_score_only_models(tmp_path):
-    line = one_line_error(_sample(tmp_path, "--sampler", "ula", expr="mix(A, B)",
+    """mix(...) of score models tracks their log-densities: fkc samples it (each model's
+    log-density per sample in samples.npz), a sampler that cannot track is one line naming
+    those that can."""
+    line = one_line_error(_sample(tmp_path, "--sampler", "ula",
+                                  expr="mix(A, B, weights=[0.3, 0.7])",
                                   models=("A=left_bar:score", "B=right_bar:score")), 2)
-    assert "mixture needs each part's energy" in line
+    assert "ula cannot sample mix(" in line and "use 'fkc' (without moves) or 'reverse'" in line
+    r = run("sample", "--model", "A=left_bar:score", "--model", "B=right_bar:score", "--expr",
+            "mix(A, B, weights=[0.3, 0.7])", "--sampler", "fkc", "--levels", "20", "--n", "60",
+            "--seed", "0", "--out", str(tmp_path / "ok"))
+    assert r.exit_code == 0, r.output
+    saved = np.load(tmp_path / "ok" / "samples.npz")
+    assert saved["log_density[left_bar]"].shape == (60,) and saved["x"].shape == (60, 2)
 
 
 def test_mh_sampler_on_score_only_composite(tmp_path):

@@ -125,10 +125,10 @@ def test_composites_nest_and_compose_again():
 def test_refusals_at_construction():
     a = skewed_gmm()
     s = ScoreOnly(ring_gmm(), name="scorey")
-    with pytest.raises(rc.CapabilityError, match="scorey is score-only"):
-        rc.mixture([a, s])
-    with pytest.raises(rc.CapabilityError):
-        _ = a + s
+    tracked = rc.mixture([a, s])  # a score-only part: tracked, no score at a point alone
+    assert tracked.tracked and not tracked.has_energy and (a + s).tracked
+    with pytest.raises(rc.CapabilityError, match="sample it with 'fkc'"):
+        tracked.score(torch.zeros(1, 2, dtype=torch.float64), 0.5)
     with pytest.raises(rc.CompositionError, match="schedules differ"):
         _ = a * rc.GaussianMixture([[0.0, 0.0]], 1.0, schedule=rc.LinearSchedule())
     with pytest.raises(rc.CompositionError, match="data shapes differ"):
@@ -151,14 +151,16 @@ def test_refusals_at_construction():
     p.score(torch.zeros(3, 2, dtype=torch.float64), 0.5)
 
 
-def test_mixture_of_score_only_models_raises_at_construction():
+def test_a_mixture_of_score_only_models_is_tracked_and_refused_by_samplers_that_cannot():
+    """Score-only parts make a tracked mixture (tests/test_tracking.py): no energy, no score at
+    a point alone, and a one-line refusal from every sampler but reverse and fkc."""
     s1, s2 = ScoreOnly(ring_gmm(), name="s1"), ScoreOnly(skewed_gmm(), name="s2")
-    with pytest.raises(rc.CapabilityError, match="s1 is score-only"):
-        Mixture([s1, s2], [0.5, 0.5])  # the class itself refuses, not only the builder
-    with pytest.raises(rc.CapabilityError, match="s1 is score-only"):
-        rc.mixture([s1, s2])
-    with pytest.raises(rc.CapabilityError, match="s2 is score-only"):
-        _ = skewed_gmm() + s2
+    for m in (Mixture([s1, s2], [0.5, 0.5]), rc.mixture([s1, s2]), skewed_gmm() + s2):
+        assert m.tracked and not m.has_energy and m.marginal
+        with pytest.raises(rc.CapabilityError, match="has score-only parts"):
+            m.energy(torch.zeros(1, 2, dtype=torch.float64), 0.5)
+    with pytest.raises(rc.CapabilityError, match="hmc cannot sample mix"):
+        rc.sample(rc.mixture([s1, s2]), 4, "hmc", num_levels=3, seed=0)
 
 
 def test_cfg_and_guide_name_the_part_that_does_not_match():

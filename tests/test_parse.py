@@ -179,8 +179,8 @@ def test_check_finds_names_and_syntax_without_models():
 
 def test_errors_of_the_algebra_keep_their_type_and_gain_the_column():
     env = {"S": ScoreOnly(A), "A": A}
-    with pytest.raises(rc.CapabilityError, match="mixture needs each part's energy") as err:
-        rc.parse("A * mix(S, A)", env)
+    with pytest.raises(rc.CapabilityError, match="one diffusion model") as err:
+        rc.parse("A * mix(S * A, A)", env)  # a score-only mixture of a product: refused
     assert "(column 5)" in "".join(err.value.__notes__)
     with pytest.raises(rc.CapabilityError, match="normalize needs an energy"):
         rc.parse("normalize(S)", env)

@@ -112,3 +112,13 @@ def test_conservative_example_runs(capsys):
                                  capsys.readouterr().out.strip().splitlines())
     # the README's claim: the contrast is much less of a gradient than the model's field
     assert 0 < float(model) < 0.05 and float(contrast) > 5 * float(model)
+
+
+def test_score_only_or_and_example_runs(capsys):
+    """The OR share is the weight within 4 binomial standard errors plus the 400-level bias
+    (−0.004, docs/results.md §13); the AND's tracked log-densities end equal (κ rarely clips
+    on ring and bar)."""
+    exec(compile(_block('rc.superpose([ring, bar], mode="and")'), "README.md", "exec"), {})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert abs(float(lines[0]) - 0.3) < 4 * math.sqrt(0.21 / 1000) + 0.004, lines[0]
+    assert float(lines[-1]) < 0.05, lines[-1]

@@ -18,7 +18,19 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads OpenMP
 
 from . import mcmc, samplers  # noqa: E402
-from .compose import Mixture, Power, Product, cfg, conjunction, guide, mixture, power, product
+from .compose import (
+    Mixture,
+    Power,
+    Product,
+    Superposition,
+    cfg,
+    conjunction,
+    guide,
+    mixture,
+    power,
+    product,
+    superpose,
+)
 from .errors import CapabilityError, CompositionError
 from .expression import ExpressionError, parse
 from .models import DiffusionModel, GaussianMixture, gmm_product
@@ -53,7 +65,8 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = ["DiffusionModel", "GaussianMixture", "gmm_product", "pretrained", "load_model",
-           "Product", "Power", "Mixture", "product", "power", "mixture", "cfg", "guide",
+           "Product", "Power", "Mixture", "Superposition", "product", "power", "mixture",
+           "superpose", "cfg", "guide",
            "conjunction", "tapestry", "Tapestry", "normalize", "parse", "sample", "SAMPLERS",
            "SampleResult", "SampleInfo", "Schedule", "CosineSchedule", "LinearSchedule",
            "DiscreteSchedule", "RectifiedFlowSchedule", "VESchedule", "SigmaSchedule",

@@ -24,8 +24,24 @@ time-``t`` marginal of the diffused ``∏ᵢ p^i_0`` for ``t > 0`` (R3 §3), so 
 with a composed score samples the wrong distribution. The composed ``p_t`` is still a valid
 unnormalised density at each ``t``, which is what annealed MCMC targets.
 
-A mixture needs each part's energy *including* its normaliser (exact for analytic models;
-learned energies are defined up to ``c_i(t)``: :mod:`recompose.models.normalization`).
+A mixture of energy models uses each part's energy *including* its normaliser (exact for
+analytic models; learned energies are defined up to ``c_i(t)``:
+:mod:`recompose.models.normalization`).
+
+**Score-only mixtures and superpositions** (SuperDiff, Skreta et al. 2025). A mixture with a
+score-only part is *tracked*: its score ``Σᵢ rᵢ sᵢ`` with responsibilities
+``r = softmaxᵢ(log wᵢ + ℓᵢ)`` needs each part's log-density ``ℓᵢ = log pⁱ_t(x_t)`` at the
+chain's point, which no function of ``(x, t)`` alone gives; the samplers that run a reverse SDE
+estimate ``ℓᵢ`` along each chain from the scores (the Itô density estimator,
+:mod:`recompose.samplers.tracking`) and form the score there (``"reverse"``, ``"fkc"``). The
+estimates start from the common prior at the noisiest level, so they carry each part's
+normaliser: a tracked ``mix(A, B, weights)`` is the mixture of the *normalised* densities, the
+density that ``mix(normalize(A), normalize(B), weights)`` is for energy models. Evaluated on
+its own, a tracked mixture's score raises a :class:`CapabilityError` that names those samplers.
+``superpose(a, b, mode="and")`` (:class:`Superposition`) is SuperDiff's AND: reverse diffusion
+with the score ``s_b + κ(s_a − s_b)``, ``κ`` chosen per chain and step so that the tracked
+``ℓ_a`` and ``ℓ_b`` stay equal. It is a sampling procedure, not a density of this algebra (not
+the product ``a * b``), and composes no further.
 
 The operators ``a * b``, ``a / b``, ``a ** w`` and ``a + b`` are defined at the end of this
 module and installed on :class:`~recompose.models.base.DiffusionModel` (which this module imports).
@@ -43,8 +59,12 @@ from torch import Tensor, nn
 from .errors import CapabilityError, CompositionError
 from .models.base import DiffusionModel
 
-__all__ = ["Product", "Power", "Mixture", "product", "power", "mixture", "cfg", "guide",
-           "conjunction", "factors", "factor_scores"]
+__all__ = ["Product", "Power", "Mixture", "Superposition", "product", "power", "mixture",
+           "superpose", "cfg", "guide", "conjunction", "factors", "factor_scores",
+           "factor_weights", "part_scores", "needs_tracking", "TRACKING_SAMPLERS"]
+
+#: the samplers that track log-densities along their chains (what a tracked model needs)
+TRACKING_SAMPLERS = "'fkc' (without moves) or 'reverse'"
 
 
 def _check_compatible(parts: Sequence[DiffusionModel], what: str,
@@ -186,16 +206,21 @@ def _plan_calls(factors: Sequence[DiffusionModel]
 
 
 class Mixture(DiffusionModel):
-    """``Σᵢ wᵢ pᵢ`` of energy models. Build with :func:`mixture` or ``a + b``."""
+    """``Σᵢ wᵢ pᵢ``. Build with :func:`mixture` or ``a + b``.
 
-    def __init__(self, parts: Sequence[DiffusionModel], weights: Sequence[float]) -> None:
+    Energy parts: energy ``−logsumexp(log wᵢ − Eᵢ)`` and its score. A score-only part (or
+    ``tracked=True``) makes it *tracked* (module docstring): ``has_energy`` is ``False`` and the
+    score is formed by the tracking samplers from each chain's log-densities
+    (:meth:`tracked_score`); every part must then be a diffusion marginal with a score of its
+    own (a leaf, a view of a conditional network, an energy mixture)."""
+
+    def __init__(self, parts: Sequence[DiffusionModel], weights: Sequence[float],
+                 tracked: bool | None = None) -> None:
         super().__init__()
         _check_compatible(parts, "a mixture")
-        for p in parts:
-            if not p.has_energy:
-                raise CapabilityError(f"a mixture needs each part's energy (an unnormalised "
-                                      f"density), but {p.describe()} is score-only; use "
-                                      "energy-parameterised models")
+        self.tracked = (not all(p.has_energy for p in parts)) if tracked is None else tracked
+        if self.tracked:
+            _check_tracked_parts(parts, "a score-only mixture")
         w = _check_weights(weights, len(parts), "parts")
         total = sum(w)
         self.parts = nn.ModuleList(parts)
@@ -204,7 +229,7 @@ class Mixture(DiffusionModel):
                              dtype=torch.float64)), persistent=False)
         self.schedule = parts[0].schedule
         self.event_shape = tuple(parts[0].event_shape)
-        self.has_energy = True
+        self.has_energy = not self.tracked
         # Σ wᵢ p^i_t diffuses Σ wᵢ p^i_0 when the parts are normalised marginals
         self.marginal = all(p.marginal for p in parts)
 
@@ -213,9 +238,13 @@ class Mixture(DiffusionModel):
         return self.log_weights.to(e.dtype) - e
 
     def energy(self, x: Tensor, t: float | Tensor) -> Tensor:
+        if self.tracked:
+            raise _tracking_error(self)
         return -torch.logsumexp(self._logits([p.energy(x, t) for p in self.parts]), dim=1)
 
     def energy_and_score(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        if self.tracked:
+            raise _tracking_error(self)
         pairs = [p.energy_and_score(x, t) for p in self.parts]
         logits = self._logits([e for e, _ in pairs])
         resp = torch.softmax(logits, dim=1)  # (B, n) responsibilities
@@ -226,6 +255,13 @@ class Mixture(DiffusionModel):
     def score(self, x: Tensor, t: float | Tensor) -> Tensor:
         return self.energy_and_score(x, t)[1]
 
+    def tracked_score(self, scores: Tensor, log_density: Tensor) -> Tensor:
+        """The mixture's score ``Σᵢ rᵢ sᵢ`` from the parts' scores ``(B, n, *D)`` and their
+        log-densities ``ℓ`` ``(B, n)`` at the same points: ``r = softmax(log w + ℓ)``."""
+        resp = torch.softmax(self.log_weights.to(log_density) + log_density, dim=1)
+        resp = resp.to(scores.dtype).reshape(resp.shape + (1,) * (scores.ndim - 2))
+        return (resp * scores).sum(dim=1)
+
     def leaves(self) -> Iterator[DiffusionModel]:
         for p in self.parts:
             yield from p.leaves()
@@ -233,6 +269,101 @@ class Mixture(DiffusionModel):
     def describe(self) -> str:
         inner = ", ".join(f"{p.describe()}:{w:.3g}" for p, w in zip(self.parts, self.weights))
         return f"mix({inner})"
+
+
+class Superposition(DiffusionModel):
+    """SuperDiff's AND of two diffusion models (build with :func:`superpose`): reverse
+    diffusion with the score ``s_b + κ(s_a − s_b)``, ``κ`` solved per chain and step so that the
+    tracked log-densities of ``a`` and ``b`` stay equal, clipped to ``kappa_range``
+    (:mod:`recompose.samplers.tracking`). Not a density: its score and energy raise; only
+    ``"reverse"`` samples it, and it composes no further."""
+
+    marginal = False
+    has_energy = False
+
+    def __init__(self, parts: Sequence[DiffusionModel],
+                 kappa_range: tuple[float, float] = (-1.0, 2.0)) -> None:
+        super().__init__()
+        parts = list(parts)
+        _check_compatible(parts, "a superposition")
+        if len(parts) != 2:
+            raise CompositionError(f"superpose(..., mode='and') takes two models, got "
+                                   f"{len(parts)}")
+        _check_tracked_parts(parts, "a superposition")
+        lo, hi = (float(v) for v in kappa_range)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= 0.0 and hi >= 1.0):
+            raise CompositionError(f"kappa_range must be finite and contain [0, 1], got "
+                                   f"{tuple(kappa_range)}")
+        self.parts = nn.ModuleList(parts)
+        self.kappa_range = (lo, hi)
+        self.schedule = parts[0].schedule
+        self.event_shape = tuple(parts[0].event_shape)
+
+    def energy(self, x: Tensor, t: float | Tensor) -> Tensor:
+        raise _tracking_error(self)
+
+    def score(self, x: Tensor, t: float | Tensor) -> Tensor:
+        raise _tracking_error(self)
+
+    def energy_and_score(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        raise _tracking_error(self)
+
+    def leaves(self) -> Iterator[DiffusionModel]:
+        for p in self.parts:
+            yield from p.leaves()
+
+    def describe(self) -> str:
+        return f"superpose({', '.join(p.describe() for p in self.parts)}, mode='and')"
+
+
+def _tracking_error(model: DiffusionModel) -> CapabilityError:
+    if isinstance(model, Superposition):
+        return CapabilityError(
+            f"{model.describe()} is a sampling procedure, not a density: its score needs each "
+            "part's log-density tracked along the chain; sample it with 'reverse'")
+    return CapabilityError(
+        f"{model.describe()} has score-only parts: its score needs each part's log-density "
+        f"tracked along the chain; sample it with {TRACKING_SAMPLERS}, or use "
+        "energy-parameterised models")
+
+
+def _check_tracked_parts(parts: Sequence[DiffusionModel], what: str) -> None:
+    """The parts of a tracked composite: diffusion marginals with scores of their own."""
+    for p in parts:
+        if needs_tracking(p) or not p.marginal:
+            raise CapabilityError(
+                f"{what} tracks each part's log-density along the chain, which needs each "
+                f"part to be one diffusion model (a leaf, a prompt's view, an energy mixture); "
+                f"{p.describe()} is a composite ({type(p).__name__}) whose log-density is not "
+                "normalised; mix or superpose the models themselves")
+
+
+def needs_tracking(model: DiffusionModel) -> bool:
+    """Whether ``model`` is or holds a tracked mixture or a superposition (module docstring)."""
+    return any((isinstance(m, Mixture) and m.tracked) or isinstance(m, Superposition)
+               for m in model.modules())
+
+
+def part_scores(parts: Sequence[DiffusionModel], x: Tensor, t: float | Tensor) -> Tensor:
+    """``(B, K, *D)``: each part's own score at ``(x, t)``; views of one network (two or more)
+    share one batched network call (``view_scores``)."""
+    out: list[Tensor | None] = [None] * len(parts)
+    groups: dict[DiffusionModel, list[int]] = {}
+    for k, p in enumerate(parts):
+        slot = p.batch_slot
+        if slot is None:
+            out[k] = p.score(x, t)
+        else:
+            groups.setdefault(slot.network, []).append(k)
+    for network, members in groups.items():
+        if len(members) == 1:
+            out[members[0]] = parts[members[0]].score(x, t)
+            continue
+        stacked = network.stacked([parts[k].batch_slot.condition for k in members],
+                                  [1.0] * len(members))
+        for k, s in zip(members, stacked.view_scores(x, t)):
+            out[k] = s
+    return torch.stack(out, dim=1)
 
 
 # ------------------------------------------------------------------------ factors
@@ -248,6 +379,18 @@ def factor_scores(model: DiffusionModel, x: Tensor, t: float | Tensor
     out = [term for m in model._single for term in factor_scores(m, x, t)]
     for group in model._groups:
         out += [(w, True, s) for w, s in zip(group.weights, group.view_scores(x, t))]
+    return out
+
+
+def factor_weights(model: DiffusionModel) -> list[tuple[float, bool]]:
+    """``[(w_k, marginal_k)]`` of :func:`factor_scores`, in its order, without evaluating."""
+    if isinstance(model, Power):
+        return [(model.exponent * w, m) for w, m in factor_weights(model.base)]
+    if not isinstance(model, Product):
+        return [(1.0, model.marginal)]
+    out = [term for m in model._single for term in factor_weights(m)]
+    for group in model._groups:
+        out += [(w, True) for w in group.weights]
     return out
 
 
@@ -290,7 +433,8 @@ def power(model: DiffusionModel, exponent: float) -> DiffusionModel:
 def mixture(models: Sequence[DiffusionModel], weights: Sequence[float] | None = None) -> Mixture:
     """The weighted mixture ``Σᵢ wᵢ pᵢ`` (OR); weights are normalised, default equal.
 
-    Nested mixtures are flattened (their weights multiply).
+    Nested mixtures are flattened (their weights multiply). With a score-only part the mixture
+    is tracked (module docstring): sample it with ``"fkc"`` or ``"reverse"``.
     """
     models = list(models)
     weights = [1.0] * len(models) if weights is None else list(weights)
@@ -305,7 +449,31 @@ def mixture(models: Sequence[DiffusionModel], weights: Sequence[float] | None = 
         else:
             parts.append(m)
             flat.append(w / total)
-    return Mixture(parts, flat)
+    forced = any(isinstance(m, Mixture) and m.tracked for m in models)
+    return Mixture(parts, flat, tracked=True if forced else None)
+
+
+def superpose(models: Sequence[DiffusionModel], mode: str = "and",
+              weights: Sequence[float] | None = None,
+              kappa_range: tuple[float, float] = (-1.0, 2.0)) -> DiffusionModel:
+    """SuperDiff's superposition of diffusion models from their scores (module docstring).
+
+    ``mode="or"``: the mixture ``Σᵢ wᵢ pᵢ`` with responsibilities from the tracked
+    log-densities, for any parts (energy models too: their energies are not used) — a tracked
+    :class:`Mixture`. ``mode="and"``: two models, ``κ`` per chain and step keeping their tracked
+    log-densities equal (:class:`Superposition`; ``weights`` do not apply). Sample with
+    ``"reverse"`` (OR also ``"fkc"``).
+    """
+    models = list(models)
+    if mode == "or":
+        weights = [1.0] * len(models) if weights is None else list(weights)
+        return Mixture(models, _check_weights(weights, len(models), "models"), tracked=True)
+    if mode != "and":
+        raise ValueError(f"mode must be 'and' or 'or', got {mode!r}")
+    if weights is not None:
+        raise TypeError("weights do not apply to superpose(..., mode='and') (κ is solved per "
+                        "step); use mode='or' for a weighted mixture")
+    return Superposition(models, kappa_range)
 
 
 def cfg(cond: DiffusionModel, uncond: DiffusionModel, scale: float) -> DiffusionModel:

@@ -233,7 +233,9 @@ def _run_blocks(run: Callable[..., SampleResult], n: int, seed: int, x_init: Ten
                 gen = torch.Generator(device=device).manual_seed(block_seed(seed, b))
                 r = run(n=hi - lo, generator=gen, x_init=part,
                         groups=None, tick=None if bar is None else (lambda _r: bar.update(1)))
-            results.append((b, r.x.cpu(), r.info))
+            tracked = None if r.log_density is None else {k: v.cpu() for k, v in
+                                                           r.log_density.items()}
+            results.append((b, r.x.cpu(), r.info, tracked))
     except Exception as err:  # noqa: BLE001 - re-raised on every rank below
         error = f"rank {me}: {type(err).__name__}: {err}"
         failure = err
@@ -256,7 +258,10 @@ def _run_blocks(run: Callable[..., SampleResult], n: int, seed: int, x_init: Ten
                        max(g["wall"] for g in gathered))
     info.settings |= {"world_size": world, "block_size": block_size,
                       "blocks": len(blocks), "seed": seed}
-    return SampleResult(x, info)
+    tracked = None
+    if blocks and blocks[0][3] is not None:  # tracked log-densities, block by block
+        tracked = {k: torch.cat([blk[3][k] for blk in blocks]) for k in blocks[0][3]}
+    return SampleResult(x, info, log_density=tracked)
 
 
 def _rows(n: int, world: int, r: int) -> tuple[int, int]:

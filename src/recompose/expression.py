@@ -36,7 +36,10 @@ tree is built under a fixed C recursion limit, and chains of more than about 2,0
 
 Mixtures of learned energies need ``normalize`` (a learned energy is defined up to a
 ``t``-dependent constant, which would re-weight the mixture); nothing normalises behind the
-user's back (see :mod:`recompose.models.normalization`).
+user's back (see :mod:`recompose.models.normalization`). ``mix(...)`` of score-only models is
+the same builder: the mixture is tracked (its log-densities estimated along each chain, with
+their normalisers; :mod:`recompose.samplers.tracking`), and only ``fkc`` and ``reverse``
+sample it.
 """
 
 from __future__ import annotations

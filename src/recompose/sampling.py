@@ -13,7 +13,8 @@ defaults::
 An option that does not apply to the chosen sampler raises a one-line ``TypeError`` naming it
 (the sampler's constructor decides); values out of range raise ``ValueError``; a sampler that
 the model cannot support (energies needed, conditions per chain without ``groups=``) raises
-before any work.
+before any work; so does a score-only mixture or a superposition given to a sampler that
+cannot track log-densities along its chains (only ``"reverse"`` and ``"fkc"`` can).
 
 Randomness: ``seed=`` or ``generator=``; with neither, torch's default generator is used (as
 torch and diffusers do), so two unseeded calls differ and ``torch.manual_seed`` applies.
@@ -34,7 +35,7 @@ from torch import Tensor
 from . import distributed as _distributed
 from .mcmc.base import Kernel
 from .models.base import DiffusionModel, model_device_dtype
-from .samplers.base import LevelCallback, Sampler, execute
+from .samplers.base import LevelCallback, Sampler, check_tracking, execute
 from .samplers.result import SampleResult, SamplingWarning
 from .samplers.shortcuts import SAMPLERS, make_sampler
 
@@ -101,7 +102,8 @@ def sample(
 
     Returns:
         :class:`~recompose.samplers.result.SampleResult` with ``.x`` ``(n, *D)`` and ``.info``
-        (weighted samplers also ``.log_weights``, ``info.ess``, ``info.log_evidence``…).
+        (weighted samplers also ``.log_weights``, ``info.ess``, ``info.log_evidence``…;
+        tracked compositions ``.log_density``, each tracked model's ``log p_t`` per chain).
 
     Raises:
         TypeError: an argument that does not apply to the chosen sampler.
@@ -134,6 +136,7 @@ def sample(
             f"target different densities; {sampler.name} weighs and resamples particles "
             "against each other: give groups= (one id per chain, equal for chains with the "
             "same conditions), e.g. groups=labels")
+    check_tracking(sampler, model)
     sampler.check(model)
     run = functools.partial(execute, sampler, model, num_levels=num_levels, clip=clip,
                             callback=callback)

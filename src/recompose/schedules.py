@@ -531,7 +531,11 @@ class Levels:
             mean = (alpha_prev * v / sigma2) * x0 + (a * sigma_prev**2 / sigma2) * x
         if i == 0:
             return mean, 0.0
-        return mean, v * float(self.sigma[i - 1] ** 2 / self.sigma[i] ** 2)
+        return mean, self.posterior_variance(i)
+
+    def posterior_variance(self, i: int) -> float:
+        """``v σ²_{i−1}/σ²_i``: the variance of the posterior step from level ``i ≥ 1``."""
+        return self.transition(i)[1] * float(self.sigma[i - 1] ** 2 / self.sigma[i] ** 2)
 
     def posterior_step(self, x: Tensor, score: Tensor, i: int,
                        generator: torch.Generator | None = None,
@@ -569,6 +573,11 @@ class Levels:
             float(self.t[i - 1]), float(self.t[i]),
             (float(self.alpha[i - 1]), float(self.alpha[i])),
             (float(self.sigma[i - 1]), float(self.sigma[i])))
+
+    def drift_integral(self, i: int) -> float:
+        """``∫ f dt = log(α_i/α_{i−1})`` over the step from level ``i`` to ``i − 1`` (``i ≥ 1``;
+        ``f = d log α/dt``, so exact on every path)."""
+        return math.log(float(self.alpha[i]) / float(self.alpha[i - 1]))
 
     def drift_ratio(self, i: int) -> float:
         """``κ = −2 f/g²`` at level ``i``."""

@@ -15,7 +15,7 @@ def test_every_config_is_valid_json_with_an_output_folder():
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
     assert names == ["analytic_product", "attributes", "clevr", "clevr_curves", "conservative",
                      "contrast_fit", "digits", "distillation", "equal_compute", "path_mh",
-                     "paths", "tapestry", "toy2d"]
+                     "paths", "superdiff", "tapestry", "toy2d"]
     for name in names:
         assert "out" in load_config(name)
 
@@ -65,6 +65,22 @@ def test_paths_writes_its_table_at_equal_evaluations(tmp_path):
     weighted = [r for r in rows if r["sampler"].startswith(("smc", "fkc"))]
     assert all(r["log Ẑ − log Z"] != "–" for r in weighted) and len(weighted) == 6
     assert all(r["log Ẑ − log Z"] == "–" for r in rows if r not in weighted)
+
+
+def test_superdiff_writes_its_oracle_tables(tmp_path):
+    """The oracle parts at a tiny size: one estimator row per path and T (with the slopes on
+    the last), mass rows for both models, AND rows for each κ range and the product."""
+    from experiments.superdiff import main
+
+    out = tmp_path / "sd"
+    main(["--parts", "estimator", "mass", "and", "--n", "40", "--estimator-n", "40",
+          "--seeds", "2", "--estimator-levels", "4", "8", "--mass-levels", "4",
+          "--and-levels", "4", "--out", str(out)])
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["T"] for r in rows["estimator"]] == [4, 8] * 3
+    assert all("slope" in "".join(r) for r in rows["estimator"][1::2])
+    assert len(rows["mass"]) == 4 and len(rows["and"]) == 8
+    assert (out / "table.md").read_text().startswith("### estimator")
 
 
 def test_equal_compute_writes_its_outputs_and_scores_smc_evidence(tmp_path):

@@ -157,6 +157,7 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
     images: a mosaic), the acceptance and step size per level where the sampler took MCMC
     steps (none for reverse diffusion, FKC without moves or zero steps), and SMC's and FKC's
     effective sample size."""
+    from ..compose import needs_tracking
     from ..viz.plots import (
         acceptance_plot,
         density_levels,
@@ -175,8 +176,9 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
         fig = scatter_grid({("samples", info.sampler): x.numpy()}, ["samples"], [info.sampler],
                            size=4.0, lim=1.5, title=what)
         fig.savefig(figs / "samples.png", dpi=120)
-        density_levels(model, [0.01, 0.1, 0.3, 0.6, 1.0], title=model.describe()).savefig(
-            figs / "target_levels.png", dpi=110)
+        if not needs_tracking(model):  # a tracked mixture has no score at a point alone
+            density_levels(model, [0.01, 0.1, 0.3, 0.6, 1.0], title=model.describe()).savefig(
+                figs / "target_levels.png", dpi=110)
     elif x.ndim == 4:
         image_grid(x[:64], title=what if len(x) <= 64 else f"first 64 of {what}").savefig(
             figs / "samples.png", dpi=120)
@@ -209,7 +211,9 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
               help='Composition, in the language of recompose.parse: names, numbers, * / ** '
                    '+, mix(A, B, weights=[...]), cfg(C, U, w), normalize(A); e.g. '
                    '"A * B**-0.3" or "mix(normalize(A), normalize(B), weights=[0.3, 0.7])" '
-                   '(learned energies need normalize(...) to mix with the given weights).')
+                   '(learned energies need normalize(...) to mix with the given weights; '
+                   'mix(...) of score models tracks their log-densities along each chain and '
+                   'needs --sampler fkc or reverse).')
 @click.option("--sampler", type=SAMPLER_CHOICES, default="hmc", show_default=True,
               help="Reverse diffusion, the probability-flow ODE (deterministic, DDIM), "
                    "annealed MCMC (ula, uhmc; mala and hmc need energies or --energy path), SMC "
@@ -284,7 +288,10 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
           --expr "mix(normalize(A), normalize(B), weights=[0.3, 0.7])" --out runs/mixture
       recompose sample --diffusers PIPELINE_DIR --prompt P0="a red cube" \\
           --prompt P1="a blue sphere" --expr "P0 * P1" --sampler reverse --out runs/and
-    Writes OUT/config.json, samples.npz, metrics.json and figures/*.png.
+      recompose sample --model A=left_bar:score --model B=right_bar:score \
+          --expr "mix(A, B, weights=[0.3, 0.7])" --sampler fkc --out runs/score-or
+    Writes OUT/config.json, samples.npz (with a score-only mix(...): each model's tracked
+    log-density per sample, log_density[NAME]), metrics.json and figures/*.png.
     """
     import numpy as np
 
@@ -292,6 +299,7 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
     from .. import sample as draw
     from ..errors import CapabilityError
     from ..io import json_safe, run_folder
+    from ..samplers.base import check_tracking
     from ..samplers.result import SamplingWarning
 
     lead = check_on_lead(lambda: prepare_out(out, overwrite))  # torchrun: rank 0 writes
@@ -305,6 +313,7 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
             raise usage("--prompt applies only with --diffusers")
         model = build_model(models, expr, parameterization)
     chosen = build_sampler(sampler, sampler_options)  # before any work
+    check_tracking(chosen, model)  # a score-only mixture: its own one-line advice
     try:
         chosen.check(model)
     except CapabilityError as err:
@@ -336,6 +345,9 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
     with run_folder(out, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         arrays = {"x": x.numpy()} | ({} if latents is None else {"latents": latents.numpy()})
+        if result.log_density is not None:  # tracked log-densities, one array per model
+            arrays |= {f"log_density[{k}]": v.cpu().numpy()
+                       for k, v in result.log_density.items()}
         np.savez_compressed(tmp / "samples.npz", **arrays)
         metrics, nulls = json_safe(metrics)  # undefined values are null, and say why
         if nulls:

@@ -3,6 +3,8 @@
 ``Reverse`` (reverse diffusion), ``ODE`` (probability-flow / DDIM), ``Annealed`` (annealed MCMC
 with any kernel), ``SMC`` (weighted particles on energies) and ``FKC`` (reverse diffusion with
 Feynman–Kac weights; scores suffice). Their names are shortcuts (:mod:`.shortcuts`).
+``Reverse`` and ``FKC`` also track log-densities along their chains (:mod:`.tracking`), which
+mixtures of score-only models and superpositions need.
 """
 
 from .annealed import Annealed

@@ -21,7 +21,9 @@ and pass the object to :func:`recompose.sample`. It runs with progress bars, cal
 diagnostics and under ``torch.distributed`` (:mod:`recompose.distributed`) without touching the
 library. ``weighted = True`` declares that the chains are particles weighed against each
 other: such a sampler accepts ``groups=`` and is sharded by splitting network evaluations,
-not chains.
+not chains. ``tracks = True`` declares that it tracks log-densities along its chains
+(:mod:`.tracking`), which score-only mixtures and superpositions need; :func:`check_tracking`
+refuses them to every other sampler before any work.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from ..compose import TRACKING_SAMPLERS, Superposition, needs_tracking
+from ..errors import CapabilityError
 from ..mcmc.base import Target
 from ..models.base import DiffusionModel, model_device_dtype
 from ..schedules import Levels
@@ -41,7 +45,8 @@ from ..utils import check_finite
 from .result import LevelRecord, SampleResult, build_info, sample_problems
 
 __all__ = ["Sampler", "Run", "Finished", "run_levels", "execute", "LevelCallback",
-           "finite_or_raise", "model_output_or_raise", "FAR", "STEP_ADVICE", "SCORE_ADVICE"]
+           "check_tracking", "finite_or_raise", "model_output_or_raise", "FAR", "STEP_ADVICE",
+           "SCORE_ADVICE"]
 
 LevelCallback = Callable[[dict], None]
 
@@ -87,11 +92,13 @@ class Run:
 
 class Finished(NamedTuple):
     """What :meth:`Sampler.finish` returns: the samples and, for weighted samplers, the
-    log-weights before the final resampling and the evidence."""
+    log-weights before the final resampling and the evidence; for tracking samplers, each
+    tracked model's log-density per chain at the cleanest level (``{name: (n,)}``)."""
 
     x: Tensor
     log_weights: Tensor | None = None
     log_evidence: float | list[float] | None = None
+    log_density: dict[str, Tensor] | None = None
 
 
 class Sampler:
@@ -99,6 +106,7 @@ class Sampler:
 
     name: str = "sampler"
     weighted: bool = False
+    tracks: bool = False
 
     def check(self, model: DiffusionModel) -> None:
         """Raise a capability error (before any work) if this sampler cannot run ``model``."""
@@ -145,7 +153,21 @@ def run_levels(sampler: Sampler, run: Run, callback: LevelCallback | None = None
     info = build_info(sampler.name, run.x_init.shape[0], run.levels.t.tolist(), records,
                       run.score_evals, run.energy_evals, run.composition.num_networks,
                       time.perf_counter() - start, sampler.weighted, done.log_evidence)
-    return SampleResult(done.x, info, log_weights=done.log_weights)
+    return SampleResult(done.x, info, log_weights=done.log_weights,
+                        log_density=done.log_density)
+
+
+def check_tracking(sampler: Sampler, model: DiffusionModel) -> None:
+    """Refuse (before any work) a model that needs tracked log-densities to a sampler that
+    cannot track them, in one line naming the samplers that can."""
+    if sampler.tracks or not needs_tracking(model):
+        return
+    use = ("'reverse'" if any(isinstance(m, Superposition) for m in model.modules())
+           else TRACKING_SAMPLERS)
+    raise CapabilityError(
+        f"{sampler.name} cannot sample {model.describe()}: its score needs each part's "
+        "log-density tracked along the chain, which an ODE or MCMC move cannot do without the "
+        f"score's divergence; use {use}")
 
 
 def finite_or_raise(x: Tensor, i: int, levels: Levels, advice: str) -> None:

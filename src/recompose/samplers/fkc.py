@@ -51,6 +51,14 @@ at any ``T``.
 ``W > 0`` is required, and the evidence starts from
 ``log ∫ N(x; 0, v I)^W dx = ½ d (1 − W) log 2πv − ½ d log W``.
 
+**Score-only mixtures** (tracked; :mod:`.tracking`). A mixture whose parts are score-only is
+a marginal factor like any other: its score comes from each particle's tracked
+log-densities (responsibilities ``softmax(log w + ℓ)``), carried through every step and copied
+by resampling. Alone (``W = 1``, ``h = 0``) every weight is 1 and FKC is reverse diffusion with
+tracking; in a product the weights correct the product as for any factor. Moves are refused
+with a tracked mixture (tracking along an MCMC move needs the score's divergence), and so is a
+superposition (not a density: no weights apply; sample it with ``"reverse"``).
+
 **Moves** (optional): any kernel targeting ``p̃_{t_i}`` (e.g. U-HMC on scores) after the
 resampling spreads its copies, at the moves' cost plus one evaluation of the factors' scores
 per level.
@@ -67,7 +75,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..compose import factor_scores, factors
+from ..compose import Superposition, factor_scores, factors, needs_tracking
 from ..errors import CapabilityError
 from ..mcmc.base import Kernel, Target
 from ..mcmc.step_sizes import AcceptanceAdapter
@@ -76,8 +84,9 @@ from ..models.classifier import ClassifierFactor
 from ..schedules import Levels
 from ..utils import batch_sum
 from .annealed import Moves
-from .base import Run, finite_or_raise, model_output_or_raise
+from .base import Finished, Run, finite_or_raise, model_output_or_raise
 from .particles import Particles, Weighted, cached, resolve_moves
+from .tracking import Tracker
 
 __all__ = ["FKC", "FeynmanKac"]
 
@@ -88,6 +97,11 @@ class FeynmanKac:
 
     def __init__(self, model: DiffusionModel) -> None:
         pairs = factors(model)
+        if any(isinstance(m, Superposition) for m in model.modules()):
+            raise CapabilityError(
+                f"{model.describe()} is a sampling procedure, not a density: Feynman–Kac "
+                "weights do not apply; sample it with 'reverse'")
+        self.tracker = Tracker.of(model)  # refuses tracked mixtures it cannot see
         marginal = [(b, w) for b, w in pairs if b.marginal]
         classifiers = [b for b, _ in pairs if not b.marginal]
         for b in classifiers:
@@ -125,7 +139,11 @@ class FeynmanKac:
                        ) -> tuple[Tensor, Tensor]:
         """The composed score ``Σ w_k s_k`` (shape of ``x``) and ``ĝ = g/g²``, ``(B,)``
         float64, at ``(x, t)`` with the path's ``κ_t = kappa``."""
-        terms = factor_scores(self.model, x, t)
+        return self.combine(factor_scores(self.model, x, t), x, kappa)
+
+    def combine(self, terms: list[tuple[float, bool, Tensor]], x: Tensor, kappa: float
+                ) -> tuple[Tensor, Tensor]:
+        """:meth:`score_and_rate` from the factors' scores ``[(w_k, marginal_k, s_k)]``."""
         score = sum(w * s for w, _, s in terms)
         marginal = [(w, s.to(torch.float64)) for w, m, s in terms if m]
         squares = sum(w * batch_sum(s**2) for w, s in marginal)
@@ -188,33 +206,59 @@ class FKC(Weighted):
                          ess_threshold, resampling, step_size, step_power, adapt,
                          target_accept, denoise)
 
+    tracks = True
+
     def check(self, model: DiffusionModel) -> None:
         FeynmanKac(model)  # capability errors
+        if self.moves is not None and needs_tracking(model):
+            raise CapabilityError(
+                f"fkc's moves ({self.moves.name}) would leave the tracked log-densities of "
+                f"{model.describe()} behind (tracking along an MCMC move needs the score's "
+                "divergence); use fkc without moves")
         super().check(model)
 
     def prepare(self, run: Run) -> FeynmanKac:
         return FeynmanKac(run.composition)
 
-    def _evaluate(self, run: Run, fk: FeynmanKac, x: Tensor, i: int) -> Particles:
+    def _evaluate(self, run: Run, fk: FeynmanKac, x: Tensor, i: int,
+                  log_density: Tensor | None = None) -> Particles:
         kappa = run.levels.drift_ratio(i)
-        score, rate = run.rows(lambda y: fk.score_and_rate(y, run.t(i), kappa), x)
-        model_output_or_raise(score, x, i, run.levels)
+        tracker = fk.tracker
+        if tracker is None:
+            score, rate = run.rows(lambda y: fk.score_and_rate(y, run.t(i), kappa), x)
+            model_output_or_raise(score, x, i, run.levels)
+            run.count(score=1)
+            return Particles(x, None, score, rate)
+        raw = run.rows(lambda y: tracker.evaluate(y, run.t(i)), x)
+        model_output_or_raise(raw, x, i, run.levels)
         run.count(score=1)
-        return Particles(x, None, score, rate)
+        score, rate = fk.combine(tracker.terms(raw, log_density), x, kappa)
+        return Particles(x, None, score, rate, log_density, tracker.tracked_scores(raw))
 
     def arrive(self, run: Run, fk: FeynmanKac, cur: Particles | None, i: int
                ) -> tuple[Particles, Tensor]:
         levels = run.levels
         if cur is None:
-            new = self._evaluate(run, fk, run.x_init * fk.start_scale(), i)
+            x = run.x_init * fk.start_scale()
+            tracked = None if fk.tracker is None else fk.tracker.start(x, levels)
+            new = self._evaluate(run, fk, x, i, tracked)
             dim = run.x_init[0].numel()
             return new, torch.full_like(new.rate, fk.log_start_normaliser(
                 dim, levels.prior_variance()))
         x = fk.step(cur.x, cur.score, levels, i + 1, run.generator, run.clip)
         finite_or_raise(x, i, levels, "the composed score is too large for the step; use more "
                                       "levels")
-        new = self._evaluate(run, fk, x, i)
+        tracked = None if fk.tracker is None else fk.tracker.advance(
+            cur.log_density, cur.x, x, cur.tracked_scores, levels, i + 1)
+        new = self._evaluate(run, fk, x, i, tracked)
         return new, 0.5 * (cur.rate + new.rate) * levels.g2_integral(i + 1)
+
+    def finish(self, run: Run, state: NamedTuple) -> Finished:
+        done = super().finish(run, state)
+        tracker = state.context.tracker
+        if tracker is None:
+            return done
+        return done._replace(log_density=tracker.named(state.particles.log_density))
 
     def move(self, run: Run, fk: FeynmanKac, cur: Particles, previous: NamedTuple | None,
              target: Target, adapter: AcceptanceAdapter | None, i: int

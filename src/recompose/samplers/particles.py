@@ -137,12 +137,16 @@ class Populations:
 
 class Particles(NamedTuple):
     """Particles at one level with their cached composed energy ``(n,)`` (``None`` where the
-    sampler has none) and score, and a sampler-specific per-particle term (FKC's rate)."""
+    sampler has none) and score, a sampler-specific per-particle term (FKC's rate), and for
+    tracked compositions each tracked model's log-density ``(n, K)`` and score ``(n, K, *D)``
+    (:mod:`.tracking`; resampling copies them with the particle)."""
 
     x: Tensor
     energy: Tensor | None
     score: Tensor
     rate: Tensor | None = None
+    log_density: Tensor | None = None
+    tracked_scores: Tensor | None = None
 
 
 class _State(NamedTuple):

@@ -151,11 +151,17 @@ def sample_problems(x: Tensor, prior_std: float) -> list[str]:
 class SampleResult:
     """Samples ``x`` of shape ``(n, *D)`` and their :class:`SampleInfo`. For weighted samplers,
     ``log_weights`` ``(n,)`` are the normalised float64 log-weights of the particles before the
-    final resampling (``x`` is equally weighted); ``None`` for the other samplers."""
+    final resampling (``x`` is equally weighted); ``None`` for the other samplers.
+
+    ``log_density``: for a composition with tracked log-densities (score-only mixtures,
+    superpositions; :mod:`recompose.samplers.tracking`), ``{name: ℓ (n,)}`` float64, each tracked
+    model's estimated ``log p_t(x_t)`` (normaliser included) along each returned chain at the
+    cleanest level ``info.t[0]``; ``None`` otherwise."""
 
     x: Tensor
     info: SampleInfo
     log_weights: Tensor | None = None
+    log_density: dict[str, Tensor] | None = None
 
 
 @dataclass
