@@ -77,3 +77,22 @@ class CallCounter:
 
     def __call__(self, *args: object) -> None:
         self.calls += 1
+
+
+def run(*args):
+    """The command line in-process (click's runner); exceptions propagate."""
+    from click.testing import CliRunner
+
+    from recompose.cli.main import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def one_line_error(result, code):
+    """The one ``Error:`` line of a failed command, after checking its exit code and that no
+    traceback was printed."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]

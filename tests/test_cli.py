@@ -7,21 +7,10 @@ import pytest
 from click.testing import CliRunner
 
 import recompose as rc
+from conftest import one_line_error, run
 from recompose.cli.main import cli
 from recompose.cli.sample import build_model
 from recompose.io import read_model_file
-
-
-def run(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-def one_line_error(result, code):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 # --------------------------------------------------------------------- commands

@@ -15,23 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 import recompose as rc
+from conftest import one_line_error, run
 from recompose.cli.main import cli
 from recompose.training.trainer import Trainer
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 OOM = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 99999999999 bytes"
-
-
-def run(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-def one_line_error(result, code):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def _train(out, *extra, steps=6):
