@@ -18,6 +18,9 @@ Parts (``--parts``, all by default):
 * ``and``: SuperDiff's AND of two oracle mixtures ``A``, ``B`` for three ``κ`` ranges against the
   product ``A·B`` (``"fkc"``): the tracked ``|ℓ_A − ℓ_B|`` and the exact ``|log A − log B|`` at the
   cleanest level (median, 90 % quantile), and the estimator's error.
+* ``dimension``: the estimator's bias against the dimension: two Gaussians of different shapes
+  in ``d`` = 64 to 1,024 dimensions on the DDPM linear table, mixed 0.3 / 0.7 (and swapped);
+  the fraction on each side and each model's tracked-minus-exact offset.
 * ``toy2d``: the shipped 2D score models: ``mix(left_bar, right_bar)`` with weights 0.5/0.5 and
   0.3/0.7 (tracked, ``"reverse"`` = ``"fkc"`` here) beside the energy models' mixture normalised
   by quadrature (docs/results.md §2's construction) and ancestral draws (each chain's bar drawn
@@ -33,6 +36,8 @@ Parts (``--parts``, all by default):
 * ``attribute_weights``: whether the tracked OR on the attribute model follows its weights
   (0.3/0.7, the parts swapped, 0.5/0.5, 0.1/0.9 at 50 levels, 0.3/0.7 at 200; one seed,
   100 images each) and the spread of the tracked ``ℓ_red − ℓ_blue`` over the chains.
+* ``attributes_long``: the tracked OR on the attribute model with all 1,000 levels of its table
+  and no clipping, beside each prompt alone (50 images, one seed; ≈ 12 min).
 
 Run: ``python -m experiments.superdiff`` (config ``configs/superdiff.json``).
 """
@@ -197,6 +202,46 @@ def _and_row(path: str, T: int, label: str, tracked: Tensor | None, exact: Tenso
             "estimator error (spread)": "–" if error is None else f"{error:.3f}"}
 
 
+# ------------------------------------------------------------------ dimension
+def dimension_rows(n: int, dims: list[int], levels: list[int], seed: int) -> list[dict]:
+    """The estimator's bias differs between models and grows with the dimension ``d``.
+
+    ``A`` and ``B``: one Gaussian each at ``±0.5`` on the first coordinate (std 0.02 there),
+    of different shapes (``A``: one other coordinate of std 0.25, the rest 0.02; ``B``: half of
+    the coordinates 0.25), on the DDPM linear table (1,000 steps, ``β`` from 1e-4 to 0.02, the
+    attribute model's). Exact mass on ``A``'s side: the weight. Reverse diffusion of the tracked
+    score-only mixture, weights 0.3 / 0.7 and swapped; the tracked-minus-exact log-density of
+    each model on the chains it holds, mean over them (the offset the responsibilities see)."""
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    schedule = rc.DiscreteSchedule(torch.cumprod(1 - betas, 0))
+
+    def part(sign: float, wide: int, name: str, d: int) -> rc.GaussianMixture:
+        mean = torch.zeros(1, d, dtype=torch.float64)
+        mean[0, 0] = 0.5 * sign
+        std = torch.full((1, d), 0.02, dtype=torch.float64)
+        std[0, 1:wide] = 0.25
+        return rc.GaussianMixture(mean, std, schedule=schedule, name=name)
+
+    rows = []
+    for d in dims:
+        a, b = part(1.0, 2, "A", d), part(-1.0, d // 2, "B", d)
+        for T in levels:
+            for weights in ((0.3, 0.7), (0.7, 0.3)):
+                mix = rc.mixture([ScoreOnly(a, "A"), ScoreOnly(b, "B")], list(weights))
+                r, x = tracked_run(mix, n, T, seed)
+                t0, in_a = r.info.t[0], x[:, 0] > 0
+                off_a = float((r.log_density["A"] - a.log_prob(x, t0))[in_a].mean())
+                off_b = float((r.log_density["B"] - b.log_prob(x, t0))[~in_a].mean())
+                frac = float((r.x[:, 0] > 0).double().mean())
+                rows.append({"d": d, "T": T, "weight of A": weights[0],
+                             "fraction A": f"{frac:.3f}",
+                             "error": f"{frac - weights[0]:+.3f} ± "
+                                      f"{math.sqrt(weights[0] * weights[1] / n):.3f}",
+                             "offset ℓ_A − log A (A's chains)": f"{off_a:+.2f}",
+                             "offset ℓ_B − log B (B's chains)": f"{off_b:+.2f}"})
+    return rows
+
+
 # ------------------------------------------------------------------ shipped 2D models
 def _ancestral(parts: list[DiffusionModel], weights: tuple[float, ...], n: int, levels: int,
                seed: int) -> tuple[Tensor, int]:
@@ -359,6 +404,43 @@ def attribute_weight_rows(n: int, seed: int, pipeline: str) -> list[dict]:
     return rows
 
 
+def attribute_long_rows(n: int, levels: int, seed: int, pipeline: str) -> list[dict]:
+    """The tracked OR with the model's whole table of levels and no clipping (which this model
+    survives only at many levels), beside each prompt alone on the same settings."""
+    from experiments.attributes import BLUE, CUBE, RED, SPHERE, load_checker
+    from recompose.integrations.diffusers import from_pretrained
+
+    model = from_pretrained(pipeline)
+    checker = load_checker()
+    red, blue = model.prompt("red cube"), model.prompt("blue sphere")
+    fractions = {}
+    for label, m in (("red cube alone", red), ("blue sphere alone", blue),
+                     ("mix 0.3 / 0.7, tracked", rc.mixture([red, blue], list(WEIGHTS)))):
+        r = rc.sample(m, n, "reverse", num_levels=levels, seed=seed)
+        present = checker.present(r.x.clamp(-1, 1))
+        fractions[label] = (present[:, RED, CUBE].double().mean(),
+                            present[:, BLUE, SPHERE].double().mean(),
+                            r.info.network_score_evals)
+    def se(*terms: tuple[float, float]) -> float:  # Σ w_k p_k of independent binomials
+        return math.sqrt(sum(w * w * float(p) * (1 - float(p)) / n for w, p in terms))
+
+    rows = [{"T, no clip": levels, "composition": label,
+             "red cube": f"{float(rc_):.2f} ± {se((1.0, rc_)):.2f}",
+             "blue sphere": f"{float(bs):.2f} ± {se((1.0, bs)):.2f}", "network evals": evals}
+            for label, (rc_, bs, evals) in fractions.items()]
+    (r_red, b_red, _), (r_blue, b_blue, _) = (fractions["red cube alone"],
+                                             fractions["blue sphere alone"])
+    w_red, w_blue = WEIGHTS
+    rows.append({"T, no clip": levels,
+                 "composition": "request: 0.3 · red cube alone + 0.7 · blue sphere alone",
+                 "red cube": f"{float(w_red * r_red + w_blue * r_blue):.2f} ± "
+                             f"{se((w_red, r_red), (w_blue, r_blue)):.2f}",
+                 "blue sphere": f"{float(w_red * b_red + w_blue * b_blue):.2f} ± "
+                                f"{se((w_red, b_red), (w_blue, b_blue)):.2f}",
+                 "network evals": "–"})
+    return rows
+
+
 def _attr_row(label: str, mean: Tensor, se: Tensor, evals: int | None) -> dict:
     cols = ("red cube", "blue sphere", "both")
     return {"composition (reverse diffusion; mean ± s.e. over seeds)": label,
@@ -367,7 +449,8 @@ def _attr_row(label: str, mean: Tensor, se: Tensor, evals: int | None) -> dict:
 
 
 # ------------------------------------------------------------------ entry point
-PARTS = ("estimator", "mass", "and", "toy2d", "attributes", "attribute_weights")
+PARTS = ("estimator", "mass", "and", "dimension", "toy2d", "attributes",
+         "attribute_weights", "attributes_long")
 
 
 @script
@@ -385,10 +468,15 @@ def main(argv: list[str] | None = None) -> None:
                                             config["seed"]),
         "mass": lambda: mass_rows(config["n"], config["seeds"], config["mass_levels"]),
         "and": lambda: and_rows(config["n"], config["and_levels"], config["seed"]),
+        "dimension": lambda: dimension_rows(config["dimension_n"], config["dimension_dims"],
+                                            config["dimension_levels"], config["seed"]),
         "toy2d": lambda: toy2d_rows(config["toy2d_n"], config["toy2d_seeds"],
                                     config["toy2d_levels"]),
         "attributes": lambda: attribute_rows(config["attributes_n"], config["attributes_levels"],
                                              config["attributes_seeds"], config["pipeline"]),
+        "attributes_long": lambda: attribute_long_rows(config["attributes_long_n"],
+                                                       config["attributes_long_levels"],
+                                                       config["seed"], config["pipeline"]),
         "attribute_weights": lambda: attribute_weight_rows(config["attributes_n"],
                                                            config["seed"], config["pipeline"])}
     for part in config["parts"]:

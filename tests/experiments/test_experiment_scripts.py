@@ -73,13 +73,15 @@ def test_superdiff_writes_its_oracle_tables(tmp_path):
     from experiments.superdiff import main
 
     out = tmp_path / "sd"
-    main(["--parts", "estimator", "mass", "and", "--n", "40", "--estimator-n", "40",
+    main(["--parts", "estimator", "mass", "and", "dimension", "--n", "40", "--estimator-n", "40",
           "--seeds", "2", "--estimator-levels", "4", "8", "--mass-levels", "4",
-          "--and-levels", "4", "--out", str(out)])
+          "--and-levels", "4", "--dimension-n", "30", "--dimension-dims", "4",
+          "--dimension-levels", "4", "--out", str(out)])
     rows = json.loads((out / "results.json").read_text())
     assert [r["T"] for r in rows["estimator"]] == [4, 8] * 3
     assert all("slope" in "".join(r) for r in rows["estimator"][1::2])
     assert len(rows["mass"]) == 4 and len(rows["and"]) == 8
+    assert [(r["d"], r["weight of A"]) for r in rows["dimension"]] == [(4, 0.3), (4, 0.7)]
     assert (out / "table.md").read_text().startswith("### estimator")
 
 

@@ -30,7 +30,12 @@ the scores ``s_k`` at ``(x, t_i)`` and the step's actual increment ``dx = x' −
 step, scores frozen at its start; the posterior step's noise variance ``v σ²_{i−1}/σ²_i``
 tends to ``B_i`` as the steps shrink). Its error per step is
 ``½(dxᵀ∇s dx − B ∇·s)`` and higher-order terms: zero-mean fluctuations of order ``B_i |∇s|``,
-which add up over the ``T`` steps like ``T^{−1/2}``, and an ``O(1/T)`` bias.
+which add up over the ``T`` steps like ``T^{−1/2}``, and an ``O(1/T)`` bias. The bias is a sum
+over coordinates, so it grows with the dimension ``d``, and it depends on the model's shape
+(``∇s``): two models get *different* offsets, which a mixture's responsibilities read as a
+change of weights. Per coordinate it is small (10⁻³–10⁻² nats at 50 levels), over the 768
+coordinates of a 16×16 RGB image it is nats; use many levels on images and check the fractions
+(docs/results.md §13, *dimension*).
 
 **A Gaussian control variate.** The top steps of a VP path are huge (cosine: ``B`` up to 5.5,
 ``a = α_i/α_{i−1}`` down to 0.06), and there the sum above is off by several nats per chain even
