@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,17 +149,60 @@ def _copy() -> Path:
     return scratch
 
 
-def _pytest(scratch: Path, env: dict, files: list[str] | None) -> bool:
+def _pytest(scratch: Path, env: dict, files: list[str] | None, timeout: int = 3600) -> bool:
     """Whether the test files (``None``: the whole default run) fail in ``scratch``."""
     targets = [] if files is None else [f"tests/{t}" for t in files
                                         if (scratch / "tests" / t).exists()]
     try:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p",
                                "no:cacheprovider", *targets], cwd=scratch, env=env,
-                              capture_output=True, text=True, timeout=3600)
+                              capture_output=True, text=True, timeout=timeout)
         return proc.returncode != 0
     except subprocess.TimeoutExpired:
         return True
+
+
+@contextmanager
+def _applied(scratch: Path, m: dict) -> Iterator[None]:
+    """Mutant ``m`` written into the scratch copy for the ``with`` block, then undone."""
+    path = scratch / m["file"]
+    original = path.read_text()
+    if original.count(m["old"]) != 1:
+        raise SystemExit(f"{m['id']}: snippet not found exactly once in {m['file']}: "
+                         f"{m['old']!r}")
+    path.write_text(original.replace(m["old"], m["new"]))
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
+def _run_all(mutants: list[dict], header: list[str],
+             evaluate: Callable[[Path, dict, dict], tuple[bool, list[str]]]) -> int:
+    """Each mutant in turn in one scratch copy; ``evaluate(scratch, env, m)`` says whether the
+    tests catch it and gives the row's cells (the time is added); prints the table."""
+    scratch = _copy()
+    env = {**os.environ, "PYTHONPATH": f"{scratch / 'src'}{os.pathsep}{scratch}",
+           "OMP_NUM_THREADS": "1"}
+    rows, caught = [], 0
+    try:
+        for m in mutants:
+            start = time.perf_counter()
+            with _applied(scratch, m):
+                hit, cells = evaluate(scratch, env, m)
+            caught += hit
+            rows.append(f"| {' | '.join(cells)} | {time.perf_counter() - start:.0f} s |")
+            print(rows[-1], flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    columns = [*header, "time"]
+    print(f"\n| {' | '.join(columns)} |\n|{'---|' * len(columns)}\n" + "\n".join(rows))
+    print(f"\ncaught {caught} of {len(mutants)} ({caught / len(mutants):.0%})")
+    return 0
+
+
+def _result(hit: bool) -> str:
+    return "caught" if hit else "**missed**"
 
 
 def run_fresh(path: Path, quick: bool = False) -> int:
@@ -165,73 +210,27 @@ def run_fresh(path: Path, quick: bool = False) -> int:
     covering files only (a lower bound of the catch rate)."""
     import json
 
-    mutants = json.loads(path.read_text())
-    scratch = _copy()
-    env = {**os.environ, "PYTHONPATH": f"{scratch / 'src'}{os.pathsep}{scratch}",
-           "OMP_NUM_THREADS": "1"}
-    rows, caught = [], 0
-    try:
-        for m in mutants:
-            file = scratch / m["file"]
-            original = file.read_text()
-            if original.count(m["old"]) != 1:
-                raise SystemExit(f"{m['id']}: snippet not found exactly once in {m['file']}")
-            file.write_text(original.replace(m["old"], m["new"]))
-            start = time.perf_counter()
-            try:
-                module = m["file"].removeprefix(S)
-                hit, stage = _pytest(scratch, env, COVERING.get(module, DEFAULT_COVERING)), 1
-                if not hit and not quick:
-                    hit, stage = _pytest(scratch, env, None), 2
-            finally:
-                file.write_text(original)
-            caught += hit
-            rows.append(f"| {m['id']} | {m['area']} | {m['why']} | "
-                        f"{'caught' if hit else '**missed**'}"
-                        f"{' (default run)' if stage == 2 else ''} | "
-                        f"{time.perf_counter() - start:.0f} s |")
-            print(rows[-1], flush=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    print("\n| id | area | bug | result | time |\n|---|---|---|---|---|\n" + "\n".join(rows))
-    print(f"\ncaught {caught} of {len(mutants)} ({caught / len(mutants):.0%})")
-    return 0
+    def evaluate(scratch: Path, env: dict, m: dict) -> tuple[bool, list[str]]:
+        module = m["file"].removeprefix(S)
+        hit, stage = _pytest(scratch, env, COVERING.get(module, DEFAULT_COVERING)), 1
+        if not hit and not quick:
+            hit, stage = _pytest(scratch, env, None), 2
+        return hit, [m["id"], m["area"], m["why"],
+                     _result(hit) + (" (default run)" if stage == 2 else "")]
+
+    return _run_all(json.loads(path.read_text()), ["id", "area", "bug", "result"], evaluate)
 
 
 def run() -> int:
-    scratch = _copy()
-    env = {**os.environ, "PYTHONPATH": f"{scratch / 'src'}{os.pathsep}{scratch}",
-           "OMP_NUM_THREADS": "1"}
-    rows, caught = [], 0
-    try:
-        for area, file, old, new, tests in MUTANTS:
-            path = scratch / file
-            original = path.read_text()
-            if original.count(old) != 1:
-                raise SystemExit(f"mutant snippet not found exactly once in {file}: {old!r}")
-            path.write_text(original.replace(old, new))
-            start = time.perf_counter()
-            try:
-                proc = subprocess.run(
-                    [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                     *(f"tests/{t}" for t in tests)], cwd=scratch, env=env,
-                    capture_output=True, text=True, timeout=900)
-                hit = proc.returncode != 0
-            except subprocess.TimeoutExpired:
-                hit = True
-            finally:
-                path.write_text(original)
-            caught += hit
-            shown = " ".join(old.split())[:60]
-            rows.append(f"| {area} | `{file.removeprefix(S)}`: `{shown}` | "
-                        f"{'caught' if hit else '**missed**'} | "
-                        f"{time.perf_counter() - start:.0f} s |")
-            print(rows[-1], flush=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    print("\n| area | mutant | result | time |\n|---|---|---|---|\n" + "\n".join(rows))
-    print(f"\ncaught {caught} of {len(MUTANTS)} ({caught / len(MUTANTS):.0%})")
-    return 0
+    def evaluate(scratch: Path, env: dict, m: dict) -> tuple[bool, list[str]]:
+        hit = _pytest(scratch, env, m["tests"], timeout=900)
+        shown = " ".join(m["old"].split())[:60]
+        return hit, [m["area"], f"`{m['file'].removeprefix(S)}`: `{shown}`", _result(hit)]
+
+    mutants = [{"id": f"seeded mutant {i + 1}", "area": area, "file": file, "old": old,
+                "new": new, "tests": tests}
+               for i, (area, file, old, new, tests) in enumerate(MUTANTS)]
+    return _run_all(mutants, ["area", "mutant", "result"], evaluate)
 
 
 if __name__ == "__main__":
