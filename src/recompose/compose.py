@@ -61,7 +61,8 @@ from .models.base import DiffusionModel
 
 __all__ = ["Product", "Power", "Mixture", "Superposition", "product", "power", "mixture",
            "superpose", "cfg", "guide", "conjunction", "factors", "factor_scores",
-           "factor_weights", "part_scores", "needs_tracking", "TRACKING_SAMPLERS"]
+           "factor_weights", "part_scores", "is_tracked", "needs_tracking",
+           "TRACKING_SAMPLERS"]
 
 #: the samplers that track log-densities along their chains (what a tracked model needs)
 TRACKING_SAMPLERS = "'fkc' (without moves) or 'reverse'"
@@ -187,22 +188,29 @@ def _plan_calls(factors: Sequence[DiffusionModel]
     """Split a product's factors into those evaluated on their own and one stacked model per
     network shared by two or more factors; the order (unshareable factors, lone views, groups)
     is fixed, so the sums are too."""
-    groups: dict[DiffusionModel, list[tuple[DiffusionModel, Tensor | None, float]]] = {}
-    single: list[DiffusionModel] = []
-    for f in factors:
-        base, w = (f.base, f.exponent) if isinstance(f, Power) else (f, 1.0)
-        slot = base.batch_slot
+    bases = [f.base if isinstance(f, Power) else f for f in factors]
+    alone, shared = _by_network(bases)
+    stacked = [network.stacked([bases[k].batch_slot.condition for k in members],
+                               [factors[k].exponent if isinstance(factors[k], Power) else 1.0
+                                for k in members])
+               for network, members in shared]
+    return [factors[k] for k in alone], stacked
+
+
+def _by_network(models: Sequence[DiffusionModel]
+                ) -> tuple[list[int], list[tuple[nn.Module, list[int]]]]:
+    """Indices of the models evaluated on their own (those without a batch slot, then the lone
+    views of a network) and, per network shared by two or more views, their indices."""
+    groups: dict[nn.Module, list[int]] = {}  # nn.Module hashes by identity: one per network
+    alone: list[int] = []
+    for k, m in enumerate(models):
+        slot = m.batch_slot
         if slot is None:
-            single.append(f)
-        else:  # nn.Module hashes by identity: one group per network object
-            groups.setdefault(slot.network, []).append((f, slot.condition, w))
-    stacked = []
-    for network, members in groups.items():
-        if len(members) == 1:
-            single.append(members[0][0])
+            alone.append(k)
         else:
-            stacked.append(network.stacked([c for _, c, _ in members], [w for _, _, w in members]))
-    return single, stacked
+            groups.setdefault(slot.network, []).append(k)
+    alone += [members[0] for members in groups.values() if len(members) == 1]
+    return alone, [(net, members) for net, members in groups.items() if len(members) > 1]
 
 
 class Mixture(DiffusionModel):
@@ -338,27 +346,24 @@ def _check_tracked_parts(parts: Sequence[DiffusionModel], what: str) -> None:
                 "normalised; mix or superpose the models themselves")
 
 
+def is_tracked(model: DiffusionModel) -> bool:
+    """Whether ``model`` itself is a tracked mixture or a superposition (module docstring)."""
+    return (isinstance(model, Mixture) and model.tracked) or isinstance(model, Superposition)
+
+
 def needs_tracking(model: DiffusionModel) -> bool:
     """Whether ``model`` is or holds a tracked mixture or a superposition (module docstring)."""
-    return any((isinstance(m, Mixture) and m.tracked) or isinstance(m, Superposition)
-               for m in model.modules())
+    return any(is_tracked(m) for m in model.modules())
 
 
 def part_scores(parts: Sequence[DiffusionModel], x: Tensor, t: float | Tensor) -> Tensor:
     """``(B, K, *D)``: each part's own score at ``(x, t)``; views of one network (two or more)
     share one batched network call (``view_scores``)."""
     out: list[Tensor | None] = [None] * len(parts)
-    groups: dict[DiffusionModel, list[int]] = {}
-    for k, p in enumerate(parts):
-        slot = p.batch_slot
-        if slot is None:
-            out[k] = p.score(x, t)
-        else:
-            groups.setdefault(slot.network, []).append(k)
-    for network, members in groups.items():
-        if len(members) == 1:
-            out[members[0]] = parts[members[0]].score(x, t)
-            continue
+    alone, shared = _by_network(parts)
+    for k in alone:
+        out[k] = parts[k].score(x, t)
+    for network, members in shared:
         stacked = network.stacked([parts[k].batch_slot.condition for k in members],
                                   [1.0] * len(members))
         for k, s in zip(members, stacked.view_scores(x, t)):
