@@ -97,11 +97,11 @@ import torch
 from torch import Tensor
 
 from ..compose import (
-    Mixture,
     Superposition,
     factor_scores,
     factor_weights,
     factors,
+    is_tracked,
     needs_tracking,
     part_scores,
     power,
@@ -127,10 +127,6 @@ class Tracked(NamedTuple):
     kappa: Tensor | None = None  # AND: (n,) the last step's κ
 
 
-def _is_tracked(model: DiffusionModel) -> bool:
-    return (isinstance(model, Mixture) and model.tracked) or isinstance(model, Superposition)
-
-
 class Tracker:
     """The tracked models of a composition and the estimator over them (module docstring).
 
@@ -139,10 +135,10 @@ class Tracker:
 
     def __init__(self, model: DiffusionModel) -> None:
         pairs = factors(model)
-        nodes = [(b, w) for b, w in pairs if _is_tracked(b)]
+        nodes = [(b, w) for b, w in pairs if is_tracked(b)]
         seen = {id(b) for b, _ in nodes}
         for m in model.modules():
-            if _is_tracked(m) and id(m) not in seen:
+            if is_tracked(m) and id(m) not in seen:
                 raise CapabilityError(
                     f"{m.describe()} sits inside {model.describe()}, where the samplers cannot "
                     "form its score: a tracked mixture can be sampled alone or as a factor of "
@@ -153,18 +149,15 @@ class Tracker:
                 f"a superposition is a sampling procedure, not a density: it cannot be a "
                 f"factor of {model.describe()}; sample it alone with 'reverse'")
         self.nodes = nodes
-        self.parts: list[DiffusionModel] = []
-        self.columns: list[list[int]] = []
+        self.parts: list[DiffusionModel] = []  # each distinct part once
+        column: dict[int, int] = {}  # id(part) -> its column in self.parts
         for b, _ in nodes:
-            cols = []
             for p in b.parts:
-                ids = [id(q) for q in self.parts]
-                if id(p) not in ids:
+                if id(p) not in column:
+                    column[id(p)] = len(self.parts)
                     self.parts.append(p)
-                    ids.append(id(p))
-                cols.append(ids.index(id(p)))
-            self.columns.append(cols)
-        rest = [(b, w) for b, w in pairs if not _is_tracked(b)]
+        self.columns = [[column[id(p)] for p in b.parts] for b, _ in nodes]
+        rest = [(b, w) for b, w in pairs if not is_tracked(b)]
         self.rest = product([power(b, w) for b, w in rest]) if rest else None
         self.rest_weights = [] if self.rest is None else factor_weights(self.rest)
         self.names = _unique([p.describe() for p in self.parts])
