@@ -126,8 +126,9 @@ def sample_problems(x: Tensor, prior_std: float) -> list[str]:
     finite = torch.isfinite(flat).all(dim=1)
     scale = max(1.0, prior_std)
     limit = FAR_OUTSIDE * scale
-    far = finite & (flat.abs().amax(dim=1) > limit)
-    exploded = finite & (flat.abs().amax(dim=1) > EXPLODED * scale)
+    peak = flat.abs().amax(dim=1)  # (n,) each chain's largest coordinate
+    far = finite & (peak > limit)
+    exploded = finite & (peak > EXPLODED * scale)
     bad, n = int((~finite).sum()) + int(far.sum()), x.shape[0]
     if bad == 0:
         return []
@@ -135,7 +136,7 @@ def sample_problems(x: Tensor, prior_std: float) -> list[str]:
     if not bool(finite.all()):
         parts.append(f"{int((~finite).sum())} of {n} samples are not finite")
     if bool(far.any()):
-        top = float(flat[far].abs().max())
+        top = float(peak[far].max())
         parts.append(f"{int(far.sum())} of {n} samples lie far outside the range of the "
                      f"model's noise and data (|x| up to {top:.3g}, beyond {limit:g})")
     what = " and ".join(parts)
