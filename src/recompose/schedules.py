@@ -285,11 +285,8 @@ class DiscreteSchedule(VPSchedule):
         return self.alphas_cumprod.numel()
 
     def timestep(self, t: Tensor) -> Tensor:
-        """``k = N t − 1`` in float64, snapped to the nearest integer within 1e-6 (``t`` given
-        in float32 at a trained timestep maps to that timestep exactly)."""
-        k = t.to(_F64) * self.num_timesteps - 1
-        near = torch.round(k)
-        return torch.where((k - near).abs() < 1e-6 * max(1, self.num_timesteps), near, k)
+        """``k = N t − 1`` in float64 (:func:`_timestep`)."""
+        return _timestep(t, self.num_timesteps)
 
     def alpha_sq(self, t: Tensor) -> Tensor:
         # log ᾱ on the grid u = −1 (t = 0, ᾱ = 1), 0, …, N − 1, linear in between.
@@ -314,6 +311,14 @@ class DiscreteSchedule(VPSchedule):
     def __repr__(self) -> str:
         return (f"DiscreteSchedule(N={self.num_timesteps}, ᾱ from "
                 f"{float(self.alphas_cumprod[0]):.4g} to {float(self.alphas_cumprod[-1]):.3g})")
+
+
+def _timestep(t: Tensor, n: int) -> Tensor:
+    """A table's timestep ``k = N t − 1`` of ``t`` in float64, snapped to the nearest integer
+    within 1e-6 (``t`` given in float32 at a trained timestep maps to that timestep exactly)."""
+    k = t.to(_F64) * n - 1
+    near = torch.round(k)
+    return torch.where((k - near).abs() < 1e-6 * max(1, n), near, k)
 
 
 def _flow_g2_integral(alpha: tuple[float, float], sigma: tuple[float, float]) -> float:
@@ -357,10 +362,8 @@ class SigmaSchedule(Schedule):
         return self.sigmas.numel()
 
     def timestep(self, t: Tensor) -> Tensor:
-        """``k = N t − 1`` (float64), snapped to the nearest integer within 1e-6."""
-        k = t.to(_F64) * self.num_timesteps - 1
-        near = torch.round(k)
-        return torch.where((k - near).abs() < 1e-6 * max(1, self.num_timesteps), near, k)
+        """``k = N t − 1`` in float64 (:func:`_timestep`)."""
+        return _timestep(t, self.num_timesteps)
 
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         table = self.sigmas.to(t.device)
