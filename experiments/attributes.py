@@ -160,9 +160,13 @@ def build_unet() -> nn.Module:
         attention_head_dim=8, norm_num_groups=8)
 
 
-def build_scheduler() -> object:
-    from diffusers import DDPMScheduler
+def build_scheduler(objective: str = "ddpm") -> object:
+    """The training path: DDPM's cosine table (ε-prediction), or flow matching
+    (``x_t = (1 − σ) x₀ + σ ε``, the network predicts ``ε − x₀``; SD3 / FLUX conventions)."""
+    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
 
+    if objective == "flow":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
                          prediction_type="epsilon", clip_sample=True)
 
@@ -185,10 +189,34 @@ def save_pipeline(folder: Path, unet: nn.Module, scheduler: object, encoder: nn.
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
+def noisy_batch(x0: Tensor, scheduler: object, objective: str, gen: torch.Generator
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x_t, timestep, target)`` for one training batch.
+
+    DDPM: a uniform timestep ``k``, ``x_t = √ᾱ_k x₀ + √(1 − ᾱ_k) ε``, target ``ε``. Flow matching
+    (diffusers' SD3 / FLUX training scripts): logit-normal ``u = sigmoid(N(0, 1))`` picks one of
+    the scheduler's training sigmas (``σ = (N − ⌊u N⌋)/N``), ``x_t = (1 − σ) x₀ + σ ε``, the
+    network sees the timestep ``σ N`` and regresses the velocity ``ε − x₀``."""
+    b = x0.shape[0]
+    if objective == "flow":
+        n = scheduler.config.num_train_timesteps
+        u = torch.sigmoid(torch.randn(b, generator=gen))
+        noise = torch.randn(x0.shape, generator=gen)
+        sigma = scheduler.sigmas[(u * n).long().clamp(max=n - 1)].view(-1, 1, 1, 1)
+        return (1 - sigma) * x0 + sigma * noise, sigma.flatten() * n, noise - x0
+    a_bar = scheduler.alphas_cumprod
+    k = torch.randint(0, len(a_bar), (b,), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    ab = a_bar[k].view(-1, 1, 1, 1)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise, k, noise
+
+
 def train(out: Path, steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 0,
-          pool: int = 40000, ema: float = 0.999, save_every: int = 500) -> None:
-    """Train the UNet with the ε-MSE (DDPM) loss; resumable from ``out/checkpoint.pt``; the
-    EMA weights are written as a pipeline folder ``out/pipeline`` at every checkpoint."""
+          pool: int = 40000, ema: float = 0.999, save_every: int = 500,
+          objective: str = "ddpm") -> None:
+    """Train the UNet with the ε-MSE (DDPM) loss or the flow-matching loss (``objective``);
+    resumable from ``out/checkpoint.pt``; the EMA weights are written as a pipeline folder
+    ``out/pipeline`` at every checkpoint."""
     import copy
 
     from tqdm.auto import tqdm
@@ -196,7 +224,7 @@ def train(out: Path, steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = word_tokenizer()
     encoder = text_encoder(len(tokenizer.get_vocab()))
-    scheduler = build_scheduler()
+    scheduler = build_scheduler(objective)
     data = attribute_scenes(pool, torch.Generator().manual_seed(seed))
     unet = build_unet()
     avg = copy.deepcopy(unet).requires_grad_(False)
@@ -211,7 +239,6 @@ def train(out: Path, steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
         start = int(state["step"])
-    a_bar = scheduler.alphas_cumprod
     vocab_cache: dict[str, Tensor] = {}
 
     def embed(texts: list[str]) -> Tensor:
@@ -230,13 +257,10 @@ def train(out: Path, steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 
         idx = torch.randint(pool, (batch,), generator=gen)
         x0 = data["x"][idx]
         cond = embed(captions(data["colour"][idx], data["shape"][idx], gen))
-        k = torch.randint(0, len(a_bar), (batch,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        ab = a_bar[k].view(-1, 1, 1, 1)
-        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        xt, k, target = noisy_batch(x0, scheduler, objective, gen)
         for g in opt.param_groups:  # cosine decay to 10 %
             g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        loss = F.mse_loss(unet(xt, k, encoder_hidden_states=cond, return_dict=False)[0], noise)
+        loss = F.mse_loss(unet(xt, k, encoder_hidden_states=cond, return_dict=False)[0], target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -414,6 +438,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/attributes_train"))
     p.add_argument("--steps", type=int, default=8000)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--objective", choices=("ddpm", "flow"), default="ddpm",
+                   help="ddpm: ε-prediction on the cosine table (experiments/weights/"
+                   "attributes); flow: flow matching, velocity ε − x₀ (attributes-flow)")
     c = sub.add_parser("checker", help="train the attribute checker")
     c.add_argument("--steps", type=int, default=3000)
     sub.add_parser("table", help="the composition table (configs/attributes.json; any entry "
@@ -425,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "train":
         torch.set_num_threads(args.threads)
-        train(args.out, args.steps)
+        train(args.out, args.steps, objective=args.objective)
     elif args.command == "checker":
         print(json.dumps(train_checker(args.steps)))
 

@@ -1,5 +1,6 @@
-"""Predictions (ε, x₀, v, flow-matching velocity, score) on every path: the conversions against
-their definitions, round trips, score models that predict them, and training with them."""
+"""Predictions (ε, x₀, v, flow-matching velocity, diffusers' flow ε − x₀, score) on every
+path: the conversions against their definitions, round trips, score models that predict
+them, and training with them."""
 
 import math
 
@@ -32,7 +33,8 @@ def test_each_prediction_is_its_definition_and_converts_back_to_the_noise(path, 
     alpha, sigma = (v[:, None] for v in schedule.alpha_sigma(t))
     da, ds = (v[:, None] for v in schedule.derivatives(t))
     definition = {"epsilon": eps, "x0": x0, "v": alpha * eps - sigma * x0,
-                  "velocity": da * x0 + ds * eps, "score": -eps / sigma}[name]
+                  "velocity": da * x0 + ds * eps, "score": -eps / sigma,
+                  "flow": eps - x0}[name]
     pred = get_prediction(name)
     target = pred.target(x0, eps, t, schedule)
     torch.testing.assert_close(target, definition, rtol=1e-12, atol=1e-12)
@@ -40,6 +42,7 @@ def test_each_prediction_is_its_definition_and_converts_back_to_the_noise(path, 
                                atol=1e-9)
     torch.testing.assert_close(pred.from_epsilon(eps, xt, t, schedule), definition, rtol=1e-9,
                                atol=1e-9)
+    torch.testing.assert_close(pred.to_x0(target, xt, t, schedule), x0, rtol=1e-9, atol=1e-9)
 
 
 def test_rectified_flow_velocity_reads_as_the_papers_formulas():

@@ -31,9 +31,10 @@ from .compose import (
     product,
     superpose,
 )
-from .errors import CapabilityError, CompositionError
+from .errors import ApproximationWarning, CapabilityError, CompositionError
 from .expression import ExpressionError, parse
 from .models import DiffusionModel, GaussianMixture, gmm_product
+from .models.denoiser import from_denoiser
 from .models.loading import load_model, pretrained
 from .models.normalization import normalize
 from .samplers import SampleInfo, SampleResult
@@ -54,9 +55,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
-    """``rc.from_diffusers`` and ``rc.from_pretrained`` import the optional diffusers backend
-    (:mod:`recompose.integrations.diffusers`) only when first used."""
-    if name in ("from_diffusers", "from_pretrained"):
+    """``rc.from_diffusers``, ``rc.from_pretrained`` and ``rc.from_pipeline`` import the
+    optional diffusers backend (:mod:`recompose.integrations.diffusers`) only when first used."""
+    if name in ("from_diffusers", "from_pretrained", "from_pipeline"):
         from .integrations import diffusers as backend
 
         return getattr(backend, name)
@@ -71,4 +72,5 @@ __all__ = ["DiffusionModel", "GaussianMixture", "gmm_product", "pretrained", "lo
            "SampleResult", "SampleInfo", "Schedule", "CosineSchedule", "LinearSchedule",
            "DiscreteSchedule", "RectifiedFlowSchedule", "VESchedule", "SigmaSchedule",
            "get_schedule", "CapabilityError", "CompositionError", "ExpressionError", "mcmc",
-           "samplers", "from_diffusers", "from_pretrained"]
+           "samplers", "from_diffusers", "from_pretrained", "from_pipeline", "from_denoiser",
+           "ApproximationWarning"]

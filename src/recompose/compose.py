@@ -50,13 +50,14 @@ module and installed on :class:`~recompose.models.base.DiffusionModel` (which th
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from numbers import Real
 
 import torch
 from torch import Tensor, nn
 
-from .errors import CapabilityError, CompositionError
+from .errors import ApproximationWarning, CapabilityError, CompositionError
 from .models.base import DiffusionModel
 
 __all__ = ["Product", "Power", "Mixture", "Superposition", "product", "power", "mixture",
@@ -66,6 +67,13 @@ __all__ = ["Product", "Power", "Mixture", "Superposition", "product", "power", "
 
 #: the samplers that track log-densities along their chains (what a tracked model needs)
 TRACKING_SAMPLERS = "'fkc' (without moves) or 'reverse'"
+
+
+def _guidance_distilled(model: DiffusionModel) -> bool:
+    """Whether a leaf is (a view of) a guidance-distilled network."""
+    parent = getattr(model, "parent", None)
+    return bool(getattr(model, "guidance_distilled", False)
+                or getattr(parent, "guidance_distilled", False))
 
 
 def _check_compatible(parts: Sequence[DiffusionModel], what: str,
@@ -118,6 +126,12 @@ class Power(DiffusionModel):
         super().__init__()
         self.base = base
         self.exponent = _check_weight(exponent, "an exponent")
+        if self.exponent < 0 and any(_guidance_distilled(m) for m in base.leaves()):
+            warnings.warn(
+                f"{base.describe()} comes from a guidance-distilled network (FLUX-dev style): "
+                "its views are not the densities the algebra assumes, so a negative power "
+                "(NOT, CFG, / U) gives an approximate result", ApproximationWarning,
+                stacklevel=3)
         self.schedule = base.schedule
         self.event_shape = tuple(base.event_shape)
         self.has_energy = base.has_energy
@@ -131,6 +145,10 @@ class Power(DiffusionModel):
     def energy_and_score(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
         e, s = self.base.energy_and_score(x, t)
         return self.exponent * e, self.exponent * s
+
+    def denoised_terms(self, x: Tensor, t: Tensor) -> tuple[float, Tensor]:
+        weight, terms = self.base.denoised_terms(x, t)
+        return self.exponent * weight, self.exponent * terms
 
     def leaves(self) -> Iterator[DiffusionModel]:
         yield from self.base.leaves()
@@ -174,6 +192,10 @@ class Product(DiffusionModel):
             return super().energy_and_score(x, t)
         pairs = [m.energy_and_score(x, t) for m in self._summands]
         return sum(e for e, _ in pairs), sum(s for _, s in pairs)
+
+    def denoised_terms(self, x: Tensor, t: Tensor) -> tuple[float, Tensor]:
+        pairs = [m.denoised_terms(x, t) for m in self._summands]
+        return sum(w for w, _ in pairs), sum(s for _, s in pairs)
 
     def leaves(self) -> Iterator[DiffusionModel]:
         for f in self.factors:

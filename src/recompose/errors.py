@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CapabilityError", "CompositionError", "first_line"]
+__all__ = ["CapabilityError", "CompositionError", "ApproximationWarning", "first_line"]
 
 
 class CapabilityError(TypeError):
@@ -17,3 +17,8 @@ def first_line(err: BaseException) -> str:
     """An exception's first message line (its type name when it has no message), for one-line
     errors that wrap a library's multi-line ones."""
     return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+class ApproximationWarning(UserWarning):
+    """A composition that is only approximately the density it is written as (e.g. a negative
+    power of a guidance-distilled network's view)."""

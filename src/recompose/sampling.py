@@ -38,6 +38,7 @@ from .models.base import DiffusionModel, model_device_dtype
 from .samplers.base import LevelCallback, Sampler, check_tracking, execute
 from .samplers.result import SampleResult, SamplingWarning
 from .samplers.shortcuts import SAMPLERS, make_sampler
+from .schedules import Levels
 
 __all__ = ["sample", "SAMPLERS", "MAX_LEVELS", "MAX_CHAINS"]
 
@@ -67,7 +68,8 @@ def _count(value: object, name: str, most: int) -> int:
 
 def sample(
     model: DiffusionModel, n: int, sampler: str | Sampler | Kernel = "hmc", *,
-    num_levels: int = 100, seed: int | None = None, generator: torch.Generator | None = None,
+    num_levels: int | Levels = 100, seed: int | None = None,
+    generator: torch.Generator | None = None,
     x_init: Tensor | None = None, clip: tuple[float, float] | None = None,
     groups: Tensor | None = None, callback: LevelCallback | None = None,
     progress: bool = False, shard: bool | None = None, **options: object,
@@ -81,7 +83,10 @@ def sample(
             kernel (annealed MCMC with it), or a name: ``"reverse"``, ``"ode"``, ``"ula"``,
             ``"uhmc"``, ``"mala"``, ``"hmc"`` (default), ``"smc"``, ``"fkc"``
             (:mod:`recompose.samplers.shortcuts`).
-        num_levels: noise levels ``T`` (R3: 100) on the model's path.
+        num_levels: noise levels ``T`` (R3: 100) on the model's path, or
+            :class:`~recompose.schedules.Levels` placed by hand (``model.schedule.levels_at``;
+            e.g. a diffusers scheduler's own steps, :func:`~recompose.integrations.diffusers.
+            scheduler_levels`).
         seed: seeds a fresh ``torch.Generator`` (or give ``generator=``; with neither,
             torch's default generator).
         generator: a ``torch.Generator`` on the model's device.
@@ -112,7 +117,9 @@ def sample(
     """
     if not isinstance(model, DiffusionModel):
         raise TypeError(f"model must be a DiffusionModel, got {type(model).__name__}")
-    n, num_levels = _count(n, "n", MAX_CHAINS), _count(num_levels, "num_levels", MAX_LEVELS)
+    n = _count(n, "n", MAX_CHAINS)
+    count = (len(num_levels) if isinstance(num_levels, Levels)
+             else _count(num_levels, "num_levels", MAX_LEVELS))
     block_size = None
     if isinstance(sampler, _distributed.Sharded):
         sampler, block_size = sampler.sampler, sampler.block_size
@@ -150,14 +157,14 @@ def sample(
                         "process group, or shard=True)")
     if sharded:
         result = _distributed.run_sharded(run, sampler, n, seed, generator, x_init, groups,
-                                          block_size, tuple(model.event_shape), num_levels,
+                                          block_size, tuple(model.event_shape), count,
                                           progress, model)
         result.x = result.x.to(model_device_dtype(model)[0])
     else:
         if seed is not None:
             generator = torch.Generator(device=model_device_dtype(model)[0]).manual_seed(
                 int(seed))
-        tick, bar = _progress(num_levels, sampler.name) if progress else (None, None)
+        tick, bar = _progress(count, sampler.name) if progress else (None, None)
         try:
             result = run(n=n, generator=generator, x_init=x_init, groups=groups, tick=tick)
         finally:

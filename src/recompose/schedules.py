@@ -64,6 +64,7 @@ scores ``(B, *D)``; ``t`` a scalar or ``(B,)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,6 +159,22 @@ class Schedule:
         g2 = self.drift_diffusion(u)[1]
         return float((torch.tensor(weights, dtype=_F64) * g2).sum()) * 0.5 * (t_t - t_s)
 
+    def time_of(self, sigma: Tensor | Sequence[float]) -> Tensor:
+        """The times ``t`` with ``σ_t = sigma`` (float64; the inverse of the path's noise
+        level, by bisection unless a family has a closed form). ``σ`` must lie in the range
+        ``σ`` takes on ``[0, 1]``."""
+        target = torch.as_tensor(sigma, dtype=_F64)
+        lo, hi = torch.zeros_like(target), torch.ones_like(target)
+        top = float(self.alpha_sigma(torch.ones((), dtype=_F64))[1])
+        bottom = float(self.alpha_sigma(torch.zeros((), dtype=_F64))[1])
+        if bool(((target < bottom) | (target > top)).any()):
+            raise ValueError(f"{self!r}: noise levels must lie in [{bottom:.4g}, {top:.4g}]")
+        for _ in range(64):  # 2⁻⁶⁴: below float64's resolution of t
+            mid = 0.5 * (lo + hi)
+            below = self.alpha_sigma(mid)[1] < target
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        return 0.5 * (lo + hi)
+
     # ------------------------------------------------------------ discretisation
     def levels(self, num_levels: int = 100) -> Levels:
         """Discretise into ``num_levels`` levels (see the module docstring)."""
@@ -166,6 +183,18 @@ class Schedule:
         t = torch.arange(1, num_levels + 1, dtype=_F64) / num_levels
         if self.t_max != 1.0:
             t = t * self.t_max
+        return self.levels_at(t)
+
+    def levels_at(self, t: Tensor | Sequence[float]) -> Levels:
+        """Levels at the given times (increasing, in ``(0, 1]``): e.g. a diffusers scheduler's
+        own steps, ``schedule.levels_at(schedule.time_of(sigmas))``. The top may be ``t = 1``
+        where ``α = 0`` (a flow's pure noise): only samplers that ask the model for ``x̂₀``
+        (the ``"ode"`` sampler) step from there."""
+        t = torch.as_tensor(t, dtype=_F64).flatten()
+        if t.numel() < 1 or bool((t <= 0).any() | (t > 1).any()):
+            raise ValueError("level times must lie in (0, 1]")
+        if bool((t[1:] <= t[:-1]).any()):
+            raise ValueError("level times must increase")
         alpha, sigma = self.alpha_sigma(t)
         return Levels(t=t, alpha=alpha, sigma=sigma, beta=self._level_variances(alpha, sigma),
                       schedule=self)
@@ -447,6 +476,12 @@ class RectifiedFlowSchedule(Schedule):
         ds = self.shift / (1 + (self.shift - 1) * t) ** 2
         return -ds, ds
 
+    def time_of(self, sigma: Tensor | Sequence[float]) -> Tensor:
+        sigma = torch.as_tensor(sigma, dtype=_F64)
+        if bool(((sigma < 0) | (sigma > 1)).any()):
+            raise ValueError(f"{self!r}: noise levels must lie in [0, 1]")
+        return sigma / (self.shift - (self.shift - 1) * sigma)
+
     def g2_integral(self, t_s: float, t_t: float, alpha: tuple[float, float],
                     sigma: tuple[float, float]) -> float:
         return _flow_g2_integral(alpha, sigma)
@@ -455,15 +490,25 @@ class RectifiedFlowSchedule(Schedule):
 class VESchedule(Schedule):
     """Variance exploding (EDM, score-SDE VE): ``α = 1``, ``σ_t = σ_min (σ_max/σ_min)^t``
     (geometric). ``t = 0`` is the data blurred by ``σ_min``; the samplers' last step goes to
-    ``σ = 0`` (the clean endpoint)."""
+    ``σ = 0`` (the clean endpoint). The prior is ``N(0, (σ_d² + σ_max²) I)`` with
+    ``σ_d = data_std``."""
 
     name = "ve"
 
-    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0) -> None:
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0,
+                 data_std: float = 1.0) -> None:
         if not 0 < sigma_min < sigma_max or not math.isfinite(sigma_max):
             raise ValueError(f"need 0 < sigma_min < sigma_max < ∞, got {sigma_min}, "
                              f"{sigma_max}")
+        if not 0 < data_std < math.inf:
+            raise ValueError(f"data_std must be a positive number, got {data_std}")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self.data_std = float(data_std)
+
+    def marginal_variance(self, t: Tensor) -> Tensor:
+        """``σ_d² + σ_t²``: the variance of ``x_t`` for data of standard deviation
+        ``data_std`` (EDM's ``σ_data``; 1 by default, as on the other paths)."""
+        return self.data_std**2 + self.alpha_sigma(t.to(_F64))[1] ** 2
 
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         sigma = self.sigma_min * (self.sigma_max / self.sigma_min) ** t
@@ -472,6 +517,13 @@ class VESchedule(Schedule):
     def derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
         sigma = self.alpha_sigma(t)[1]
         return torch.zeros_like(sigma), sigma * math.log(self.sigma_max / self.sigma_min)
+
+    def time_of(self, sigma: Tensor | Sequence[float]) -> Tensor:
+        sigma = torch.as_tensor(sigma, dtype=_F64)
+        if bool(((sigma < self.sigma_min) | (sigma > self.sigma_max)).any()):
+            raise ValueError(f"{self!r}: noise levels must lie in [{self.sigma_min:g}, "
+                             f"{self.sigma_max:g}]")
+        return (sigma / self.sigma_min).log() / math.log(self.sigma_max / self.sigma_min)
 
     def drift_ratio(self, t: Tensor) -> Tensor:
         return torch.zeros_like(t, dtype=_F64)
@@ -514,11 +566,18 @@ class Levels:
               device: torch.device, dtype: torch.dtype) -> Tensor:
         """``n`` draws from the prior ``N(0, prior_std² I)`` at the noisiest level."""
         x = torch.randn((n, *event_shape), generator=generator, device=device, dtype=dtype)
-        std = self.schedule.prior_std()
+        std = self.prior_std()
         return x if std == 1.0 else x * std
 
+    def prior_std(self) -> float:
+        """The prior's standard deviation at the noisiest level (the schedule's, unless the
+        levels were placed by hand with another top)."""
+        if float(self.t[-1]) == self.schedule.t_max:
+            return self.schedule.prior_std()
+        return self.marginal_variance(len(self) - 1) ** 0.5
+
     def prior_variance(self) -> float:
-        return self.schedule.prior_std() ** 2
+        return self.prior_std() ** 2
 
     def posterior(self, x: Tensor, score: Tensor, i: int,
                   clip: tuple[float, float] | None = None) -> tuple[Tensor, float]:

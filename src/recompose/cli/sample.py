@@ -103,7 +103,7 @@ def build_model(models: tuple[str, ...], expr: str, default_param: str) -> objec
 
 
 def build_diffusers_model(source: str, prompts: tuple[str, ...], expr: str, dtype: str,
-                          device: str) -> tuple[object, object]:
+                          device: str, size: int | None = None) -> tuple[object, object]:
     """``(composition, pipeline model)`` for ``--diffusers SOURCE --prompt NAME=TEXT … --expr``:
     each prompt's view ``model.given(TEXT)`` bound to ``NAME``, the null (empty-prompt) view to
     ``U``."""
@@ -119,7 +119,8 @@ def build_diffusers_model(source: str, prompts: tuple[str, ...], expr: str, dtyp
         raise usage(str(err)) from None
     texts = bindings(prompts, "--prompt", "NAME=TEXT with NAME not U (U is the empty prompt)",
                      empty_value=True, reserved=("U",))
-    model = from_pretrained(source, torch_dtype=getattr(torch, dtype), device=device)
+    model = from_pretrained(source, torch_dtype=getattr(torch, dtype), device=device,
+                            height=size, width=size)
     if texts and not model.conditional:
         raise usage(f"{source} is not text-conditioned; --prompt does not apply")
     env = {"U": model} | {k: model.prompt(v, name=k) for k, v in texts.items()}
@@ -204,6 +205,9 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
               help="With --diffusers: the networks' dtype (the samplers stay float32).")
 @click.option("--device", default="cpu", show_default=True,
               help="With --diffusers: the device to run on (cpu, cuda, cuda:1, …).")
+@click.option("--size", type=click.IntRange(min=1), default=None, metavar="PIXELS",
+              help="With --diffusers and an SD3 / FLUX pipeline: the image's height and width "
+                   "(default: the pipeline's).")
 @click.option("--model", "models", multiple=True, metavar="NAME=MODEL",
               help="Bind a name to a shipped model (ring, bar, …; optionally ring:score, "
                    "ring:distilled) or a model file. Repeatable.")
@@ -275,8 +279,8 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @quiet_option
 @handle_errors
 def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, device: str,
-           models: tuple[str, ...], expr: str, sampler: str, parameterization: str,
-           levels: int, n: int, seed: int, out: Path, overwrite: bool, quiet: bool = False,
+           size: int | None, models: tuple[str, ...], expr: str, sampler: str,
+           parameterization: str, levels: int, n: int, seed: int, out: Path, overwrite: bool, quiet: bool = False,
            **sampler_options: object) -> None:
     """Sample a composition of models.
 
@@ -307,10 +311,12 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
     if diffusers_source is not None:
         if models:
             raise usage("give --model (recompose models) or --diffusers (a pipeline), not both")
-        model, pipeline = build_diffusers_model(diffusers_source, prompts, expr, dtype, device)
+        model, pipeline = build_diffusers_model(diffusers_source, prompts, expr, dtype, device,
+                                                size)
     else:
-        if prompts:
-            raise usage("--prompt applies only with --diffusers")
+        if prompts or size is not None:
+            flag = "--prompt" if prompts else "--size"
+            raise usage(f"{flag} applies only with --diffusers")
         model = build_model(models, expr, parameterization)
     chosen = build_sampler(sampler, sampler_options)  # before any work
     check_tracking(chosen, model)  # a score-only mixture: its own one-line advice
@@ -321,7 +327,7 @@ def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, d
                               "or --energy path for mala / hmc)") from None
     config = {"command": "sample", "world_size": distributed.world_size(),
               "models": list(models), "diffusers": diffusers_source,
-              "prompts": list(prompts), "dtype": dtype, "device": device,
+              "prompts": list(prompts), "dtype": dtype, "device": device, "size": size,
               "expr": expr, "sampler": sampler, "parameterization": parameterization,
               "levels": levels, "n": n, "seed": seed,
               "options": given_options(sampler_options)}

@@ -41,7 +41,9 @@ maps samples to images in ``[−1, 1]`` (``vae.decode(z / scaling_factor)``).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -49,14 +51,16 @@ from torch import Tensor, nn
 
 from ..errors import CapabilityError
 from ..models.parameterization import EnergyModel, ScoreModel
-from ..models.predictions import get_prediction
-from ..schedules import DiscreteSchedule
+from ..schedules import DiscreteSchedule, Levels, RectifiedFlowSchedule, Schedule, VESchedule
+from ..utils import append_dims
 
-__all__ = ["from_diffusers", "from_pretrained", "DiffusersModel", "DiffusersEnergyModel",
-           "UNetAdapter", "require_diffusers"]
+__all__ = ["from_diffusers", "from_pretrained", "from_pipeline", "scheduler_path",
+           "scheduler_levels", "DiffusersModel", "DiffusersEnergyModel", "NetworkAdapter",
+           "SchedulerPath", "require_diffusers"]
 
 # diffusers' prediction_type -> recompose's prediction (recompose.models.predictions)
 PREDICTION_TYPES = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x0"}
+_F64 = torch.float64
 
 
 def require_diffusers() -> None:
@@ -68,47 +72,186 @@ def require_diffusers() -> None:
                           '".[diffusers]" (diffusers, transformers)') from None
 
 
-class UNetAdapter(nn.Module):
-    """``f(x, t[, c])`` in recompose's convention (``t ∈ [0, 1]``, ε-prediction unless it is an
-    energy head) from a diffusers UNet; also the condition protocol of conditional networks."""
+# ----------------------------------------------------------------- the scheduler's path
+@dataclass(frozen=True)
+class SchedulerPath:
+    """What a scheduler says about its network: the path, what the network's output means on
+    it (after EDM's preconditioning), the timestep it is called with, and its input scaling.
 
-    condition_ndim = 2  # one condition = prompt embeddings (L, D)
+    ``kind``: ``"discrete"`` (a DDPM table, timestep ``k``), ``"flow"`` (flow matching,
+    timestep ``σ N``), ``"edm"`` (EDM preconditioning, timestep ``¼ log σ``)."""
 
-    def __init__(self, unet: nn.Module, schedule: DiscreteSchedule, prediction_type: str,
-                 encode_prompt: Callable[[list[str]], Tensor] | None = None,
-                 null_embeds: Tensor | None = None, raw: bool = False) -> None:
+    schedule: Schedule
+    prediction: str
+    kind: str
+    num_train_timesteps: int = 1000
+    sigma_data: float = 0.5
+    edm_sign: float = 1.0  # EDM: c_out's sign (−1 for v_prediction)
+
+    def timestep(self, t: Tensor) -> Tensor:
+        """The network's timestep input, float32 ``(B,)``, as the scheduler computes it (flow
+        and EDM in float32 from float32 ``σ``, so it equals ``scheduler.timesteps``)."""
+        if self.kind == "discrete":
+            return self.schedule.timestep(t).to(torch.float32)
+        sigma = self.schedule.alpha_sigma(t.to(_F64))[1].to(torch.float32)
+        if self.kind == "flow":
+            return sigma * float(self.num_train_timesteps)
+        return 0.25 * torch.log(sigma)
+
+    def network_input(self, x: Tensor, t: Tensor) -> Tensor:
+        """EDM's ``c_in x`` with ``c_in = 1/√(σ² + σ_d²)``; ``x`` otherwise."""
+        if self.kind != "edm":
+            return x
+        sigma = self.schedule.alpha_sigma(t.to(_F64))[1]
+        return x * append_dims((sigma**2 + self.sigma_data**2).rsqrt().to(x.dtype), x.ndim)
+
+    def output(self, out: Tensor, x: Tensor, t: Tensor) -> Tensor:
+        """EDM's ``x̂₀ = c_skip x + c_out F``; the network's output otherwise."""
+        if self.kind != "edm":
+            return out
+        sigma, sd2 = self.schedule.alpha_sigma(t.to(_F64))[1], self.sigma_data**2
+        c_skip = sd2 / (sigma**2 + sd2)
+        c_out = self.edm_sign * sigma * self.sigma_data / (sigma**2 + sd2).sqrt()
+        return (append_dims(c_skip.to(x.dtype), x.ndim) * x
+                + append_dims(c_out.to(x.dtype), x.ndim) * out)
+
+
+def flow_shift(config: object, image_seq_len: int | None) -> float:
+    """A flow-matching scheduler's shift ``s`` (``σ = s u/(1 + (s − 1) u)``): its ``shift``,
+    or with ``use_dynamic_shifting`` the SD3 / FLUX pipelines' resolution-dependent ``μ``
+    (linear in the number of image tokens between ``base_image_seq_len`` and
+    ``max_image_seq_len``): ``s = e^μ`` (exponential time shift) or ``μ`` (linear)."""
+    if not getattr(config, "use_dynamic_shifting", False):
+        return float(config.shift)
+    if image_seq_len is None:
+        raise ValueError("this scheduler shifts its noise levels by the image size "
+                         "(use_dynamic_shifting): give image_seq_len= (the number of image "
+                         "tokens the transformer sees)")
+    slope = (config.max_shift - config.base_shift) / (config.max_image_seq_len
+                                                       - config.base_image_seq_len)
+    mu = image_seq_len * slope + config.base_shift - slope * config.base_image_seq_len
+    return math.exp(mu) if getattr(config, "time_shift_type", "exponential") == "exponential" \
+        else mu
+
+
+def scheduler_path(scheduler: object, image_seq_len: int | None = None) -> SchedulerPath:
+    """The path of a diffusers scheduler (module docstring): a DDPM table (any scheduler with
+    ``alphas_cumprod``), ``FlowMatchEulerDiscreteScheduler`` or ``EDMEulerScheduler``."""
+    config, name = scheduler.config, type(scheduler).__name__
+    if name.startswith("FlowMatch"):
+        for option in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
+                       "shift_terminal", "invert_sigmas", "stochastic_sampling"):
+            if getattr(config, option, None):
+                raise ValueError(f"{name} with {option} is not supported: its noise levels "
+                                 "are no longer the shifted flow path")
+        return SchedulerPath(RectifiedFlowSchedule(flow_shift(config, image_seq_len)), "flow",
+                             "flow", int(config.num_train_timesteps))
+    if name.startswith("EDM"):
+        if config.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unknown EDM prediction_type {config.prediction_type!r}")
+        return SchedulerPath(VESchedule(config.sigma_min, config.sigma_max, config.sigma_data),
+                             "x0", "edm",
+                             int(config.num_train_timesteps), float(config.sigma_data),
+                             -1.0 if config.prediction_type == "v_prediction" else 1.0)
+    if not hasattr(scheduler, "alphas_cumprod"):
+        raise TypeError(f"scheduler must be a diffusers scheduler with alphas_cumprod, a "
+                        f"FlowMatchEulerDiscreteScheduler or an EDMEulerScheduler, got {name}")
+    prediction = getattr(config, "prediction_type", "epsilon")
+    if prediction not in PREDICTION_TYPES:
+        raise ValueError(f"unknown prediction_type {prediction!r}; diffusers uses "
+                         f"{', '.join(PREDICTION_TYPES)}")
+    return SchedulerPath(DiscreteSchedule(scheduler.alphas_cumprod),
+                         PREDICTION_TYPES[prediction], "discrete",
+                         len(scheduler.alphas_cumprod))
+
+
+def scheduler_levels(model: ScoreModel, scheduler: object) -> Levels:
+    """The scheduler's own inference steps (after ``scheduler.set_timesteps(…)``) as levels on
+    ``model``'s path, for ``rc.sample(model, n, "ode", num_levels=…)``: the scheduler's sigmas
+    (flow matching, EDM) or timesteps (DDPM tables). A flow's first step at ``σ = 1`` is pure
+    noise: only the ``"ode"`` sampler starts there."""
+    schedule = model.schedule
+    if hasattr(scheduler, "sigmas") and not isinstance(schedule, DiscreteSchedule):
+        sigmas = scheduler.sigmas.to(_F64)
+        if float(sigmas[-1]) != 0.0:
+            raise ValueError("the scheduler's last noise level is not 0; recompose's samplers "
+                             "always end at the clean data")
+        t = schedule.time_of(sigmas[:-1].flip(0).clamp_max(float(schedule.alpha_sigma(
+            torch.ones((), dtype=_F64))[1])))
+    else:
+        t = (scheduler.timesteps.to(_F64).flip(0) + 1) / schedule.num_timesteps
+    return schedule.levels_at(t)
+
+
+# ----------------------------------------------------------------- the network
+class NetworkAdapter(nn.Module):
+    """``f(x, t[, c])`` in recompose's convention (``t ∈ [0, 1]``; the output is the prediction
+    named by :attr:`path`) from a diffusers UNet or transformer; also the condition protocol of
+    conditional networks (module docstring, *Conditions*)."""
+
+    def __init__(self, network: nn.Module, path: SchedulerPath,
+                 encode_prompt: Callable[[list[str]], tuple[Tensor, Tensor | None]] | None = None,
+                 null_condition: Tensor | None = None, raw: bool = False,
+                 guidance_scale: float | None = None, latent_size: tuple[int, int] | None = None
+                 ) -> None:
         super().__init__()
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"unknown prediction_type {prediction_type!r}; diffusers uses "
-                             f"{', '.join(PREDICTION_TYPES)}")
-        self.unet, self.schedule, self.prediction_type = unet, schedule, prediction_type
-        self.encode_prompt, self.raw = encode_prompt, raw
-        self.conditional = getattr(unet.config, "cross_attention_dim", None) is not None
-        if self.conditional and null_embeds is None:
+        self.network, self.path, self.raw = network, path, raw
+        self.schedule = path.schedule
+        self.encode_prompt = encode_prompt
+        kind = type(network).__name__
+        self.call = "flux" if kind.startswith("Flux") else "sd3" if kind.startswith("SD3") \
+            else "unet"
+        config = network.config
+        self.conditional = (self.call != "unet"
+                            or getattr(config, "cross_attention_dim", None) is not None)
+        self.guidance_distilled = bool(getattr(config, "guidance_embeds", False))
+        self.guidance_scale = guidance_scale if self.guidance_distilled else None
+        self.condition_ndim = 2 if self.call == "unet" else 1
+        self.latent_size = latent_size
+        self.embed_shape: tuple[int, ...] | None = None  # (L, D) of a joint condition
+        if self.conditional and null_condition is None:
             if encode_prompt is None:
                 raise CapabilityError(
-                    "a text-conditioned UNet needs the null (empty-prompt) condition: give "
-                    "text_encoder= and tokenizer=, or null_embeds= (the encoder's output for "
-                    "'', shape (L, D))")
-            null_embeds = encode_prompt([""])[0]
-        self.register_buffer("null_embeds", None if null_embeds is None
-                             else torch.as_tensor(null_embeds, dtype=torch.float32), False)
+                    "a text-conditioned network needs the null (empty-prompt) condition: give "
+                    "text_encoder= and tokenizer= (or load the pipeline with rc.from_pretrained"
+                    "), or null_embeds= (the encoder's output for '', shape (L, D))")
+            null_condition = self._encode([""])[0]
+        self.register_buffer("null_embeds", None if null_condition is None
+                             else torch.as_tensor(null_condition, dtype=torch.float32), False)
 
     # ------------------------------------------------------------ conditions
+    def _encode(self, prompts: list[str]) -> Tensor:
+        embeds, pooled = self.encode_prompt(prompts)
+        if self.call == "unet":
+            return embeds
+        self.embed_shape = tuple(embeds.shape[1:])
+        return torch.cat([embeds.flatten(1), pooled], 1)  # one flat condition per prompt
+
     def encode_condition(self, value: object) -> Tensor:
-        """Prompt embeddings ``(L, D)`` or ``(B, L, D)`` from embeddings or prompt strings."""
+        """A condition from prompt strings or embeddings: ``(L, D)`` / ``(B, L, D)`` for a
+        UNet; for a transformer one flat vector per prompt, ``[embeds.flatten(), pooled]``
+        (or the pair ``(embeds, pooled)`` given as a tuple)."""
         if isinstance(value, str) or (isinstance(value, Sequence) and value
                                       and all(isinstance(v, str) for v in value)):
             if self.encode_prompt is None:
                 raise CapabilityError("prompt strings need a text encoder: load the pipeline "
                                       "with rc.from_pretrained, or pass prompt embeddings")
             single = isinstance(value, str)
-            embeds = self.encode_prompt([value] if single else list(value))
-            return embeds[0] if single else embeds
+            c = self._encode([value] if single else list(value))
+            return c[0] if single else c
+        if isinstance(value, tuple) and len(value) == 2 and self.call != "unet":
+            embeds, pooled = (torch.as_tensor(v, dtype=torch.float32) for v in value)
+            if embeds.ndim == 2:
+                embeds, pooled = embeds[None], pooled.reshape(1, -1)
+            self.embed_shape = tuple(embeds.shape[1:])
+            c = torch.cat([embeds.flatten(1), pooled], 1)
+            return c[0] if c.shape[0] == 1 and torch.as_tensor(value[0]).ndim == 2 else c
         c = torch.as_tensor(value, dtype=torch.float32)
-        if c.ndim not in (2, 3) or c.shape[-1] != self.null_embeds.shape[-1]:
-            raise ValueError(f"prompt embeddings must have shape (L, {self.null_embeds.shape[-1]})"
-                             f" or (B, L, {self.null_embeds.shape[-1]}), got {tuple(c.shape)}")
+        want = tuple(self.null_embeds.shape)
+        if c.ndim not in (len(want), len(want) + 1) or tuple(c.shape[-len(want):]) != want:
+            shown = ", ".join(map(str, want))
+            raise ValueError(f"conditions must have shape ({shown}) or (B, {shown}), got "
+                             f"{tuple(c.shape)}")
         return c
 
     def null_condition(self, n: int) -> Tensor:
@@ -116,25 +259,81 @@ class UNetAdapter(nn.Module):
 
     # ------------------------------------------------------------ network call
     def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
-        dtype = self.unet.dtype
-        timestep = self.schedule.timestep(t).to(torch.float32)
+        dtype = self.network.dtype
+        timestep = self.path.timestep(t).to(x.device)
         if self.conditional and c is None:  # the null view p_t(x)
             c = self.null_condition(x.shape[0])
-        extra = {} if c is None else {"encoder_hidden_states": c.to(x.device, dtype)}
-        out = self.unet(x.to(dtype), timestep.to(x.device), return_dict=False, **extra)[0]
+        x_in = self.path.network_input(x, t).to(dtype)
+        c = None if c is None else c.to(x.device, dtype)
+        if self.call == "unet":
+            extra = {} if c is None else {"encoder_hidden_states": c}
+            out = self.network(x_in, timestep, return_dict=False, **extra)[0]
+        else:
+            out = self._joint(x_in, timestep, c)
         out = out.to(x.dtype)
         if out.shape[1] == 2 * x.shape[1]:  # learned variance: keep the mean's channels
             out = out[:, : x.shape[1]]
-        if self.raw or self.prediction_type == "epsilon":
-            return out
-        prediction = get_prediction(PREDICTION_TYPES[self.prediction_type])
-        return prediction.to_epsilon(out, x, t.to(x.dtype), self.schedule)
+        return out if self.raw else self.path.output(out, x, t)
+
+    def _split(self, c: Tensor) -> tuple[Tensor, Tensor]:
+        if self.embed_shape is None:
+            raise CapabilityError("this transformer's conditions were never encoded here; give "
+                                  "prompt strings or the pair (prompt_embeds, pooled)")
+        n = math.prod(self.embed_shape)
+        return c[:, :n].reshape((c.shape[0], *self.embed_shape)), c[:, n:]
+
+    def _joint(self, x: Tensor, timestep: Tensor, c: Tensor) -> Tensor:
+        """SD3 / FLUX transformers: joint attention over text and image tokens."""
+        embeds, pooled = self._split(c)
+        if self.call == "sd3":
+            return self.network(hidden_states=x, timestep=timestep, encoder_hidden_states=embeds,
+                                pooled_projections=pooled, return_dict=False)[0]
+        b, ch, h, w = x.shape
+        guidance = None
+        if self.guidance_distilled:
+            guidance = torch.full((b,), float(self.guidance_scale), device=x.device,
+                                  dtype=torch.float32)
+        # the FLUX pipeline casts the timestep to the latents' dtype before dividing by 1000
+        out = self.network(hidden_states=pack_latents(x), timestep=timestep.to(x.dtype) / 1000,
+                           guidance=guidance, pooled_projections=pooled,
+                           encoder_hidden_states=embeds,
+                           txt_ids=torch.zeros(embeds.shape[1], 3, device=x.device, dtype=x.dtype),
+                           img_ids=latent_ids(h, w, x.device, x.dtype), return_dict=False)[0]
+        return unpack_latents(out, h, w)
+
+
+def pack_latents(x: Tensor) -> Tensor:
+    """FLUX's packing: ``(B, C, H, W) -> (B, H/2·W/2, 4C)`` (2×2 patches as tokens)."""
+    b, c, h, w = x.shape
+    return x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(
+        b, (h // 2) * (w // 2), 4 * c)
+
+
+def unpack_latents(tokens: Tensor, h: int, w: int) -> Tensor:
+    """The inverse of :func:`pack_latents`."""
+    b, _, d = tokens.shape
+    return tokens.reshape(b, h // 2, w // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(
+        b, d // 4, h, w)
+
+
+def latent_ids(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """FLUX's image-token positions ``(H/2·W/2, 3)``: ``(0, row, column)``."""
+    rows = torch.arange(h // 2, device=device, dtype=dtype)[:, None].expand(h // 2, w // 2)
+    cols = torch.arange(w // 2, device=device, dtype=dtype)[None, :].expand(h // 2, w // 2)
+    return torch.stack([torch.zeros_like(rows), rows, cols], -1).reshape(-1, 3)
 
 
 class _Pipeline:
     """What a loaded pipeline adds to the model: the VAE decoder and the prompt encoder."""
 
     vae: nn.Module | None
+    net: NetworkAdapter
+
+    @property
+    def guidance_distilled(self) -> bool:
+        """Whether the transformer was distilled from guidance (FLUX-dev style, a guidance
+        embedding): its empty-prompt view is not an unconditional density."""
+        return self.net.guidance_distilled
 
     def decode(self, x: Tensor) -> Tensor:
         """Samples to images in ``[−1, 1]``: the VAE's decoder for latents, else ``x``."""
@@ -152,78 +351,125 @@ class _Pipeline:
 
 
 class DiffusersModel(_Pipeline, ScoreModel):
-    """A diffusers UNet as a score model (see the module docstring)."""
+    """A diffusers UNet or transformer as a score model (see the module docstring)."""
 
-    def __init__(self, net: UNetAdapter, event_shape: tuple[int, ...], vae: nn.Module | None,
+    def __init__(self, net: NetworkAdapter, event_shape: tuple[int, ...], vae: nn.Module | None,
                  name: str | None) -> None:
-        ScoreModel.__init__(self, net, net.schedule, event_shape, name=name)
+        ScoreModel.__init__(self, net, net.schedule, event_shape, name=name,
+                            prediction=net.path.prediction)
         self.vae = vae
 
 
 class DiffusersEnergyModel(_Pipeline, EnergyModel):
     """A diffusers UNet read as an energy head ``U = ‖f − x‖²`` (see the module docstring)."""
 
-    def __init__(self, net: UNetAdapter, event_shape: tuple[int, ...], vae: nn.Module | None,
+    def __init__(self, net: NetworkAdapter, event_shape: tuple[int, ...], vae: nn.Module | None,
                  form: str, name: str | None) -> None:
         EnergyModel.__init__(self, net, net.schedule, event_shape, form=form, name=name)
         self.vae = vae
 
 
-def prompt_encoder(text_encoder: nn.Module, tokenizer: object) -> Callable[[list[str]], Tensor]:
-    """``prompts -> (B, L, D)`` float32 embeddings: padded to the tokenizer's maximum length,
-    the text encoder's last hidden state (Stable Diffusion's conditioning)."""
+def prompt_encoder(text_encoder: nn.Module, tokenizer: object
+                   ) -> Callable[[list[str]], tuple[Tensor, None]]:
+    """``prompts -> ((B, L, D), None)`` float32 embeddings: padded to the tokenizer's maximum
+    length, the text encoder's last hidden state (Stable Diffusion's conditioning)."""
 
-    def encode(prompts: list[str]) -> Tensor:
+    def encode(prompts: list[str]) -> tuple[Tensor, None]:
         tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
                            truncation=True, return_tensors="pt")
         device = next(text_encoder.parameters()).device
         with torch.no_grad():
             out = text_encoder(tokens.input_ids.to(device), return_dict=False)[0]
-        return out.to(torch.float32)
+        return out.to(torch.float32), None
 
     return encode
 
 
-def from_diffusers(unet: nn.Module, scheduler: object, *, text_encoder: nn.Module | None = None,
-                   tokenizer: object | None = None, null_embeds: Tensor | None = None,
-                   vae: nn.Module | None = None, parameterization: str = "score",
-                   energy_form: str = "ae", sample_size: int | None = None,
-                   name: str | None = None) -> DiffusersModel | DiffusersEnergyModel:
-    """A diffusers UNet (``UNet2DModel`` or ``UNet2DConditionModel``) and its scheduler as a
-    recompose model, in eval mode.
+def pipeline_encoder(pipe: object, max_sequence_length: int | None = None
+                     ) -> Callable[[list[str]], tuple[Tensor, Tensor]]:
+    """``prompts -> ((B, L, D), (B, P))`` through an SD3 / FLUX pipeline's own
+    ``encode_prompt`` (CLIP and T5; prompt embeddings and pooled projections)."""
+    options = {} if max_sequence_length is None else {"max_sequence_length":
+                                                      max_sequence_length}
+    flux = type(pipe).__name__.startswith("Flux")
+
+    def encode(prompts: list[str]) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            if flux:
+                embeds, pooled, _ = pipe.encode_prompt(prompts, prompt_2=None, **options)
+            else:
+                embeds, _, pooled, _ = pipe.encode_prompt(
+                    prompts, prompt_2=None, prompt_3=None, do_classifier_free_guidance=False,
+                    **options)
+        return embeds.to(torch.float32), pooled.to(torch.float32)
+
+    return encode
+
+
+def _event_shape(network: nn.Module, sample_size: int | tuple[int, int] | None
+                 ) -> tuple[int, ...]:
+    size = sample_size or getattr(network.config, "sample_size", None)
+    if size is None:
+        raise ValueError(f"{type(network).__name__} has no sample_size in its config: give "
+                         "sample_size= (the latent height and width)")
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    channels = int(network.config.in_channels)
+    if type(network).__name__.startswith("Flux"):  # packed 2×2 tokens: 4 channels each
+        channels //= 4
+    return (channels, *map(int, size))
+
+
+def _image_tokens(network: nn.Module, event_shape: tuple[int, ...]) -> int:
+    patch = 2 if type(network).__name__.startswith("Flux") else int(
+        getattr(network.config, "patch_size", 1) or 1)
+    return (event_shape[1] // patch) * (event_shape[2] // patch)
+
+
+def from_diffusers(network: nn.Module, scheduler: object, *,
+                   text_encoder: nn.Module | None = None, tokenizer: object | None = None,
+                   null_embeds: Tensor | None = None, vae: nn.Module | None = None,
+                   parameterization: str = "score", energy_form: str = "ae",
+                   sample_size: int | tuple[int, int] | None = None,
+                   encode_prompt: Callable[[list[str]], tuple[Tensor, Tensor | None]] | None
+                   = None, guidance_scale: float = 3.5, name: str | None = None
+                   ) -> DiffusersModel | DiffusersEnergyModel:
+    """A diffusers network and its scheduler as a recompose model, in eval mode.
 
     Args:
-        unet: the network; its dtype and device are kept.
-        scheduler: any diffusers scheduler with ``alphas_cumprod`` (its ``prediction_type`` says
-            what the UNet predicts).
+        network: ``UNet2DModel``, ``UNet2DConditionModel``, ``SD3Transformer2DModel`` or
+            ``FluxTransformer2DModel``; its dtype and device are kept.
+        scheduler: a scheduler with ``alphas_cumprod`` (DDPM, DDIM, Euler…; its
+            ``prediction_type`` says what the network predicts), a
+            ``FlowMatchEulerDiscreteScheduler`` (``shift``, or dynamic shifting by the image
+            size) or an ``EDMEulerScheduler`` (EDM preconditioning).
         text_encoder, tokenizer: turn prompt strings into conditions (conditional UNets).
-        null_embeds: the null condition ``(L, D)`` when no text encoder is given.
+        null_embeds: the null condition when no encoder is given: ``(L, D)`` for a UNet, the
+            flat ``[embeds.flatten(), pooled]`` for a transformer.
         vae: the latent pipeline's autoencoder (for :meth:`DiffusersModel.decode`).
         parameterization: ``"score"`` or ``"energy"`` (the UNet is an energy head, see above).
         energy_form: ``"ae"`` (``U = ‖f − x‖²``) or ``"l2"`` (``½‖f‖²``) for energy heads.
-        sample_size: spatial size (default: the UNet config's ``sample_size``).
+        sample_size: latent height and width (default: the network config's ``sample_size``).
+        encode_prompt: ``prompts -> (embeds (B, L, D), pooled (B, P) or None)``, e.g. an
+            SD3 / FLUX pipeline's (:func:`pipeline_encoder`).
+        guidance_scale: the guidance embedding's value for guidance-distilled transformers
+            (FLUX-dev; the pipeline's default 3.5).
         name: shown in descriptions and plots.
     """
     require_diffusers()
-    if not hasattr(scheduler, "alphas_cumprod"):
-        raise TypeError(f"scheduler must be a diffusers scheduler with alphas_cumprod, got "
-                        f"{type(scheduler).__name__}")
     if parameterization not in ("score", "energy"):
         raise ValueError(f"parameterization must be 'score' or 'energy', got "
                          f"{parameterization!r}")
     if (text_encoder is None) != (tokenizer is None):
         raise ValueError("give both text_encoder and tokenizer, or neither")
-    prediction = getattr(scheduler.config, "prediction_type", "epsilon")
-    if parameterization == "energy" and prediction != "epsilon":
+    event_shape = _event_shape(network, sample_size)
+    path = scheduler_path(scheduler, _image_tokens(network, event_shape))
+    if parameterization == "energy" and path.prediction != "epsilon":
         raise ValueError("an energy head is trained in the ε parameterisation (∇U = ε̂); its "
-                         f"scheduler says prediction_type={prediction!r}")
-    schedule = DiscreteSchedule(scheduler.alphas_cumprod)
-    encode = None if text_encoder is None else prompt_encoder(text_encoder.eval(), tokenizer)
-    net = UNetAdapter(unet.eval(), schedule, prediction, encode, null_embeds,
-                      raw=parameterization == "energy")
-    size = sample_size or unet.config.sample_size
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    event_shape = (int(unet.config.in_channels), *map(int, size))
+                         f"scheduler says {path.kind} with a {path.prediction} prediction")
+    if encode_prompt is None and text_encoder is not None:
+        encode_prompt = prompt_encoder(text_encoder.eval(), tokenizer)
+    net = NetworkAdapter(network.eval(), path, encode_prompt, null_embeds,
+                         raw=parameterization == "energy", guidance_scale=guidance_scale)
     if vae is not None:
         vae = vae.eval()
     if parameterization == "energy":
@@ -244,28 +490,65 @@ def _model_index(path_or_id: str | Path) -> dict:
     return DiffusionPipeline.load_config(str(path_or_id))  # a hub id (needs the network once)
 
 
+def from_pipeline(pipe: object, *, height: int | None = None, width: int | None = None,
+                  max_sequence_length: int | None = None, guidance_scale: float = 3.5,
+                  name: str | None = None) -> DiffusersModel:
+    """An SD3 / FLUX pipeline object (``StableDiffusion3Pipeline``, ``FluxPipeline``) as a
+    model in its latent space: the transformer, the scheduler's path, prompts through the
+    pipeline's own ``encode_prompt``, and the VAE for :meth:`DiffusersModel.decode`.
+    ``height``, ``width``: the image size in pixels (default: the pipeline's)."""
+    require_diffusers()
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    default = int(getattr(pipe, "default_sample_size", None)
+                  or getattr(pipe.transformer.config, "sample_size", 128))
+    h, w = (height or default * factor) // factor, (width or default * factor) // factor
+    if type(pipe).__name__.startswith("Flux"):
+        h, w = 2 * (h // 2), 2 * (w // 2)  # FLUX packs 2×2 latent patches
+    return from_diffusers(pipe.transformer, pipe.scheduler, vae=pipe.vae, sample_size=(h, w),
+                          encode_prompt=pipeline_encoder(pipe, max_sequence_length),
+                          guidance_scale=guidance_scale,
+                          name=name or type(pipe).__name__.removesuffix("Pipeline"))
+
+
 def from_pretrained(path_or_id: str | Path, *, torch_dtype: torch.dtype | None = None,
                     device: str | torch.device | None = None, parameterization: str = "score",
+                    height: int | None = None, width: int | None = None,
+                    max_sequence_length: int | None = None, guidance_scale: float = 3.5,
                     name: str | None = None) -> DiffusersModel | DiffusersEnergyModel:
-    """Load a pipeline folder (``save_pretrained``) or hub id: ``unet``, ``scheduler`` and,
-    when present, ``text_encoder`` + ``tokenizer`` and ``vae``. Other parts (safety checker,
-    feature extractor) are not loaded."""
+    """Load a pipeline folder (``save_pretrained``) or hub id.
+
+    A UNet pipeline: ``unet``, ``scheduler`` and, when present, ``text_encoder`` +
+    ``tokenizer`` and ``vae`` (other parts, e.g. a safety checker, are not loaded). An SD3 or
+    FLUX pipeline (a ``transformer``): loaded whole by diffusers, then :func:`from_pipeline`
+    (``max_sequence_length`` and ``guidance_scale`` apply there). ``height``, ``width``: the
+    image size in pixels (default: the pipeline's)."""
     require_diffusers()
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UNet2DModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 
     index = _model_index(path_or_id)
     parts = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)
              and v[0] is not None}
-    if "unet" not in parts or "scheduler" not in parts:
-        raise ValueError(f"{path_or_id}: a pipeline needs unet/ and scheduler/ (found "
-                         f"{', '.join(sorted(parts)) or 'nothing'})")
     src, kw = str(path_or_id), {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+    name = name or Path(src).name
+    if "transformer" in parts:
+        from diffusers import DiffusionPipeline
+
+        if parameterization != "score":
+            raise ValueError("SD3 / FLUX transformers are score (velocity) models; "
+                             "parameterization='energy' applies to UNet energy heads")
+        pipe = DiffusionPipeline.from_pretrained(src, **kw)
+        if device is not None:
+            pipe = pipe.to(device)
+        return from_pipeline(pipe, height=height, width=width,
+                             max_sequence_length=max_sequence_length,
+                             guidance_scale=guidance_scale, name=name)
+    if "unet" not in parts or "scheduler" not in parts:
+        raise ValueError(f"{path_or_id}: a pipeline needs unet/ (or transformer/) and "
+                         f"scheduler/ (found {', '.join(sorted(parts)) or 'nothing'})")
     unet_class = UNet2DConditionModel if index["unet"][1] == "UNet2DConditionModel" \
         else UNet2DModel
     unet = unet_class.from_pretrained(src, subfolder="unet", **kw)
-    # Only the training table (betas → alphas_cumprod) and prediction_type are used, so any
-    # scheduler's config is read as a DDPM one.
-    scheduler = DDPMScheduler.from_pretrained(src, subfolder="scheduler")
+    scheduler = _load_scheduler(src, index["scheduler"][1])
     text_encoder = tokenizer = vae = None
     if "text_encoder" in parts and "tokenizer" in parts:
         import transformers
@@ -279,6 +562,21 @@ def from_pretrained(path_or_id: str | Path, *, torch_dtype: torch.dtype | None =
     if device is not None:
         unet, text_encoder, vae = (m if m is None else m.to(device)
                                    for m in (unet, text_encoder, vae))
+    size = None
+    if height or width:  # pixels -> latents (the VAE halves the size per extra block)
+        factor = 1 if vae is None else 2 ** (len(vae.config.block_out_channels) - 1)
+        default = unet.config.sample_size * factor
+        size = ((height or default) // factor, (width or default) // factor)
     return from_diffusers(unet, scheduler, text_encoder=text_encoder, tokenizer=tokenizer,
-                          vae=vae, parameterization=parameterization,
-                          name=name or Path(src).name)
+                          vae=vae, parameterization=parameterization, sample_size=size,
+                          name=name)
+
+
+def _load_scheduler(src: str, class_name: str) -> object:
+    """The folder's scheduler: flow matching and EDM as themselves; any other scheduler's
+    config read as a DDPM one (only its training table and prediction_type are used)."""
+    import diffusers
+
+    if class_name.startswith(("FlowMatch", "EDM")):
+        return getattr(diffusers, class_name).from_pretrained(src, subfolder="scheduler")
+    return diffusers.DDPMScheduler.from_pretrained(src, subfolder="scheduler")

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ..errors import CapabilityError
 from ..mcmc.base import Target
 from ..schedules import Schedule
-from ..utils import energy_and_score_autograd
+from ..utils import append_dims, as_time, energy_and_score_autograd
 
 __all__ = ["BatchSlot", "DiffusionModel", "model_device_dtype"]
 
@@ -77,6 +77,38 @@ class DiffusionModel(nn.Module):
         if not self.has_energy:
             self.energy(x, t)  # raises the CapabilityError with its message
         return energy_and_score_autograd(lambda z: self.energy(z, t), x)
+
+    def denoised(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """Tweedie's ``x̂₀ = E[x₀ | x_t = x] = (x + σ_t² s)/α_t`` (shape of ``x``).
+
+        At a flow's pure noise (``α = 0``) the score says nothing of the data, but a network
+        that predicts ``x₀``, a velocity or ``v`` still gives ``x̂₀``; so do compositions whose
+        exponents sum to 1 (guidance, ``a * b / U``), as ``Σ_k w_k x̂₀_k``
+        (:meth:`denoised_terms`). Other models raise :class:`CapabilityError` there."""
+        t = as_time(t, x.shape[0], x)
+        weight, terms = self.denoised_terms(x, t)
+        if abs(weight - 1.0) < 1e-12:
+            return terms
+        alpha = self.schedule(t)[0]
+        if bool((alpha == 0).any()):
+            raise CapabilityError(
+                f"{self.describe()}: its exponents sum to {weight:g}, not 1, so it has no x̂₀ at "
+                "pure noise (α = 0); start below it (levels without t = 1, e.g. num_levels=T)")
+        return terms + (1.0 - weight) * x / append_dims(alpha, x.ndim)
+
+    def denoised_terms(self, x: Tensor, t: Tensor) -> tuple[float, Tensor]:
+        """``(W, S)`` with ``x̂₀ = S + (1 − W) x/α``: for a product of powers of models,
+        ``W = Σ_k w_k`` and ``S = Σ_k w_k x̂₀_k`` (``t`` of shape ``(B,)``). By default
+        ``(1, Tweedie's x̂₀ from the score)``, which needs ``α > 0``."""
+        alpha, sigma = self.schedule(t)
+        if bool((alpha == 0).any()):
+            raise CapabilityError(
+                f"{self.describe()}: x̂₀ at pure noise (α = 0) needs a network that predicts "
+                "x₀, a velocity or v (Tweedie's formula from a score divides by α); start "
+                "below it (levels without t = 1, e.g. num_levels=T)")
+        x0 = (x + append_dims(sigma, x.ndim) ** 2 * self.score(x, t)) / append_dims(alpha,
+                                                                                    x.ndim)
+        return 1.0, x0
 
     def at(self, t: float | Tensor) -> Target:
         """Freeze time: the static density ``p_t`` as an MCMC target."""

@@ -156,6 +156,17 @@ class ScoreModel(_Learned):
         _, sigma = self.schedule(t)
         return score_from_epsilon(self.epsilon(x, t, c), sigma)
 
+    def denoised_terms(self, x: Tensor, t: Tensor, c: Tensor | None = None,
+                       copies: int = 1) -> tuple[float, Tensor]:
+        """``(1, x̂₀)`` from the network's own prediction (defined at ``α = 0`` for x₀, v,
+        velocity and flow predictions); with ``copies = K``, ``(K·B, *D)`` on ``K`` copies of
+        ``x`` with ``K·B`` conditions ``c``."""
+        if copies == 1:
+            xs, out = x, self._net(x, t, c)
+        else:
+            xs, out = self._net_copies(x, t, c, copies)
+        return 1.0, self.prediction.to_x0(out, xs, t.repeat(copies), self.schedule)
+
 
 class EnergyModel(_Learned):
     """Energy-parameterised model, ``E(x, t) = U_θ(x, t)/σ_t`` with ``∇ₓU_θ = ε̂``."""
@@ -278,6 +289,11 @@ class Conditioned(DiffusionModel):
             return super().energy_and_score(x, t)
         return self.parent.energy_and_score(x, t, self._c(x))
 
+    def denoised_terms(self, x: Tensor, t: Tensor) -> tuple[float, Tensor]:
+        if isinstance(self.parent, ScoreModel):
+            return self.parent.denoised_terms(x, t, self._c(x))
+        return super().denoised_terms(x, t)
+
 
 def stack_conditions(model: _Learned, conditions: Sequence[Tensor | None], batch: int,
                      device: torch.device) -> Tensor:
@@ -353,6 +369,13 @@ class _Stacked(DiffusionModel):
             return super().score(x, t)
         sigma, epsilon = self._sum(x, t, "epsilon")
         return score_from_epsilon(epsilon, sigma)
+
+    def denoised_terms(self, x: Tensor, t: Tensor) -> tuple[float, Tensor]:
+        if not isinstance(self.network, ScoreModel):
+            return super().denoised_terms(x, t)
+        cs = stack_conditions(self.network, self.conditions, x.shape[0], x.device)
+        _, x0 = self.network.denoised_terms(x, t, cs, copies=len(self.conditions))
+        return sum(self.weights), weighted_sum(x0, self.weights)
 
     def view_scores(self, x: Tensor, t: float | Tensor) -> Tensor:
         """``(K, B, *D)``: each view's own score ``s_k(x, t)``, in one network call on ``K·B``

@@ -11,16 +11,20 @@ name            meaning                                  ``A_t``          ``C_t`
 ``x0``          the data ``x₀`` (Tweedie's ``x̂₀``)       1                0
 ``v``           ``α ε − σ x₀`` (Salimans & Ho 2022)      ``−σ``           ``α``
 ``velocity``    ``dx_t/dt = α̇ x₀ + σ̇ ε`` (flow matching)  ``α̇``           ``σ̇``
+``flow``        ``ε − x₀`` (SD3 / FLUX / diffusers'         −1              1
+                flow matching: ``dx/dσ`` on ``α = 1 − σ``)
 ``score``       ``∇log p_t = −ε/σ``                      0                ``−1/σ``
 ==============  =======================================  ===============  ===============
 
 Given ``x`` and ``p``, the two equations ``x = α x₀ + σ ε`` and ``p = A x₀ + C ε`` give::
 
-    ε̂ = (α p − A x) / (α C − A σ),        x̂₀ = (x − σ ε̂) / α
+    ε̂ = (α p − A x) / (α C − A σ),        x̂₀ = (C x − σ p) / (α C − A σ)
 
 e.g. flow matching ``ε̂ = (α u − α̇ x)/(α σ̇ − α̇ σ)``; rectified flow (``α = 1 − t, σ = t``):
 ``ε̂ = x + (1 − t) u``, ``x̂₀ = x − t u``. The score is ``s = −ε̂/σ`` (shape of ``x``), and an
-energy network's ``E = U/σ`` stays in :mod:`.parameterization`.
+energy network's ``E = U/σ`` stays in :mod:`.parameterization`. ``x̂₀`` is taken from the
+output directly (:meth:`Prediction.to_x0`), not through ``ε̂``: at a flow's pure noise
+(``α = 0``) ``ε̂ = x`` carries nothing of the data, but ``x̂₀ = x − p`` does.
 
 The training target of a prediction is ``A x₀ + C ε`` at the drawn ``(x₀, ε)``
 (:meth:`Prediction.target`); the loss is the mean square error against it.
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..errors import CapabilityError
 from ..schedules import Schedule
 from ..utils import append_dims
 
@@ -72,6 +77,17 @@ class Prediction:
         k_out, k_x = (append_dims((v / den).to(x.dtype), x.ndim) for v in (alpha, a))
         return k_out * output - k_x * x
 
+    def to_x0(self, output: Tensor, x: Tensor, t: Tensor, schedule: Schedule) -> Tensor:
+        """``x̂₀ = (C x − σ p)/(α C − A σ)`` from the network's ``output`` at ``(x, t)``
+        (defined at ``α = 0`` when ``A ≠ 0``: x₀-, v-, velocity and flow predictions)."""
+        alpha, sigma, a, c = self._terms(t, schedule)
+        den = alpha * c - a * sigma
+        if bool((den == 0).any()):
+            raise CapabilityError(f"a {self.name} prediction gives no x̂₀ at pure noise "
+                                  "(α = 0); start below it (levels without t = 1)")
+        k_x, k_out = (append_dims((v / den).to(x.dtype), x.ndim) for v in (c, sigma))
+        return k_x * x - k_out * output
+
     def from_epsilon(self, epsilon: Tensor, x: Tensor, t: Tensor, schedule: Schedule) -> Tensor:
         """The prediction that corresponds to ``ε̂`` at ``(x, t)``: ``A (x − σ ε̂)/α + C ε̂``."""
         alpha, sigma, a, c = self._terms(t, schedule)
@@ -96,6 +112,7 @@ PREDICTIONS: dict[str, Prediction] = {p.name: p for p in (
     Prediction("v", lambda al, si, da, ds: (-si, al)),
     Prediction("velocity", lambda al, si, da, ds: (da, ds), needs_derivatives=True),
     Prediction("score", lambda al, si, da, ds: (al * 0, -1 / si)),
+    Prediction("flow", lambda al, si, da, ds: (al * 0 - 1, al * 0 + 1)),
 )}
 
 

@@ -107,6 +107,8 @@ class Sampler:
     name: str = "sampler"
     weighted: bool = False
     tracks: bool = False
+    #: steps from a top level at pure noise (``α = 0``) with the model's own ``x̂₀``
+    from_pure_noise: bool = False
 
     def check(self, model: DiffusionModel) -> None:
         """Raise a capability error (before any work) if this sampler cannot run ``model``."""
@@ -200,7 +202,24 @@ def _local(fn: Callable[[Tensor], Any], x: Tensor) -> Any:
     return fn(x)
 
 
-def execute(sampler: Sampler, model: DiffusionModel, n: int, num_levels: int,
+def resolve_levels(model: DiffusionModel, num_levels: int | Levels, sampler: Sampler
+                   ) -> Levels:
+    """The levels of a run: ``num_levels`` on the model's path, or levels given by hand (on
+    the model's path; a top at pure noise only for samplers that step from there)."""
+    if not isinstance(num_levels, Levels):
+        return model.schedule.levels(num_levels)
+    if num_levels.schedule != model.schedule:
+        raise ValueError(f"the levels are on {num_levels.schedule!r} but {model.describe()} is "
+                         f"on {model.schedule!r}: place them with model.schedule.levels_at")
+    if float(num_levels.alpha[-1]) == 0.0 and not sampler.from_pure_noise:
+        raise ValueError(
+            f"the top level is pure noise (α = 0), where {sampler.name} has no step (a score "
+            "there carries nothing of the data); only the 'ode' sampler starts there, from the "
+            "model's own x̂₀: drop the top level or use the 'ode' sampler")
+    return num_levels
+
+
+def execute(sampler: Sampler, model: DiffusionModel, n: int, num_levels: int | Levels,
             generator: torch.Generator | None, x_init: Tensor | None,
             clip: tuple[float, float] | None, groups: Tensor | None,
             callback: LevelCallback | None = None,
@@ -211,15 +230,17 @@ def execute(sampler: Sampler, model: DiffusionModel, n: int, num_levels: int,
     """One run of ``sampler`` on ``model`` in this process: ``n`` chains from ``x_init`` (default:
     the path's prior) over ``num_levels`` levels; ``evaluate``/``rows``: a row-sharded model
     and row splitter (:mod:`recompose.distributed`). Records the settings and the problems."""
-    levels = model.schedule.levels(num_levels)
+    levels = resolve_levels(model, num_levels, sampler)
     device, dtype = model_device_dtype(model)
     if x_init is None:
         x_init = levels.prior(n, tuple(model.event_shape), generator, device, dtype)
     run = Run(evaluate if evaluate is not None else model, model, levels, x_init, generator,
               clip, groups, rows if rows is not None else _local)
     result = run_levels(sampler, run, callback, tick)
-    result.info.settings = {"num_levels": num_levels, "n": n, "clip": clip,
+    result.info.settings = {"num_levels": len(levels), "n": n, "clip": clip,
                             **sampler.settings()}
+    if isinstance(num_levels, Levels):
+        result.info.settings["level_times"] = levels.t.tolist()
     result.info.warnings = result.info.problems() + sample_problems(result.x,
-                                                                    levels.schedule.prior_std())
+                                                                    levels.prior_std())
     return result
