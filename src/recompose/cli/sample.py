@@ -280,8 +280,8 @@ def _write_figures(folder: Path, result: object, model: object) -> None:
 @handle_errors
 def sample(diffusers_source: str | None, prompts: tuple[str, ...], dtype: str, device: str,
            size: int | None, models: tuple[str, ...], expr: str, sampler: str,
-           parameterization: str, levels: int, n: int, seed: int, out: Path, overwrite: bool, quiet: bool = False,
-           **sampler_options: object) -> None:
+           parameterization: str, levels: int, n: int, seed: int, out: Path, overwrite: bool,
+           quiet: bool = False, **sampler_options: object) -> None:
     """Sample a composition of models.
 
     \b
