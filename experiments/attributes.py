@@ -369,7 +369,7 @@ def _cell(model: DiffusionModel, checker: AttributeChecker, comp: str, sampler: 
     import recompose as rc
 
     name, options = sampler_args(sampler)
-    mcmc = {} if name in ("reverse", "fkc") else {"num_steps": steps}
+    mcmc = {} if name in ("reverse", "fkc", "ode") else {"num_steps": steps}
     if name in ("uhmc", "hmc"):
         mcmc["num_leapfrog_steps"] = leapfrog
     groups = None

@@ -1,6 +1,6 @@
 """Flow-matching (SD3, FLUX) and EDM models against diffusers itself, on tiny random-initialised
-pipelines built here from configs (tests/tiny_pipelines.py; nothing is downloaded: the hub is
-switched off, so a test that reached for the network would fail, not skip).
+pipelines built here from configs (experiments/tiny_pipelines.py; nothing is downloaded: the
+hub is switched off, so a test that reached for the network would fail, not skip).
 
 diffusers' Euler steps (``FlowMatchEulerDiscreteScheduler.step``, ``EDMEulerScheduler.step``)
 cast the sample to float32, so the float64 agreement is with the scheduler's loop written out:
@@ -23,10 +23,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # any download attempt raises
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 pytest.importorskip("diffusers", reason="the diffusers extra is part of [test]")
 
-from diffusers import EDMEulerScheduler, FluxPipeline, UNet2DModel  # noqa: E402
-from diffusers.pipelines.flux.pipeline_flux import calculate_shift  # noqa: E402
+from diffusers import EDMEulerScheduler, FluxPipeline  # noqa: E402
 
-import tiny_pipelines as tiny  # noqa: E402
+import experiments.tiny_pipelines as tiny  # noqa: E402
 from recompose.integrations.diffusers import (  # noqa: E402
     from_pipeline,
     from_pretrained,
@@ -44,50 +43,7 @@ def model_of(pipe, dtype=torch.float32):
     return from_pipeline(pipe, height=16, width=16, max_sequence_length=tiny.T5_TOKENS)
 
 
-def encode(pipe, prompt):
-    """The pipeline's own prompt encoding, rounded to float32 as recompose stores conditions."""
-    if isinstance(pipe, FluxPipeline):
-        embeds, pooled, _ = pipe.encode_prompt(prompt, None, max_sequence_length=tiny.T5_TOKENS)
-    else:
-        embeds, _, pooled, _ = pipe.encode_prompt(prompt, None, None,
-                                                  do_classifier_free_guidance=False,
-                                                  max_sequence_length=tiny.T5_TOKENS)
-    dtype = pipe.transformer.dtype
-    return embeds.float().to(dtype), pooled.float().to(dtype)
-
-
-def velocity(pipe, x, t, embeds, pooled):
-    """The transformer called as the SD3 / FLUX pipelines call it (timestep ``t`` from
-    ``scheduler.timesteps``; FLUX packs 2×2 latent patches and gets ``t/1000`` and guidance)."""
-    b, _, h, w = x.shape
-    embeds, pooled = embeds.expand(b, -1, -1), pooled.expand(b, -1)
-    if not isinstance(pipe, FluxPipeline):
-        return pipe.transformer(hidden_states=x, timestep=t.expand(b),
-                                encoder_hidden_states=embeds, pooled_projections=pooled,
-                                return_dict=False)[0]
-    guidance = torch.full([1], 3.5, dtype=torch.float32).expand(b) \
-        if pipe.transformer.config.guidance_embeds else None
-    out = pipe.transformer(
-        hidden_states=FluxPipeline._pack_latents(x, b, x.shape[1], h, w),
-        timestep=t.expand(b).to(x.dtype) / 1000, guidance=guidance, pooled_projections=pooled,
-        encoder_hidden_states=embeds, txt_ids=torch.zeros(embeds.shape[1], 3, dtype=x.dtype),
-        img_ids=FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, "cpu", x.dtype),
-        return_dict=False)[0]
-    return FluxPipeline._unpack_latents(out, 2 * h, 2 * w, 2)
-
-
-def set_steps(pipe, model, steps):
-    """``scheduler.set_timesteps`` as the pipeline calls it (FLUX: ``mu`` from the image size)."""
-    config = pipe.scheduler.config
-    mu = None
-    if config.use_dynamic_shifting:
-        mu = calculate_shift(16, config.base_image_seq_len, config.max_image_seq_len,
-                             config.base_shift, config.max_shift)
-    pipe.scheduler.set_timesteps(steps, mu=mu)
-    return mu
-
-
-PIPELINES = {"sd3": tiny.sd3_pipeline, "flux": tiny.flux_pipeline}
+PIPELINES = tiny.PIPELINES
 
 
 # --------------------------------------------------------------------- conversions
@@ -105,9 +61,9 @@ def test_flow_score_is_minus_epsilon_over_sigma_at_every_training_timestep(kind)
     x = torch.randn(len(sigmas), 4, 8, 8, generator=torch.Generator().manual_seed(0),
                     dtype=torch.float64)
     t = model.schedule.time_of(sigmas)
-    embeds, pooled = encode(pipe, PROMPT)
+    embeds, pooled = tiny.encode(pipe, PROMPT)
     with torch.no_grad():
-        v = velocity(pipe, x, (sigmas.float() * 1000), embeds, pooled)
+        v = tiny.velocity(pipe, x, (sigmas.float() * 1000), embeds, pooled)
         view = model.prompt(PROMPT)
         score, x0 = view.score(x, t), view.denoised(x, t)
     s4 = sigmas.view(-1, 1, 1, 1)
@@ -134,7 +90,7 @@ def test_dynamic_shift_levels_are_the_schedulers_sigmas():
     ``e^mu``; the scheduler's own steps become our levels with the same sigmas."""
     pipe = tiny.flux_pipeline()
     model = model_of(pipe)
-    mu = set_steps(pipe, model, 7)
+    mu = tiny.set_steps(pipe, 7)
     assert model.schedule.shift == pytest.approx(math.exp(mu), rel=1e-12)
     levels = scheduler_levels(model, pipe.scheduler)
     torch.testing.assert_close(levels.sigma.flip(0), pipe.scheduler.sigmas[:-1].double(),
@@ -143,37 +99,23 @@ def test_dynamic_shift_levels_are_the_schedulers_sigmas():
 
 
 # --------------------------------------------------------------------- the Euler loops
-def flow_loop(pipe, x, embeds, pooled, w=None, null=None):
-    """The scheduler's Euler loop written out in x's dtype (its sigmas, its timesteps); with
-    ``w``, the pipeline's true classifier-free guidance ``v_∅ + w (v_c − v_∅)``."""
-    sch = pipe.scheduler
-    with torch.no_grad():
-        for i, t in enumerate(sch.timesteps):
-            v = velocity(pipe, x, t, embeds, pooled)
-            if w is not None:
-                v_null = velocity(pipe, x, t, *null)
-                v = v_null + w * (v - v_null)
-            x = x + (sch.sigmas[i + 1].to(x.dtype) - sch.sigmas[i].to(x.dtype)) * v
-    return x
-
-
 @pytest.mark.parametrize("kind", PIPELINES)
 def test_ode_equals_the_flow_match_euler_loop_in_float64(kind):
     """From pure noise (σ = 1) over the scheduler's own 6 steps (SD3: shift 3; FLUX: dynamic
     ``mu``): one prompt, and true CFG at scale 4 (``P**4 * U**-3``, exponents summing to 1)."""
     pipe = PIPELINES[kind]()
     model = model_of(pipe, torch.float64)
-    set_steps(pipe, model, 6)
+    tiny.set_steps(pipe, 6)
     levels = scheduler_levels(model, pipe.scheduler)
     x_init = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1),
                          dtype=torch.float64)
-    cond, null = encode(pipe, PROMPT), encode(pipe, "")
+    cond, null = tiny.encode(pipe, PROMPT), tiny.encode(pipe, "")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rc.ApproximationWarning)  # FLUX-dev's CFG is approximate
         cases = [(model.prompt(PROMPT), None), (model.prompt(PROMPT) ** 4 * model ** -3, 4.0)]
     for composite, w in cases:
         ours = rc.sample(composite, 3, "ode", num_levels=levels, x_init=x_init).x
-        ref = flow_loop(pipe, x_init, *cond, w=w, null=null)
+        ref = tiny.flow_loop(pipe, x_init, *cond, w=w, null=null)
         scale = float(ref.abs().max())
         assert float((ours - ref).abs().max()) <= 1e-9 * scale, (kind, w)
 
@@ -182,30 +124,22 @@ def test_ode_equals_the_literal_scheduler_step_loop_in_float32():
     """diffusers' own ``scheduler.step`` (float32): agreement at float32 rounding."""
     pipe = tiny.sd3_pipeline()
     model = model_of(pipe)
-    set_steps(pipe, model, 6)
+    tiny.set_steps(pipe, 6)
     levels = scheduler_levels(model, pipe.scheduler)
     x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     ours = rc.sample(model.prompt(PROMPT), 3, "ode", num_levels=levels, x_init=x).x
-    embeds, pooled = encode(pipe, PROMPT)
+    embeds, pooled = tiny.encode(pipe, PROMPT)
     with torch.no_grad():
         for t in pipe.scheduler.timesteps:
-            x = pipe.scheduler.step(velocity(pipe, x, t, embeds, pooled), t, x).prev_sample
+            x = pipe.scheduler.step(tiny.velocity(pipe, x, t, embeds, pooled), t, x).prev_sample
     assert float((ours - x).abs().max()) <= 1e-5 * float(x.abs().max())
-
-
-def tiny_unet(seed=0):
-    torch.manual_seed(seed)
-    return UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16),
-                       layers_per_block=1, norm_num_groups=4,
-                       down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D")).eval()
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
 def test_ode_equals_the_edm_euler_loop_in_float64(prediction):
     """EDM preconditioning (``c_in``, ``c_noise = ¼ log σ``, ``c_skip``, ``c_out``) from the
     scheduler's own functions; Karras sigmas over 8 steps, from σ_max = 80 to 0."""
-    unet = tiny_unet().double()
+    unet = tiny.tiny_unet().double()
     sch = EDMEulerScheduler(prediction_type=prediction)
     model = rc.from_diffusers(unet, sch)
     assert model.schedule == rc.VESchedule(0.002, 80.0, data_std=0.5)
@@ -214,20 +148,15 @@ def test_ode_equals_the_edm_euler_loop_in_float64(prediction):
     x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(2),
                     dtype=torch.float64) * float(sch.init_noise_sigma)
     ours = rc.sample(model, 3, "ode", num_levels=levels, x_init=x).x
-    with torch.no_grad():
-        for i, t in enumerate(sch.timesteps):
-            sigma = sch.sigmas[i].double()
-            out = unet(sch.precondition_inputs(x, sigma), t).sample
-            denoised = sch.precondition_outputs(x, out, sigma)
-            x = x + (sch.sigmas[i + 1].double() - sigma) * (x - denoised) / sigma
-    assert float((ours - x).abs().max()) <= 1e-9 * float(x.abs().max())
+    ref = tiny.edm_loop(unet, sch, x)
+    assert float((ours - ref).abs().max()) <= 1e-9 * float(ref.abs().max())
 
 
 # --------------------------------------------------------------------- pure noise
 def test_pure_noise_start_is_for_the_ode_and_for_exponents_summing_to_one():
     pipe = tiny.sd3_pipeline()
     model = model_of(pipe)
-    set_steps(pipe, model, 4)
+    tiny.set_steps(pipe, 4)
     levels = scheduler_levels(model, pipe.scheduler)
     with pytest.raises(ValueError, match="pure noise"):
         rc.sample(model, 2, "reverse", num_levels=levels, seed=0)

@@ -122,3 +122,28 @@ def test_score_only_or_and_example_runs(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert abs(float(lines[0]) - 0.3) < 4 * math.sqrt(0.21 / 1000) + 0.004, lines[0]
     assert float(lines[-1]) < 0.05, lines[-1]
+
+
+def test_flow_transformer_example_runs_on_local_pipelines(tmp_path):
+    """The SD3 / FLUX hub example, with tiny local pipeline folders in place of the hub ids
+    (offline), at 16×16 pixels and on the CPU; FLUX-dev's negative prompt warns."""
+    import pytest
+    import torch
+
+    pytest.importorskip("diffusers")
+    import experiments.tiny_pipelines as tiny
+    import recompose as rc
+
+    folders = {}
+    for kind, build in (("sd3", tiny.sd3_pipeline), ("flux", tiny.flux_pipeline)):
+        folders[kind] = tmp_path / kind
+        tiny.save(build(), folders[kind])
+    block = _block("stable-diffusion-3.5-medium")
+    block = block.replace('"stabilityai/stable-diffusion-3.5-medium"', repr(str(folders["sd3"])))
+    block = block.replace('"black-forest-labs/FLUX.1-dev"', repr(str(folders["flux"])))
+    block = block.replace('device="cuda"', 'device="cpu"').replace("1024", "16")
+    env: dict = {}
+    with pytest.warns(rc.ApproximationWarning, match="guidance-distilled"):
+        exec(compile(block, "README.md", "exec"), env)
+    assert env["images"].shape == (4, 3, 16, 16) and torch.isfinite(env["images"]).all()
+    assert env["sd3"].decode(torch.zeros(1, 4, 8, 8)).shape == (1, 3, 16, 16)

@@ -1,12 +1,17 @@
-"""Tiny random-initialised diffusers pipelines for tests, built here from configs, offline and
-seeded (the same ``seed`` gives the same weights; the global torch RNG is left as it was).
+"""Tiny random-initialised diffusers pipelines for the offline agreement checks
+(tests/test_flow_backends.py, ``python -m experiments.flow_backends``), built here from
+configs, offline and seeded (the same ``seed`` gives the same weights; the global torch RNG is
+left as it was).
 
 * :func:`sd3_pipeline`: a ``StableDiffusion3Pipeline`` (two CLIP text encoders with projection,
   a T5 encoder, an ``SD3Transformer2DModel``, an SD3-style VAE, flow-matching Euler);
 * :func:`flux_pipeline`: a ``FluxPipeline`` (CLIP pooled output, T5, a
   ``FluxTransformer2DModel`` with or without guidance embedding, dynamic shifting);
 * :func:`word_tokenizer` / :func:`t5_tokenizer`: CLIP (BPE) and T5 (Unigram) tokenizers with one
-  token per word of :data:`WORDS` (no sentencepiece file); :func:`save` writes a pipeline folder.
+  token per word of :data:`WORDS` (no sentencepiece file); :func:`save` writes a pipeline folder;
+* the references the agreement checks compare with: :func:`velocity` (the transformer called as
+  the pipelines call it), :func:`flow_loop` and :func:`edm_loop` (the schedulers' Euler loops
+  written out in the sample's dtype: diffusers' own ``step`` casts the sample to float32).
 
 Both pipelines use a VAE with ``vae_scale_factor`` 2 and run on 16×16 images (8×8 latents with
 4 channels): call them with ``height=width=16`` (any multiple of 4 up to 32 for SD3, of 4 for
@@ -141,3 +146,95 @@ def flux_pipeline(seed: int = 0, guidance_embeds: bool = True) -> FluxPipeline:
 def save(pipe: object, folder: object) -> None:
     """``pipe.save_pretrained(folder)``: ``type(pipe).from_pretrained(folder)`` loads it back."""
     pipe.save_pretrained(folder)
+
+
+# ----------------------------------------------------------------- reference loops
+def encode(pipe: object, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pipeline's own prompt encoding, rounded to float32 as recompose stores conditions,
+    in the transformer's dtype."""
+    if isinstance(pipe, FluxPipeline):
+        embeds, pooled, _ = pipe.encode_prompt(prompt, None, max_sequence_length=T5_TOKENS)
+    else:
+        embeds, _, pooled, _ = pipe.encode_prompt(prompt, None, None,
+                                                  do_classifier_free_guidance=False,
+                                                  max_sequence_length=T5_TOKENS)
+    dtype = pipe.transformer.dtype
+    return embeds.float().to(dtype), pooled.float().to(dtype)
+
+
+def velocity(pipe: object, x: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor,
+             pooled: torch.Tensor, guidance_scale: float = 3.5) -> torch.Tensor:
+    """The transformer called as the SD3 / FLUX pipelines call it (``t`` from
+    ``scheduler.timesteps``; FLUX packs 2×2 latent patches and gets ``t/1000`` and guidance)."""
+    b, _, h, w = x.shape
+    embeds, pooled = embeds.expand(b, -1, -1), pooled.expand(b, -1)
+    if not isinstance(pipe, FluxPipeline):
+        return pipe.transformer(hidden_states=x, timestep=t.expand(b),
+                                encoder_hidden_states=embeds, pooled_projections=pooled,
+                                return_dict=False)[0]
+    guidance = torch.full([1], guidance_scale, dtype=torch.float32).expand(b) \
+        if pipe.transformer.config.guidance_embeds else None
+    out = pipe.transformer(
+        hidden_states=FluxPipeline._pack_latents(x, b, x.shape[1], h, w),
+        timestep=t.expand(b).to(x.dtype) / 1000, guidance=guidance, pooled_projections=pooled,
+        encoder_hidden_states=embeds, txt_ids=torch.zeros(embeds.shape[1], 3, dtype=x.dtype),
+        img_ids=FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, "cpu", x.dtype),
+        return_dict=False)[0]
+    return FluxPipeline._unpack_latents(out, 2 * h, 2 * w, 2)
+
+
+def set_steps(pipe: object, steps: int) -> float | None:
+    """``scheduler.set_timesteps`` as the pipelines call it for 8×8 latents (FLUX: ``mu``
+    from the 16 image tokens, by the pipeline's calculate_shift); returns ``mu``."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    config = pipe.scheduler.config
+    mu = None
+    if config.use_dynamic_shifting:
+        mu = calculate_shift(16, config.base_image_seq_len, config.max_image_seq_len,
+                             config.base_shift, config.max_shift)
+    pipe.scheduler.set_timesteps(steps, mu=mu)
+    return mu
+
+
+def flow_loop(pipe: object, x: torch.Tensor, embeds: torch.Tensor, pooled: torch.Tensor,
+              w: float | None = None, null: tuple | None = None) -> torch.Tensor:
+    """The flow-matching Euler loop written out in ``x``'s dtype (the scheduler's sigmas and
+    timesteps, ``x + (σ_{k+1} − σ_k) v``); with ``w``, the pipelines' true classifier-free
+    guidance ``v_∅ + w (v_c − v_∅)`` with ``null = (embeds, pooled)`` of the empty prompt."""
+    sch = pipe.scheduler
+    with torch.no_grad():
+        for i, t in enumerate(sch.timesteps):
+            v = velocity(pipe, x, t, embeds, pooled)
+            if w is not None:
+                v_null = velocity(pipe, x, t, *null)
+                v = v_null + w * (v - v_null)
+            x = x + (sch.sigmas[i + 1].to(x.dtype) - sch.sigmas[i].to(x.dtype)) * v
+    return x
+
+
+def edm_loop(unet: torch.nn.Module, sch: object, x: torch.Tensor) -> torch.Tensor:
+    """The ``EDMEulerScheduler`` loop written out in ``x``'s dtype: its sigmas, its timesteps
+    (``¼ log σ``) and its own preconditioning functions, the Euler step ``x + dσ (x − D)/σ``."""
+    with torch.no_grad():
+        for i, t in enumerate(sch.timesteps):
+            sigma = sch.sigmas[i].to(x.dtype)
+            out = unet(sch.precondition_inputs(x, sigma), t).sample
+            denoised = sch.precondition_outputs(x, out, sigma)
+            x = x + (sch.sigmas[i + 1].to(x.dtype) - sigma) * (x - denoised) / sigma
+    return x
+
+
+def tiny_unet(seed: int = 0) -> torch.nn.Module:
+    """A tiny ``UNet2DModel`` (3 channels, 8×8) for the EDM checks."""
+    from diffusers import UNet2DModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet2DModel(sample_size=8, in_channels=3, out_channels=3,
+                           block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+                           down_block_types=("DownBlock2D", "DownBlock2D"),
+                           up_block_types=("UpBlock2D", "UpBlock2D")).eval()
+
+
+PIPELINES = {"sd3": sd3_pipeline, "flux": flux_pipeline}
