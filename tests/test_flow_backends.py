@@ -152,6 +152,30 @@ def test_ode_equals_the_edm_euler_loop_in_float64(prediction):
     assert float((ours - ref).abs().max()) <= 1e-9 * float(ref.abs().max())
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_ode_equals_the_euler_discrete_loop(prediction):
+    """``EulerDiscreteScheduler`` (k-diffusion's Euler on a DDPM table) runs in the variables
+    ``x/α`` with ``σ/α``, where DDIM is that same Euler step: on its own (trailing, integer)
+    timesteps our ODE on the VP table agrees with diffusers' float32 loop at float32 rounding."""
+    from diffusers import EulerDiscreteScheduler
+
+    unet = tiny.tiny_unet()
+    sch = EulerDiscreteScheduler(prediction_type=prediction, timestep_spacing="trailing",
+                                 beta_schedule="scaled_linear")
+    model = rc.from_diffusers(unet, sch)
+    sch.set_timesteps(10)
+    levels = scheduler_levels(model, sch)
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    x = x * sch.init_noise_sigma
+    ours = rc.sample(model, 3, "ode", num_levels=levels,
+                     x_init=x / float(sch.sigmas[0] ** 2 + 1) ** 0.5).x
+    with torch.no_grad():
+        for t in sch.timesteps:
+            out = unet(sch.scale_model_input(x, t), t).sample
+            x = sch.step(out, t, x).prev_sample
+    assert float((ours - x).abs().max()) <= 1e-5 * float(x.abs().max())
+
+
 # --------------------------------------------------------------------- pure noise
 def test_pure_noise_start_is_for_the_ode_and_for_exponents_summing_to_one():
     pipe = tiny.sd3_pipeline()

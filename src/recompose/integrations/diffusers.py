@@ -1,41 +1,62 @@
-r"""diffusers models in the algebra: a UNet and its scheduler as a :class:`DiffusionModel`.
+r"""diffusers models in the algebra: a UNet or transformer and its scheduler as a
+:class:`DiffusionModel`.
 
 Requires the optional extra ``pip install -e ".[diffusers]"`` (diffusers, transformers); nothing
 else in recompose imports this module.
 
-**Schedule.** A diffusers scheduler trained a DDPM on ``N`` timesteps with table
-``ᾱ_k = scheduler.alphas_cumprod[k]``. Its :class:`~recompose.schedules.DiscreteSchedule` puts
-timestep ``k`` at ``t = (k + 1)/N`` (exact there; ``log ᾱ`` linear in ``t`` in between), and the
-UNet is called with the timestep ``k = N t − 1``. At the trained timesteps (``num_levels``
-dividing ``N``) this is the integer the model was trained on; between them the UNet sees a
-fractional timestep (its sinusoidal embedding is defined there, but was never trained on it).
+**Paths** (:func:`scheduler_path`), with ``x_t = α x₀ + σ ε``:
 
-**Prediction types** (``scheduler.config.prediction_type``), with ``x_t = α x₀ + σ ε``:
-``"epsilon"`` (``ε̂ = f``), ``"v_prediction"`` (``v = α ε − σ x₀``) and ``"sample"``
-(``x̂₀ = f``), converted to ``ε̂`` by :mod:`recompose.models.predictions` (recompose's ``v`` and
-``x0``) on the model's path. The score is ``s = −ε̂/σ`` (shape of ``x``). A UNet with a
-learned variance (``2C`` output channels) gives its first ``C`` channels; the variance is not
-used (our DDPM step uses the posterior variance ``β̃``, diffusers' ``"fixed_small"``).
+* a DDPM table (any scheduler with ``alphas_cumprod``: DDPM, DDIM, Euler…): its
+  :class:`~recompose.schedules.DiscreteSchedule` puts timestep ``k`` at ``t = (k + 1)/N``
+  (exact there; ``log ᾱ`` linear in ``t`` in between), and the network is called with
+  ``k = N t − 1``. At the trained timesteps (``num_levels`` dividing ``N``) this is the integer
+  the model was trained on; between them the network sees a fractional timestep. Prediction
+  types ``"epsilon"``, ``"v_prediction"`` (``v = α ε − σ x₀``), ``"sample"`` (``x̂₀``).
+* flow matching (``FlowMatchEulerDiscreteScheduler``; SD3, FLUX): ``α = 1 − σ`` with
+  ``σ = s u/(1 + (s − 1) u)`` (:class:`~recompose.schedules.RectifiedFlowSchedule`); ``s`` is
+  the scheduler's ``shift``, or with dynamic shifting ``e^μ`` for the pipelines'
+  resolution-dependent ``μ`` (:func:`flow_shift`). The network sees the timestep ``σ N``
+  (FLUX's transformer ``σ``) and predicts ``v = ε − x₀`` (recompose's ``"flow"``).
+* EDM (``EDMEulerScheduler``): ``α = 1``, ``σ`` from ``σ_min`` to ``σ_max``
+  (:class:`~recompose.schedules.VESchedule` with ``data_std = σ_data``); the network gets
+  ``c_in x`` and ``c_noise = ¼ log σ`` and its output ``F`` gives
+  ``x̂₀ = c_skip x + c_out F`` (``c_skip = σ_d²/(σ² + σ_d²)``, ``c_out = ±σ σ_d/√(σ² + σ_d²)``,
+  minus for v-prediction): an ``"x0"`` prediction.
 
-**Energies.** ``parameterization="energy"`` reads the UNet as an energy head ``f`` with
+Every output is converted by :mod:`recompose.models.predictions`; the score is ``s = −ε̂/σ``
+(shape of ``x``), and ``x̂₀`` comes from the output itself, so a flow's pure noise (``σ = 1``)
+has one (the ``"ode"`` sampler starts there on :func:`scheduler_levels`). A UNet with a learned
+variance (``2C`` output channels) gives its first ``C`` channels.
+
+**Energies.** ``parameterization="energy"`` reads a UNet as an energy head ``f`` with
 ``U = ‖f − x‖²`` (or ``½‖f‖²``), ``E = U/σ_t`` (:class:`~recompose.models.parameterization.
 EnergyModel`): a UNet trained (or distilled) in that parameterisation gives energies, so MALA,
-HMC and SMC run on it. A score UNet runs them with ``energy="path"``.
+HMC and SMC run on it. Score networks run them with ``energy="path"``.
 
 **Conditions.** A ``UNet2DConditionModel`` takes ``encoder_hidden_states`` of shape ``(L, D)``
-per sample. ``model.given(c)`` is ``p_t(x | c)`` for prompt embeddings ``c`` (``(L, D)``, or one
-per chain ``(B, L, D)``) or, with a text encoder, a prompt string; ``model`` itself is the
-null (empty-prompt) view. A product or classifier-free guidance over prompts is one UNet call per
-step on the stacked batch, as for recompose's own conditional networks.
+per sample. An ``SD3Transformer2DModel`` or ``FluxTransformer2DModel`` takes prompt embeddings
+``(L, D)`` and pooled projections ``(P,)``; recompose holds one such condition as the flat
+vector ``[embeds.flatten(), pooled]`` (``condition_ndim = 1``). ``model.given(c)`` is
+``p_t(x | c)`` for a prompt string (through the text encoder or the pipeline's own
+``encode_prompt``: CLIP, and T5 where present) or embeddings; ``model`` itself is the null
+(empty-prompt) view. A product or guidance over prompts is one network call per step on the
+stacked batch. FLUX's latents ``(C, H, W)`` are packed into 2×2-patch tokens ``(H/2·W/2, 4C)``
+with their positions for each call and unpacked after (:func:`pack_latents`).
 
-**Precision and device.** The UNet runs in its own dtype and device (fp16 / bf16 weights are
+**Guidance distillation.** A transformer with a guidance embedding (FLUX-dev) takes the
+guidance scale as an input (``guidance_scale``, 3.5 by default); its empty-prompt view is not
+an unconditional density, so negative powers of its views (NOT, CFG, ``/ U``) warn
+(:class:`~recompose.errors.ApproximationWarning`) when the expression is built.
+
+**Precision and device.** The network runs in its own dtype and device (fp16 / bf16 weights are
 fine); inputs are cast to it and outputs back, and the samplers' arithmetic stays float32
 (:func:`~recompose.models.base.model_device_dtype`).
 
-**Pipelines** (:func:`from_pretrained`): a ``save_pretrained`` folder or hub id with ``unet/``,
-``scheduler/`` and optionally ``text_encoder/`` + ``tokenizer/`` and ``vae/``. With a VAE the
-model lives in latent space (``event_shape`` = the latents'), and :meth:`DiffusersModel.decode`
-maps samples to images in ``[−1, 1]`` (``vae.decode(z / scaling_factor)``).
+**Pipelines** (:func:`from_pretrained`): a ``save_pretrained`` folder or hub id, with ``unet/``,
+``scheduler/`` and optionally ``text_encoder/`` + ``tokenizer/`` and ``vae/``, or an SD3 / FLUX
+pipeline (loaded whole, :func:`from_pipeline`). With a VAE the model lives in latent space
+(``event_shape`` = the latents'), and :meth:`DiffusersModel.decode` maps samples to images in
+``[−1, 1]`` (``vae.decode(z / scaling_factor + shift_factor)``).
 """
 
 from __future__ import annotations
