@@ -98,6 +98,25 @@ def test_dynamic_shift_levels_are_the_schedulers_sigmas():
     assert float(levels.alpha[-1]) == 0.0 and float(levels.t[-1]) == 1.0
 
 
+def test_transformer_conditions_from_embeddings_equal_the_prompts():
+    """Without a text encoder: ``null_embeds=(embeds, pooled)`` and ``given((embeds, pooled))``
+    (one condition, or one per chain) are the prompts' views."""
+    pipe = tiny.sd3_pipeline()
+    direct = model_of(pipe)
+    null, cond = tiny.encode(pipe, ""), tiny.encode(pipe, PROMPT)
+    bare = rc.from_diffusers(pipe.transformer, pipe.scheduler, null_embeds=(null[0][0],
+                                                                           null[1][0]))
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(bare.score(x, 0.4), direct.score(x, 0.4))
+        want = direct.prompt(PROMPT).score(x, 0.4)
+        torch.testing.assert_close(bare.given((cond[0][0], cond[1][0])).score(x, 0.4), want)
+        per_chain = bare.given((cond[0].expand(2, -1, -1), cond[1].expand(2, -1)))
+        torch.testing.assert_close(per_chain.score(x, 0.4), want)
+    with pytest.raises(rc.CapabilityError, match="prompt strings need a text encoder"):
+        bare.prompt(PROMPT)
+
+
 # --------------------------------------------------------------------- the Euler loops
 @pytest.mark.parametrize("kind", PIPELINES)
 def test_ode_equals_the_flow_match_euler_loop_in_float64(kind):

@@ -212,7 +212,8 @@ class NetworkAdapter(nn.Module):
 
     def __init__(self, network: nn.Module, path: SchedulerPath,
                  encode_prompt: Callable[[list[str]], tuple[Tensor, Tensor | None]] | None = None,
-                 null_condition: Tensor | None = None, raw: bool = False,
+                 null_condition: Tensor | tuple[Tensor, Tensor] | None = None,
+                 raw: bool = False,
                  guidance_scale: float | None = None, latent_size: tuple[int, int] | None = None
                  ) -> None:
         super().__init__()
@@ -235,8 +236,11 @@ class NetworkAdapter(nn.Module):
                 raise CapabilityError(
                     "a text-conditioned network needs the null (empty-prompt) condition: give "
                     "text_encoder= and tokenizer= (or load the pipeline with rc.from_pretrained"
-                    "), or null_embeds= (the encoder's output for '', shape (L, D))")
+                    "), or null_embeds= (the encoder's output for '': (L, D) for a UNet, "
+                    "(embeds, pooled) for a transformer)")
             null_condition = self._encode([""])[0]
+        elif isinstance(null_condition, tuple):  # a transformer's (embeds, pooled)
+            null_condition = self.encode_condition(null_condition)
         self.register_buffer("null_embeds", None if null_condition is None
                              else torch.as_tensor(null_condition, dtype=torch.float32), False)
 
@@ -262,11 +266,12 @@ class NetworkAdapter(nn.Module):
             return c[0] if single else c
         if isinstance(value, tuple) and len(value) == 2 and self.call != "unet":
             embeds, pooled = (torch.as_tensor(v, dtype=torch.float32) for v in value)
-            if embeds.ndim == 2:
-                embeds, pooled = embeds[None], pooled.reshape(1, -1)
+            single = embeds.ndim == 2  # one condition (L, D) + (P,), else one per chain
+            if single:
+                embeds, pooled = embeds[None], pooled[None]
             self.embed_shape = tuple(embeds.shape[1:])
             c = torch.cat([embeds.flatten(1), pooled], 1)
-            return c[0] if c.shape[0] == 1 and torch.as_tensor(value[0]).ndim == 2 else c
+            return c[0] if single else c
         c = torch.as_tensor(value, dtype=torch.float32)
         want = tuple(self.null_embeds.shape)
         if c.ndim not in (len(want), len(want) + 1) or tuple(c.shape[-len(want):]) != want:
@@ -448,7 +453,8 @@ def _image_tokens(network: nn.Module, event_shape: tuple[int, ...]) -> int:
 
 def from_diffusers(network: nn.Module, scheduler: object, *,
                    text_encoder: nn.Module | None = None, tokenizer: object | None = None,
-                   null_embeds: Tensor | None = None, vae: nn.Module | None = None,
+                   null_embeds: Tensor | tuple[Tensor, Tensor] | None = None,
+                   vae: nn.Module | None = None,
                    parameterization: str = "score", energy_form: str = "ae",
                    sample_size: int | tuple[int, int] | None = None,
                    encode_prompt: Callable[[list[str]], tuple[Tensor, Tensor | None]] | None
@@ -465,7 +471,7 @@ def from_diffusers(network: nn.Module, scheduler: object, *,
             size) or an ``EDMEulerScheduler`` (EDM preconditioning).
         text_encoder, tokenizer: turn prompt strings into conditions (conditional UNets).
         null_embeds: the null condition when no encoder is given: ``(L, D)`` for a UNet, the
-            flat ``[embeds.flatten(), pooled]`` for a transformer.
+            pair ``(embeds (L, D), pooled (P,))`` for a transformer.
         vae: the latent pipeline's autoencoder (for :meth:`DiffusersModel.decode`).
         parameterization: ``"score"`` or ``"energy"`` (the UNet is an energy head, see above).
         energy_form: ``"ae"`` (``U = ‖f − x‖²``) or ``"l2"`` (``½‖f‖²``) for energy heads.
