@@ -197,8 +197,9 @@ def scheduler_levels(model: ScoreModel, scheduler: object) -> Levels:
         if float(sigmas[-1]) != 0.0:
             raise ValueError("the scheduler's last noise level is not 0; recompose's samplers "
                              "always end at the clean data")
-        t = schedule.time_of(sigmas[:-1].flip(0).clamp_max(float(schedule.alpha_sigma(
-            torch.ones((), dtype=_F64))[1])))
+        # the path's own range of σ (a float32 table may round just past its ends)
+        lo, hi = schedule.alpha_sigma(torch.tensor([0.0, 1.0], dtype=_F64))[1].tolist()
+        t = schedule.time_of(sigmas[:-1].flip(0).clamp(lo, hi))
     else:
         t = (scheduler.timesteps.to(_F64).flip(0) + 1) / schedule.num_timesteps
     return schedule.levels_at(t)
