@@ -140,8 +140,12 @@ DEFAULT_COVERING = ["test_annealed.py", "test_sample_api.py", "test_analytic.py"
 
 def _copy() -> Path:
     scratch = Path(tempfile.mkdtemp(prefix="recompose-mutants-"))
-    for part in ("src", "tests", "experiments", "pyproject.toml", "README.md"):
+    # docs/ and mkdocs.yml: the default run also runs the documentation's examples and site
+    for part in ("src", "tests", "experiments", "pyproject.toml", "README.md", "docs",
+                 "mkdocs.yml"):
         src = ROOT / part
+        if not src.exists():
+            continue
         if src.is_dir():
             shutil.copytree(src, scratch / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:

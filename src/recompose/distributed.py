@@ -72,10 +72,12 @@ def active() -> bool:
 
 
 def rank() -> int:
+    """This process's rank in the default process group (0 outside one)."""
     return torch.distributed.get_rank() if active() else 0
 
 
 def world_size() -> int:
+    """The number of processes in the default process group (1 outside one)."""
     return torch.distributed.get_world_size() if active() else 1
 
 

@@ -225,6 +225,7 @@ class VPSchedule(Schedule):
     """Variance-preserving paths (``α² + σ² = 1``): subclasses implement :meth:`alpha_sq`."""
 
     def alpha_sq(self, t: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """``ᾱ_t = α_t²`` for float64 ``t``."""
         raise NotImplementedError
 
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -311,6 +312,7 @@ class DiscreteSchedule(VPSchedule):
 
     @property
     def num_timesteps(self) -> int:
+        """``N``, the number of trained timesteps."""
         return self.alphas_cumprod.numel()
 
     def timestep(self, t: Tensor) -> Tensor:
@@ -388,6 +390,7 @@ class SigmaSchedule(Schedule):
 
     @property
     def num_timesteps(self) -> int:
+        """``N``, the number of trained timesteps."""
         return self.sigmas.numel()
 
     def timestep(self, t: Tensor) -> Tensor:
@@ -577,6 +580,7 @@ class Levels:
         return self.marginal_variance(len(self) - 1) ** 0.5
 
     def prior_variance(self) -> float:
+        """The prior's variance at the noisiest level (:meth:`prior_std` squared)."""
         return self.prior_std() ** 2
 
     def posterior(self, x: Tensor, score: Tensor, i: int,

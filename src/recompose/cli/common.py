@@ -166,6 +166,7 @@ def on_interrupt(kept: str | Callable[[], str]) -> None:
 
 
 def overwrite_option(fn: Callable) -> Callable:
+    """The ``--overwrite`` flag: replace the outputs of a previous recompose run in ``--out``."""
     return click.option("--overwrite", is_flag=True,
                         help="Replace the outputs of a previous recompose run in --out (other "
                              "files there are never touched).")(fn)

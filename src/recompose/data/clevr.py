@@ -31,6 +31,10 @@ BACKGROUND = 0.45
 
 @dataclass(frozen=True)
 class SceneSpec:
+    """How scenes are drawn (module docstring): ``size × size`` images, object ``radius`` in
+    pixels, ``min_objects``–``max_objects`` objects per scene, centres in
+    ``[margin, 1 − margin]²`` and at least ``min_dist`` apart (both normalised to ``[0, 1]``)."""
+
     size: int = 16
     radius: float = 2.0  # pixels
     min_objects: int = 1
@@ -124,6 +128,8 @@ class ClevrPositions:
         self.event_shape = (3, spec.size, spec.size)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` draws with replacement: scenes ``(n, 3, H, W)`` and the centre ``(n, 2)`` of one
+        object of each, chosen uniformly."""
         idx = torch.randint(self.num_scenes, (n,), generator=generator)
         which = (torch.rand(n, generator=generator) * self.count[idx]).long()
         return self.x[idx], self.pos[idx, which]

@@ -55,5 +55,7 @@ class Digits:
         self.x, self.y = digits_split(split)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` draws with replacement from the split: images ``(n, 1, 8, 8)`` and labels
+        ``(n,)``."""
         idx = torch.randint(len(self.y), (n,), generator=generator)
         return self.x[idx], self.y[idx]

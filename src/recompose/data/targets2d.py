@@ -75,10 +75,14 @@ class ProductTarget:
         return float((px * py).mean())
 
     def log_prob(self, x: Tensor) -> Tensor:
+        """The exact normalised log-density of ``ring · p̃_bar`` at ``x`` ``(B, 2)``, shape ``(B,)``
+        (float64)."""
         x = x.to(torch.float64)
         return self.ring.log_prob(x) + _smoothed_log_prob(self.bar, x) - self.log_c
 
     def sample(self, n: int, g: torch.Generator) -> Tensor:
+        """``n`` exact draws ``(n, 2)`` (float64): ring draws kept with probability proportional
+        to ``p̃_bar``."""
         ratio = FLOOR / (WINDOW.area - self.bar.area) / ((1 - FLOOR) / self.bar.area)
         out: list[Tensor] = []
         while sum(len(o) for o in out) < n:
@@ -88,6 +92,7 @@ class ProductTarget:
         return torch.cat(out)[:n]
 
     def in_support(self, x: Tensor) -> Tensor:
+        """``(B,)`` bool: within 4 standard deviations of the two ring modes inside the bar."""
         modes = torch.tensor([[0.0, 0.5], [0.0, -0.5]], dtype=torch.float64)
         near = torch.cdist(x.to(torch.float64), modes).min(1).values < 4 * self.ring.std
         return near & self.bar.in_support(x)
@@ -104,11 +109,15 @@ class MixtureTarget:
         self.weights = weights
 
     def log_prob(self, x: Tensor) -> Tensor:
+        """The exact log-density ``log Σ_k w_k p̃_k(x)`` of the smoothed bars at ``x`` ``(B, 2)``,
+        shape ``(B,)`` (float64)."""
         terms = torch.stack([math.log(w) + _smoothed_log_prob(b, x)
                              for w, b in zip(self.weights, self.bars)], 1)
         return torch.logsumexp(terms, 1)
 
     def sample(self, n: int, g: torch.Generator) -> Tensor:
+        """``n`` exact draws ``(n, 2)`` (float64): a bar by its weight, then a draw from its
+        smoothed density."""
         comp = torch.multinomial(torch.tensor(self.weights), n, True, generator=g)
         floor = torch.rand(n, generator=g) < FLOOR
         out = torch.empty(n, 2, dtype=torch.float64)
@@ -120,6 +129,7 @@ class MixtureTarget:
         return out
 
     def in_support(self, x: Tensor) -> Tensor:
+        """``(B,)`` bool: inside either bar."""
         return self.bars[0].in_support(x) | self.bars[1].in_support(x)
 
 
@@ -153,10 +163,13 @@ class NegationTarget:
         return r
 
     def log_prob(self, x: Tensor) -> Tensor:
+        """The exact normalised log-density at ``x`` ``(B, 2)``, shape ``(B,)`` (float64): constant
+        on each of the three regions, ``−∞`` outside the window."""
         lp = torch.tensor(self.region_logp, dtype=torch.float64)[self._region(x)]
         return lp.masked_fill(~WINDOW.in_support(x), -math.inf)
 
     def sample(self, n: int, g: torch.Generator) -> Tensor:
+        """``n`` exact draws ``(n, 2)`` (float64): a region by its mass, then uniform in it."""
         reg = torch.multinomial(torch.tensor(self.region_mass), n, True, generator=g)
         out = torch.empty(n, 2, dtype=torch.float64)
         for k in range(3):
@@ -165,6 +178,7 @@ class NegationTarget:
         return out
 
     def in_support(self, x: Tensor) -> Tensor:
+        """``(B,)`` bool: inside the large box and outside the small one."""
         return self.large.in_support(x) & ~self.small.in_support(x)
 
 

@@ -34,12 +34,16 @@ class Toy2D:
     event_shape = (2,)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` exact draws, shape ``(n, 2)``."""
         raise NotImplementedError
 
     def log_prob(self, x: Tensor) -> Tensor:
+        """The exact normalised log-density at ``x`` ``(B, 2)``, shape ``(B,)`` (float64; ``−∞``
+        outside the support)."""
         raise NotImplementedError
 
     def in_support(self, x: Tensor) -> Tensor:
+        """``(B,)`` bool: the points of ``x`` ``(B, 2)`` where the density is positive."""
         return torch.isfinite(self.log_prob(x))
 
 

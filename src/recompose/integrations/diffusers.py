@@ -282,6 +282,7 @@ class NetworkAdapter(nn.Module):
         return c
 
     def null_condition(self, n: int) -> Tensor:
+        """The null condition (the empty prompt's embeddings) for ``n`` chains."""
         return self.null_embeds.expand((n,) + tuple(self.null_embeds.shape))
 
     # ------------------------------------------------------------ network call
@@ -470,7 +471,9 @@ def from_diffusers(network: nn.Module, scheduler: object, *,
             ``prediction_type`` says what the network predicts), a
             ``FlowMatchEulerDiscreteScheduler`` (``shift``, or dynamic shifting by the image
             size) or an ``EDMEulerScheduler`` (EDM preconditioning).
-        text_encoder, tokenizer: turn prompt strings into conditions (conditional UNets).
+        text_encoder: with ``tokenizer``, turns prompt strings into conditions (conditional
+            UNets).
+        tokenizer: the text encoder's tokenizer.
         null_embeds: the null condition when no encoder is given: ``(L, D)`` for a UNet, the
             pair ``(embeds (L, D), pooled (P,))`` for a transformer.
         vae: the latent pipeline's autoencoder (for :meth:`DiffusersModel.decode`).

@@ -53,6 +53,7 @@ class Target(NamedTuple):
 
     @property
     def has_energy(self) -> bool:
+        """Whether the target has an energy (Metropolis–Hastings tests need one)."""
         return self.energy is not None
 
     @classmethod

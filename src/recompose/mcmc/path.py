@@ -51,6 +51,8 @@ QUADRATURES = ("trapezoid", "simpson")
 
 
 def check_energy_mode(energy: str, kernel: str) -> str:
+    """``energy`` if it is one of :data:`ENERGY_MODES` (``"exact"``, ``"path"``), else a
+    ``ValueError`` naming ``kernel``."""
     if energy not in ENERGY_MODES:
         raise ValueError(f"{kernel}: energy must be 'exact' (the model's energies) or 'path' "
                          f"(score quadrature along the proposal), got {energy!r}")

@@ -64,8 +64,11 @@ class AcceptanceAdapter:
         self.log_multiplier = torch.zeros((), dtype=torch.float64, device=device)
 
     def multiplier(self) -> Tensor:
+        """The current factor on the step size, ``exp(log_multiplier)`` (a 0-d tensor)."""
         return self.log_multiplier.exp()
 
     def update(self, accept_prob: Tensor) -> None:
+        """One adaptation step from a kernel step's ``accept_prob`` ``(B,)``:
+        ``log_multiplier ← log_multiplier + gain · (mean acceptance − target)``."""
         mean = accept_prob.to(torch.float64).mean()
         self.log_multiplier = self.log_multiplier + self.gain * (mean - self.target)

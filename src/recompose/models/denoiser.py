@@ -44,9 +44,12 @@ class DenoiserNet(nn.Module):
         self.condition_ndim = 0 if null_condition is None else self.null.ndim
 
     def encode_condition(self, value: object) -> Tensor:
+        """A user condition as a tensor in the null condition's dtype (the denoiser's own
+        encoding)."""
         return torch.as_tensor(value, dtype=self.null.dtype)
 
     def null_condition(self, n: int) -> Tensor:
+        """The null condition repeated for ``n`` chains."""
         return self.null.expand((n,) + tuple(self.null.shape))
 
     def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
@@ -64,7 +67,8 @@ def from_denoiser(denoiser: Denoiser, sigma_min: float, sigma_max: float, *,
 
     Args:
         denoiser: ``D(x, σ)`` or, with ``null_condition``, ``D(x, σ, c)``, returning ``x̂₀``.
-        sigma_min, sigma_max: the noise range it was trained on (EDM: 0.002, 80).
+        sigma_min: the lowest noise level it was trained on (EDM: 0.002).
+        sigma_max: the highest noise level it was trained on (EDM: 80).
         event_shape: the shape of one sample, e.g. ``(3, 64, 64)``.
         sigma_data: the data's standard deviation (EDM: 0.5): the prior's data share.
         null_condition: the condition that means "no condition", for conditional denoisers

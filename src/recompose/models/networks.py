@@ -109,12 +109,15 @@ class ResMLP(nn.Module):
 
     # conditions ---------------------------------------------------------------------
     def encode_condition(self, value: int | Tensor) -> Tensor:
+        """Class labels (an int or a tensor of them) as a ``long`` tensor; ``ValueError`` outside
+        ``0 … num_classes − 1``."""
         y = torch.as_tensor(value, dtype=torch.long, device=self.inp.weight.device)
         if ((y < 0) | (y >= self.num_classes)).any():
             raise ValueError(f"class labels must lie in 0..{self.num_classes - 1}")
         return y
 
     def null_condition(self, n: int) -> Tensor:
+        """The null label ``num_classes`` for ``n`` chains, shape ``(n,)``."""
         return torch.full((n,), self.num_classes, dtype=torch.long,
                           device=self.inp.weight.device)
 
@@ -234,6 +237,8 @@ class PositionUNet(nn.Module):
         return self.late
 
     def encode_condition(self, value: object) -> Tensor:
+        """A position ``(x, y)`` in ``[0, 1]²`` (or a batch ``(B, 2)``) as ``(x, y, 1)``;
+        ``ValueError`` outside the square."""
         p = torch.as_tensor(value, dtype=torch.float32, device=self.out.weight.device)
         if p.shape[-1:] != (2,):
             raise ValueError(f"a position is (x, y) in [0, 1]²; got shape {tuple(p.shape)}")
@@ -242,6 +247,7 @@ class PositionUNet(nn.Module):
         return torch.cat([p, torch.ones_like(p[..., :1])], dim=-1)
 
     def null_condition(self, n: int) -> Tensor:
+        """The null condition ``(0, 0, 0)`` for ``n`` chains, shape ``(n, 3)``."""
         return torch.zeros(n, 3, device=self.out.weight.device)
 
     def _bump(self, c: Tensor) -> Tensor:

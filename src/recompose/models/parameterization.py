@@ -232,6 +232,8 @@ class EnergyModel(_Learned):
 
     def epsilon(self, x: Tensor, t: float | Tensor, create_graph: bool = False,
                 c: Tensor | None = None) -> Tensor:
+        """``ε̂ = ∇ₓU_θ(x, t)`` by autograd, the shape of ``x``; ``create_graph=True`` keeps the
+        graph (for a training loss)."""
         _, grad = energy_and_score_autograd(lambda z: self.potential(z, t, c), x, create_graph)
         return -grad
 

@@ -62,6 +62,7 @@ class Moves(NamedTuple):
     energy_evals: int
 
     def record(self, **extra: object) -> LevelRecord:
+        """This level's :class:`~.result.LevelRecord` (``extra``: further fields, e.g. ``ess``)."""
         return LevelRecord(acceptance=float(self.acceptance.mean()),
                            acceptance_min=float(self.acceptance.min()),
                            step_size=float(self.step_size), divergent=float(self.divergent),
@@ -136,9 +137,12 @@ class StepOptions:
             self.target_accept = float(target)
 
     def adapter(self, device: torch.device) -> AcceptanceAdapter | None:
+        """A fresh :class:`~recompose.mcmc.step_sizes.AcceptanceAdapter` on ``device`` when
+        adapting, else ``None``."""
         return AcceptanceAdapter(self.target_accept, device=device) if self.adapt else None
 
     def settings(self) -> dict:
+        """The step rule and adaptation settings, JSON-ready (for the run record)."""
         return {"step_size": self.rule.scale, "step_power": self.rule.power,
                 "adapt": self.adapt, "target_accept": self.target_accept}
 
@@ -164,7 +168,8 @@ class Annealed(Sampler):
     Args:
         kernel: an MCMC kernel, e.g. ``rc.mcmc.hmc(num_leapfrog_steps=5)``.
         num_steps: kernel steps ``K`` per level (R3: 10).
-        step_size, step_power: the rule ``c · σ_t^p`` (default: the kernel's).
+        step_size: ``c`` of the step rule ``c · σ_t^p`` (default: the kernel's).
+        step_power: ``p`` of the step rule (default: the kernel's).
         adapt: adapt ``c`` toward ``target_accept`` (default: on for Metropolis kernels).
         target_accept: default: the kernel's (MALA 0.574, HMC 0.65).
         predictor: a reverse-diffusion step between levels (free; R3's PyTorch code).

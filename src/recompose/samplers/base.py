@@ -118,12 +118,17 @@ class Sampler:
         return {}
 
     def start(self, run: Run) -> Any:  # pragma: no cover - abstract
+        """The state before the noisiest level, from ``run.x_init`` (draws from the prior)."""
         raise NotImplementedError
 
     def level(self, run: Run, state: Any, i: int) -> tuple[Any, LevelRecord]:
+        """Arrive at level ``i`` from ``state`` (at level ``i + 1``, or the start) and do the
+        level's work; return the new state and the level's :class:`~.result.LevelRecord`.
+        Evaluations are counted with :meth:`Run.count`."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     def finish(self, run: Run, state: Any) -> Finished:  # pragma: no cover - abstract
+        """The samples from the state at level 0 (e.g. Tweedie's step to the clean data)."""
         raise NotImplementedError
 
     def positions(self, state: Any) -> Tensor:

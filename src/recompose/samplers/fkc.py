@@ -189,8 +189,13 @@ class FKC(Weighted):
         moves: optional MCMC moves after resampling (a kernel object or name, e.g.
             ``"uhmc"``); none by default.
         num_steps: moves per level (default 1 with ``moves``).
-        ess_threshold, resampling: as for :class:`~.smc.SMC`.
-        step_size, step_power, adapt, target_accept: the moves' step.
+        ess_threshold: resample when the effective sample size falls under
+            ``ess_threshold · n`` (as for :class:`~.smc.SMC`).
+        resampling: the resampling scheme (as for :class:`~.smc.SMC`).
+        step_size: ``c`` of the moves' step rule ``c · σ_t^p``.
+        step_power: ``p`` of the moves' step rule.
+        adapt: adapt ``c`` toward ``target_accept`` (Metropolis moves).
+        target_accept: the acceptance rate adaptation aims at.
         denoise: end with Tweedie's ``x̂₀``.
         **kernel_options: with ``moves`` given by name, its factory's options.
     """

@@ -59,6 +59,7 @@ class SampleInfo:
 
     @property
     def mean_acceptance(self) -> float:
+        """The acceptance averaged over the levels."""
         return float(sum(self.acceptance) / len(self.acceptance))
 
     def problems(self, acceptance_floor: float = ACCEPTANCE_FLOOR) -> list[str]:

@@ -70,8 +70,11 @@ class SMC(Weighted):
         resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"`` or ``"residual"``.
         proposal: ``"ais"`` (re-weight the same points; needs moves) or ``"ddpm"`` (the
             reverse-diffusion step as a proposal).
-        step_size, step_power, adapt, target_accept: the moves' step (as for
+        step_size: ``c`` of the moves' step rule ``c · σ_t^p`` (as for
             :class:`~.annealed.Annealed`).
+        step_power: ``p`` of the moves' step rule.
+        adapt: adapt ``c`` toward ``target_accept`` (default: on for Metropolis moves).
+        target_accept: the acceptance rate adaptation aims at (default: the kernel's).
         denoise: end with Tweedie's ``x̂₀``.
         **kernel_options: with ``moves`` given by name, its factory's options (e.g.
             ``num_leapfrog_steps``).

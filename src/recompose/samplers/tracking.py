@@ -170,6 +170,7 @@ class Tracker:
     # ------------------------------------------------------------------ evaluation
     @property
     def num_tracked(self) -> int:
+        """The number of distinct models whose log-densities are tracked."""
         return len(self.parts)
 
     def evaluate(self, x: Tensor, t: float | Tensor) -> Tensor:

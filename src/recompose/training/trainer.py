@@ -226,6 +226,8 @@ class Trainer:
         return out[0], (out[1] if len(out) > 1 else None)
 
     def train_step(self) -> float:
+        """One optimiser step on a fresh batch (this rank's rows under DDP), then the EMA update;
+        returns the batch's mean loss (averaged over the ranks)."""
         batch = self.data.sample(self.config.batch_size, self.gen)
         x0, raw = batch if isinstance(batch, tuple) else (batch, None)
         c, c_teacher = self._conditions(raw, len(x0)) if raw is not None else (None, None)
@@ -263,6 +265,7 @@ class Trainer:
 
     @property
     def world(self) -> int:
+        """The number of training processes (1 without ``torch.distributed``)."""
         return distributed.world_size()
 
     def _rows(self, n: int) -> slice:
