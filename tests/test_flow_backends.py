@@ -10,8 +10,6 @@ float64. The literal ``scheduler.step`` loop is compared in float32 at float32 r
 
 import math
 import os
-import subprocess
-import sys
 import warnings
 
 import pytest
@@ -325,13 +323,15 @@ def test_save_pretrained_pipelines_round_trip(saved_pipeline):
 def test_cli_samples_a_prompt_product_of_each_pipeline(saved_pipeline, tmp_path):
     kind, folder, _ = saved_pipeline
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "recompose", "sample", "--diffusers", str(folder),
-           "--prompt", "P0=red cube", "--prompt", "P1=blue sphere", "--expr", "P0 * P1 / U",
-           "--size", "16", "--sampler", "reverse", "--levels", "8", "--n", "4",
-           "--out", str(out), "--quiet"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    from click.testing import CliRunner
+
+    from recompose.cli.main import cli
+
+    args = ["sample", "--diffusers", str(folder), "--prompt", "P0=red cube", "--prompt",
+            "P1=blue sphere", "--expr", "P0 * P1 / U", "--size", "16", "--sampler", "reverse",
+            "--levels", "8", "--n", "4", "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(cli, args)  # in process (the subprocess path: test_diffusers)
+    assert result.exit_code == 0, result.output[-2000:]
     import numpy as np
 
     arrays = np.load(out / "samples.npz")
