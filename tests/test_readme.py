@@ -27,7 +27,8 @@ CHECKED = [("README.md", "modes = torch.tensor([[0.0, 0.5], [0.0, -0.5]])"),
            (ENERGIES, "compile_gradient"),
            (ENERGIES, "jacobian_asymmetry"),
            (ALGEBRA, 'rc.superpose([ring, bar], mode="and")'),
-           (DIFFUSERS, "stable-diffusion-3.5-medium")]
+           (DIFFUSERS, "stable-diffusion-3.5-medium"),
+           ("README.md", "black-forest-labs/FLUX.1-dev")]
 
 
 def _block(page, marker):
@@ -181,3 +182,22 @@ def test_flow_transformer_example_runs_on_local_pipelines(tmp_path):
         exec(compile(block, DIFFUSERS, "exec"), env)
     assert env["images"].shape == (4, 3, 16, 16) and torch.isfinite(env["images"]).all()
     assert env["sd3"].decode(torch.zeros(1, 4, 8, 8)).shape == (1, 3, 16, 16)
+
+
+def test_readme_flux_example_runs_on_a_local_pipeline(tmp_path):
+    """The README's FLUX hub example with a tiny local FLUX folder in place of the hub id."""
+    import pytest
+    import torch
+
+    pytest.importorskip("diffusers")
+    import experiments.tiny_pipelines as tiny
+    import recompose as rc
+
+    tiny.save(tiny.flux_pipeline(), tmp_path / "flux")
+    block = _block("README.md", "black-forest-labs/FLUX.1-dev")
+    block = block.replace('"black-forest-labs/FLUX.1-dev"', repr(str(tmp_path / "flux")))
+    block = block.replace('device="cuda"', 'device="cpu"').replace("1024", "16")
+    env: dict = {}
+    with pytest.warns(rc.ApproximationWarning, match="guidance-distilled"):
+        exec(compile(block, "README.md", "exec"), env)
+    assert env["images"].shape == (4, 3, 16, 16) and torch.isfinite(env["images"]).all()
