@@ -11,6 +11,7 @@ import torch
 
 import recompose as rc
 from conftest import CallCounter, ScoreOnly, class_model
+from experiments.superdiff import exact_left, oracle, tracked_run
 from recompose.errors import CapabilityError
 from recompose.samplers.tracking import Tracker
 
@@ -18,34 +19,8 @@ PATHS = {"vp": rc.CosineSchedule, "rf": rc.RectifiedFlowSchedule}
 W = (0.3, 0.7)
 
 
-def _oracle(path, narrow=True):
-    """``P`` two narrow Gaussians on the left, ``Q`` two wide ones on the right (as
-    ``experiments.superdiff.oracle``; ``narrow=False``: stds 0.25, 0.4 and 0.7, 0.5)."""
-    sp, sq = ([0.15, 0.3], [0.6, 0.4]) if narrow else ([0.25, 0.4], [0.7, 0.5])
-    p = rc.GaussianMixture([[-1.5, 0.0], [-1.0, 1.0]], sp, schedule=path, name="P")
-    q = rc.GaussianMixture([[1.5, 0.0], [1.0, -1.2]], sq, schedule=path, name="Q")
-    return p, q
-
-
 def _score_mix(p, q, weights=W):
     return rc.mixture([ScoreOnly(p, "P"), ScoreOnly(q, "Q")], weights)
-
-
-def _run(model, n, levels, seed, sampler="reverse"):
-    """A run and its chains at the cleanest level, where ``log_density`` is."""
-    seen = {}
-    r = rc.sample(model, n, sampler, num_levels=levels, seed=seed,
-                  callback=lambda d: seen.__setitem__(d["level"], d["x"]))
-    return r, seen[0]
-
-
-def _exact_left(parts, weights):
-    total = 0.0
-    for w, m in zip(weights, parts):
-        sd = m.covariances()[:, 0, 0].sqrt()
-        cdf = torch.distributions.Normal(0.0, 1.0).cdf(-m.means[:, 0] / sd)
-        total += w * float((m.log_weights.exp() * cdf).sum())
-    return total
 
 
 # ---------------------------------------------------------------- exact checks
@@ -55,8 +30,8 @@ def test_tracking_is_exact_for_the_reference_gaussian_along_any_trajectory(path)
     equals the exact one to rounding at every level, along the chains of another model."""
     schedule = PATHS[path]()
     g = rc.GaussianMixture([[0.0, 0.0]], 1.0, schedule=schedule, name="G")
-    p, q = _oracle(schedule)
-    r, x = _run(rc.mixture([ScoreOnly(g, "G"), ScoreOnly(p, "P")], [0.5, 0.5]), 200, 30, 0)
+    p, q = oracle(schedule)
+    r, x = tracked_run(rc.mixture([ScoreOnly(g, "G"), ScoreOnly(p, "P")], [0.5, 0.5]), 200, 30, 0)
     torch.testing.assert_close(r.log_density["G"], g.log_prob(x, r.info.t[0]), rtol=0,
                                atol=1e-9)
 
@@ -72,7 +47,7 @@ def test_the_increment_is_the_ito_sum_with_the_gaussian_control_variate():
     Gaussian ``G = N(0, v I)`` (score ``−x/v_i``), plus ``G``'s exact change
     ``log G_{i−1}(x') − log G_i(x)``."""
     schedule = rc.RectifiedFlowSchedule()
-    p, q = _oracle(schedule)
+    p, q = oracle(schedule)
     tracker = Tracker(_score_mix(p, q))
     levels = schedule.levels(20)
     gen = torch.Generator().manual_seed(0)
@@ -97,7 +72,7 @@ def test_the_increment_is_the_ito_sum_with_the_gaussian_control_variate():
 def test_the_and_step_makes_the_tracked_log_densities_equal():
     """With an unclipped range, κ solved after drawing z makes ``ℓ_A = ℓ_B`` after the step,
     to rounding, from any start."""
-    p, q = _oracle(rc.CosineSchedule())
+    p, q = oracle(rc.CosineSchedule())
     sup = rc.superpose([ScoreOnly(p, "P"), ScoreOnly(q, "Q")], kappa_range=(-1e9, 1e9))
     tracker, levels = Tracker(sup), rc.CosineSchedule().levels(50)
     gen = torch.Generator().manual_seed(0)
@@ -120,10 +95,10 @@ def test_tracked_differences_between_chains_match_the_oracle_and_shrink_with_lev
     VP / rectified flow; docs/results.md §13), so the tolerance is ``c/√T`` with ``c`` 1.3× the
     largest measured constant: ``c = 5`` for P (stds 0.15, 0.3; measured 3.8 / 3.5),
     ``c = 1.8`` for Q (0.6, 0.4; measured 1.3 / 1.4)."""
-    p, q = _oracle(PATHS[path]())
+    p, q = oracle(PATHS[path]())
     spreads = {}
     for T in (50, 200):
-        r, x = _run(_score_mix(p, q), 500, T, 0)
+        r, x = tracked_run(_score_mix(p, q), 500, T, 0)
         t0 = r.info.t[0]
         own = {"P": x[:, 0] < 0, "Q": x[:, 0] >= 0}
         spreads[T] = {k: float((r.log_density[k] - m.log_prob(x, t0))[own[k]].std())
@@ -141,8 +116,8 @@ def test_a_score_only_mixture_gets_each_sides_mass(path):
     same exact models too ("reverse": the same expression, the same density). The mass error
     falls like 1/T (docs/results.md §13: −0.018 at T = 100, −0.009 at T = 200, of which
     reverse diffusion's own discretisation, with exact energies, is −0.013 and −0.006)."""
-    p, q = _oracle(PATHS[path](), narrow=False)
-    exact = _exact_left([p, q], W)
+    p, q = oracle(PATHS[path](), narrow=False)
+    exact = exact_left([p, q], W)
     cases = [(_score_mix(p, q), "fkc")] + ([(rc.mixture([p, q], W), "reverse")]
                                            if path == "vp" else [])
     for model, sampler in cases:
@@ -164,11 +139,11 @@ def test_the_and_ends_with_equal_log_densities(path):
     a = rc.GaussianMixture([[-1.0, 0.0], [1.0, 0.0]], [0.3, 0.3], schedule=schedule)
     b = rc.GaussianMixture([[0.0, 0.0], [1.0, 1.0]], [0.5, 0.2], schedule=schedule)
     sa, sb = ScoreOnly(a, "A"), ScoreOnly(b, "B")
-    r, x = _run(rc.superpose([sa, sb]), 500, 200, 0)
+    r, x = tracked_run(rc.superpose([sa, sb]), 500, 200, 0)
     t0 = r.info.t[0]
     exact = (a.log_prob(x, t0) - b.log_prob(x, t0)).abs()
     assert float(exact.median()) < 0.35, float(exact.median())
-    wide, x = _run(rc.superpose([sa, sb], kappa_range=(-1e6, 1e6)), 500, 200, 0)
+    wide, x = tracked_run(rc.superpose([sa, sb], kappa_range=(-1e6, 1e6)), 500, 200, 0)
     tracked = (wide.log_density["A"] - wide.log_density["B"]).abs()
     assert float(tracked.quantile(0.95)) < 1e-6
     prod = rc.sample(sa * sb, 500, "fkc", num_levels=200, seed=0).x
@@ -185,7 +160,7 @@ def test_a_mixture_inside_a_product_gets_feynman_kac_weights():
     q = ScoreOnly(rc.GaussianMixture([[2.0, 0.0]], 1.0), "Q")
     b = rc.GaussianMixture([[0.0, 0.0]], 0.5)
     model = rc.mixture([p, q]) * ScoreOnly(b, "B")
-    exact = _exact_left([rc.gmm_product(rc.GaussianMixture([[-2.0, 0.0], [2.0, 0.0]],
+    exact = exact_left([rc.gmm_product(rc.GaussianMixture([[-2.0, 0.0], [2.0, 0.0]],
                                                            [0.2, 1.0]), b)], (1.0,))
     assert abs(exact - 0.2028) < 1e-4
     fkc = np.array([float((rc.sample(model, 1000, "fkc", num_levels=200, seed=s).x[:, 0] < 0)
@@ -202,7 +177,7 @@ def test_fkc_on_a_mixture_alone_is_reverse_diffusion_with_tracking():
     """A mixture is one marginal factor: FKC's weights are all 1, nothing is resampled, and
     samples and tracked log-densities are reverse diffusion's bit for bit; both models are
     evaluated at every level."""
-    p, q = _oracle(rc.CosineSchedule())
+    p, q = oracle(rc.CosineSchedule())
     a = rc.sample(_score_mix(p, q), 300, "fkc", num_levels=40, seed=3)
     b = rc.sample(_score_mix(p, q), 300, "reverse", num_levels=40, seed=3)
     assert torch.equal(a.x, b.x) and a.info.resampled == []
@@ -213,7 +188,7 @@ def test_fkc_on_a_mixture_alone_is_reverse_diffusion_with_tracking():
 
 
 def test_superpose_or_is_the_tracked_mixture_and_energy_mixtures_are_unchanged():
-    p, q = _oracle(rc.CosineSchedule())
+    p, q = oracle(rc.CosineSchedule())
     energy = rc.mixture([p, q], W)
     assert not energy.tracked and energy.has_energy
     r = rc.sample(energy, 50, "reverse", num_levels=10, seed=0)
@@ -227,7 +202,7 @@ def test_superpose_or_is_the_tracked_mixture_and_energy_mixtures_are_unchanged()
 
 
 def test_sharded_runs_carry_the_log_densities_of_every_block():
-    p, q = _oracle(rc.CosineSchedule())
+    p, q = oracle(rc.CosineSchedule())
     for sampler in ("reverse", "fkc"):
         r = rc.sample(_score_mix(p, q), 300, sampler, num_levels=10, seed=0, shard=True)
         assert {k: v.shape for k, v in r.log_density.items()} == {"P": (300,), "Q": (300,)}
@@ -252,7 +227,7 @@ def test_views_of_one_network_are_one_stacked_call():
 # ---------------------------------------------------------------- refusals
 @pytest.mark.parametrize("sampler", ["ode", "ula", "uhmc", "mala", "hmc", "smc"])
 def test_samplers_that_cannot_track_refuse_before_any_work(sampler):
-    p, q = _oracle(rc.CosineSchedule())
+    p, q = oracle(rc.CosineSchedule())
     with pytest.raises(CapabilityError, match="use 'fkc' \\(without moves\\) or 'reverse'"):
         rc.sample(_score_mix(p, q), 10, sampler, num_levels=5, seed=0)
     with pytest.raises(CapabilityError, match="use 'reverse'$"):
@@ -261,7 +236,7 @@ def test_samplers_that_cannot_track_refuse_before_any_work(sampler):
 
 
 def test_what_tracking_cannot_do_is_refused_with_advice():
-    p, q = _oracle(rc.CosineSchedule())
+    p, q = oracle(rc.CosineSchedule())
     mix, sup = _score_mix(p, q), rc.superpose([ScoreOnly(p, "P"), ScoreOnly(q, "Q")])
     with pytest.raises(CapabilityError, match="fkc without moves"):
         rc.sample(mix, 10, "fkc", moves="uhmc", num_levels=5, seed=0)
