@@ -79,11 +79,14 @@ class _Learned(DiffusionModel):
         self._check_call(x, c)
         return self.net(x, t) if c is None else self.net(x, t, c)
 
-    def _net_copies(self, x: Tensor, t: Tensor, c: Tensor, copies: int) -> tuple[Tensor, Tensor]:
+    def _net_copies(self, x: Tensor, t: Tensor, c: Tensor | None, copies: int
+                    ) -> tuple[Tensor, Tensor]:
         """``(xs, out)``: ``copies`` stacked copies of ``x`` (``(K·B, *D)``) and the network's
-        output on them with the ``K·B`` conditions ``c``. A network that ``shares_trunk`` is
-        given ``x`` once (:meth:`PositionUNet.forward_copies`); the stacked ``xs`` is what
-        an energy's ``x`` term differentiates through either way."""
+        output on them with the ``K·B`` conditions ``c`` (``copies = 1``: ``x`` itself). A
+        network that ``shares_trunk`` is given ``x`` once (:meth:`PositionUNet.forward_copies`);
+        the stacked ``xs`` is what an energy's ``x`` term differentiates through either way."""
+        if copies == 1:
+            return x, self._net(x, t, c)
         xs = torch.cat([x] * copies)
         if getattr(self.net, "shares_trunk", False):
             check_event_shape(x, self.event_shape, self.describe())
@@ -142,10 +145,7 @@ class ScoreModel(_Learned):
                 copies: int = 1) -> Tensor:
         """``ε̂``; with ``copies = K``, on ``K`` copies of ``x`` with ``K·B`` conditions ``c``."""
         t = as_time(t, x.shape[0], x)
-        if copies == 1:
-            xs, out = x, self._net(x, t, c)
-        else:
-            xs, out = self._net_copies(x, t, c, copies)
+        xs, out = self._net_copies(x, t, c, copies)
         if self.prediction.name == "epsilon":
             return out
         ts = t if copies == 1 else t.repeat(copies)
@@ -161,10 +161,7 @@ class ScoreModel(_Learned):
         """``(1, x̂₀)`` from the network's own prediction (defined at ``α = 0`` for x₀, v,
         velocity and flow predictions); with ``copies = K``, ``(K·B, *D)`` on ``K`` copies of
         ``x`` with ``K·B`` conditions ``c``."""
-        if copies == 1:
-            xs, out = x, self._net(x, t, c)
-        else:
-            xs, out = self._net_copies(x, t, c, copies)
+        xs, out = self._net_copies(x, t, c, copies)
         return 1.0, self.prediction.to_x0(out, xs, t.repeat(copies), self.schedule)
 
 
@@ -186,7 +183,7 @@ class EnergyModel(_Learned):
         """``U_θ(x, t)``, shape ``(B,)`` (ε-scale; the energy divides it by ``σ_t``); with
         ``copies = K``, ``(K·B,)`` on ``K`` copies of ``x`` with ``K·B`` conditions ``c``."""
         t = as_time(t, x.shape[0], x)
-        xs, out = (x, self._net(x, t, c)) if copies == 1 else self._net_copies(x, t, c, copies)
+        xs, out = self._net_copies(x, t, c, copies)
         if self.form == "ae":
             return batch_sum((out - xs) ** 2)
         return 0.5 * batch_sum(out**2)
