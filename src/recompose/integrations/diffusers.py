@@ -206,6 +206,13 @@ def scheduler_levels(model: ScoreModel, scheduler: object) -> Levels:
 
 
 # ----------------------------------------------------------------- the network
+def _network_kind(network: nn.Module) -> str:
+    """How a network is called: ``"flux"`` (``FluxTransformer2DModel``: packed latents),
+    ``"sd3"`` (``SD3Transformer2DModel``: joint attention, pooled projections) or ``"unet"``."""
+    name = type(network).__name__
+    return "flux" if name.startswith("Flux") else "sd3" if name.startswith("SD3") else "unet"
+
+
 class NetworkAdapter(nn.Module):
     """``f(x, t[, c])`` in recompose's convention (``t ∈ [0, 1]``; the output is the prediction
     named by :attr:`path`) from a diffusers UNet or transformer; also the condition protocol of
@@ -215,22 +222,18 @@ class NetworkAdapter(nn.Module):
                  encode_prompt: Callable[[list[str]], tuple[Tensor, Tensor | None]] | None = None,
                  null_condition: Tensor | tuple[Tensor, Tensor] | None = None,
                  raw: bool = False,
-                 guidance_scale: float | None = None, latent_size: tuple[int, int] | None = None
-                 ) -> None:
+                 guidance_scale: float | None = None) -> None:
         super().__init__()
         self.network, self.path, self.raw = network, path, raw
         self.schedule = path.schedule
         self.encode_prompt = encode_prompt
-        kind = type(network).__name__
-        self.call = "flux" if kind.startswith("Flux") else "sd3" if kind.startswith("SD3") \
-            else "unet"
+        self.call = _network_kind(network)
         config = network.config
         self.conditional = (self.call != "unet"
                             or getattr(config, "cross_attention_dim", None) is not None)
         self.guidance_distilled = bool(getattr(config, "guidance_embeds", False))
         self.guidance_scale = guidance_scale if self.guidance_distilled else None
         self.condition_ndim = 2 if self.call == "unet" else 1
-        self.latent_size = latent_size
         self.embed_shape: tuple[int, ...] | None = None  # (L, D) of a joint condition
         if self.conditional and null_condition is None:
             if encode_prompt is None:
@@ -419,7 +422,7 @@ def pipeline_encoder(pipe: object, max_sequence_length: int | None = None
     ``encode_prompt`` (CLIP and T5; prompt embeddings and pooled projections)."""
     options = {} if max_sequence_length is None else {"max_sequence_length":
                                                       max_sequence_length}
-    flux = type(pipe).__name__.startswith("Flux")
+    flux = _network_kind(pipe.transformer) == "flux"
 
     def encode(prompts: list[str]) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
@@ -442,13 +445,13 @@ def _event_shape(network: nn.Module, sample_size: int | tuple[int, int] | None
                          "sample_size= (the latent height and width)")
     size = (size, size) if isinstance(size, int) else tuple(size)
     channels = int(network.config.in_channels)
-    if type(network).__name__.startswith("Flux"):  # packed 2×2 tokens: 4 channels each
+    if _network_kind(network) == "flux":  # packed 2×2 tokens: 4 channels each
         channels //= 4
     return (channels, *map(int, size))
 
 
 def _image_tokens(network: nn.Module, event_shape: tuple[int, ...]) -> int:
-    patch = 2 if type(network).__name__.startswith("Flux") else int(
+    patch = 2 if _network_kind(network) == "flux" else int(
         getattr(network.config, "patch_size", 1) or 1)
     return (event_shape[1] // patch) * (event_shape[2] // patch)
 
@@ -533,7 +536,7 @@ def from_pipeline(pipe: object, *, height: int | None = None, width: int | None 
     default = int(getattr(pipe, "default_sample_size", None)
                   or getattr(pipe.transformer.config, "sample_size", 128))
     h, w = (height or default * factor) // factor, (width or default * factor) // factor
-    if type(pipe).__name__.startswith("Flux"):
+    if _network_kind(pipe.transformer) == "flux":
         h, w = 2 * (h // 2), 2 * (w // 2)  # FLUX packs 2×2 latent patches
     return from_diffusers(pipe.transformer, pipe.scheduler, vae=pipe.vae, sample_size=(h, w),
                           encode_prompt=pipeline_encoder(pipe, max_sequence_length),
