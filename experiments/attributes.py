@@ -71,6 +71,8 @@ __all__ = ["COLOUR_NAMES", "SHAPE_NAMES", "SPEC", "word_tokenizer", "text_encode
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 PIPELINE = WEIGHTS / "attributes"
 CHECKER = WEIGHTS / "attribute-checker.safetensors"
+#: the second checker (another architecture and seed): grades what the first one steered
+EVAL_CHECKER = WEIGHTS / "attribute-checker-eval.safetensors"
 COLOUR_NAMES = ("red", "green", "blue", "yellow")  # rows 0–3 of clevr.COLOURS
 SHAPE_NAMES = ("sphere", "cube")  # clevr's shape codes 0, 1
 SPEC = SceneSpec(size=16, radius=2.5, min_objects=1, max_objects=3, margin=3 / 16,
@@ -305,15 +307,45 @@ class AttributeChecker(nn.Module):
         return self(x.clamp(-1, 1)) > 0
 
 
-def train_checker(steps: int = 3000, batch: int = 256, seed: int = 7) -> dict:
+class EvalChecker(nn.Module):
+    """The second checker, built unlike :class:`AttributeChecker` so that it does not share its
+    blind spots: strided convolutions with group norm, average pooling over a spatial map and a
+    per-pair head. Same output, ``(B, 4, 2)`` logits."""
+
+    def __init__(self, channels: int = 48) -> None:
+        super().__init__()
+        c = channels
+        self.body = nn.Sequential(
+            nn.Conv2d(3, c, 5, padding=2), nn.GroupNorm(8, c), nn.GELU(),
+            nn.Conv2d(c, c, 3, stride=2, padding=1), nn.GroupNorm(8, c), nn.GELU(),
+            nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(8, c), nn.GELU())
+        self.head = nn.Conv2d(c, len(COLOUR_NAMES) * 2, 1)  # a presence map per pair
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.head(self.body(x))  # (B, 8, 8, 8)
+        # a smooth maximum over positions: "some place holds such an object"
+        return torch.logsumexp(4 * logits.flatten(2), -1).div(4).view(-1, len(COLOUR_NAMES), 2)
+
+    @torch.no_grad()
+    def present(self, x: Tensor) -> Tensor:
+        """``(B, 4, 2)`` booleans."""
+        return self(x.clamp(-1, 1)) > 0
+
+
+CHECKERS = {"reward": (AttributeChecker, CHECKER, 7), "eval": (EvalChecker, EVAL_CHECKER, 23)}
+
+
+def train_checker(steps: int = 3000, batch: int = 256, which: str = "reward") -> dict:
+    """Train a checker on ground-truth scenes only and report its held-out scene accuracy."""
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
+    cls, path, seed = CHECKERS[which]
     torch.manual_seed(seed)
-    net = AttributeChecker()
+    net = cls()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(seed)
-    for step in tqdm(range(steps), desc="train checker"):
+    for step in tqdm(range(steps), desc=f"train {which} checker"):
         d = attribute_scenes(batch, gen)
         x = d["x"] + 0.03 * torch.randn(d["x"].shape, generator=gen)  # sampler-like residue
         loss = F.binary_cross_entropy_with_logits(net(x), d["present"])
@@ -325,17 +357,21 @@ def train_checker(steps: int = 3000, batch: int = 256, seed: int = 7) -> dict:
     test = attribute_scenes(4000, torch.Generator().manual_seed(seed + 1000))
     net.eval()
     exact = (net.present(test["x"]) == test["present"].bool()).flatten(1).all(1)
-    metrics = {"scene_accuracy": float(exact.float().mean()), "test_scenes": 4000}
+    metrics = {"scene_accuracy": float(exact.float().mean()), "test_scenes": 4000,
+               "seed": seed, "architecture": cls.__name__}
     WEIGHTS.mkdir(exist_ok=True)
-    save_file(net.state_dict(), str(CHECKER), metadata={"metrics": json.dumps(metrics)})
+    save_file(net.state_dict(), str(path), metadata={"metrics": json.dumps(metrics)})
     return metrics
 
 
-def load_checker() -> AttributeChecker:
+def load_checker(which: str = "reward") -> AttributeChecker | EvalChecker:
+    """The reward checker (``"reward"``, the one the §9 table used) or the evaluation checker
+    (``"eval"``)."""
     from safetensors.torch import load_file
 
-    net = AttributeChecker()
-    net.load_state_dict(load_file(str(CHECKER)))
+    cls, path, _ = CHECKERS[which]
+    net = cls()
+    net.load_state_dict(load_file(str(path)))
     return net.eval()
 
 
@@ -441,8 +477,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--objective", choices=("ddpm", "flow"), default="ddpm",
                    help="ddpm: ε-prediction on the cosine table (experiments/weights/"
                    "attributes); flow: flow matching, velocity ε − x₀ (attributes-flow)")
-    c = sub.add_parser("checker", help="train the attribute checker")
+    c = sub.add_parser("checker", help="train an attribute checker")
     c.add_argument("--steps", type=int, default=3000)
+    c.add_argument("--which", choices=tuple(CHECKERS), default="reward",
+                   help="reward: the §9 checker (also the reward of §16); eval: the second "
+                   "checker, another architecture and seed, that grades §16")
     sub.add_parser("table", help="the composition table (configs/attributes.json; any entry "
                    "can be overridden, e.g. table --n 20)", add_help=False)
     argv = sys.argv[1:] if argv is None else argv
@@ -454,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
         train(args.out, args.steps, objective=args.objective)
     elif args.command == "checker":
-        print(json.dumps(train_checker(args.steps)))
+        print(json.dumps(train_checker(args.steps, which=args.which)))
 
 
 if __name__ == "__main__":

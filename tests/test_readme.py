@@ -28,7 +28,8 @@ CHECKED = [("README.md", "modes = torch.tensor([[0.0, 0.5], [0.0, -0.5]])"),
            (ENERGIES, "jacobian_asymmetry"),
            (ALGEBRA, 'rc.superpose([ring, bar], mode="and")'),
            (DIFFUSERS, "stable-diffusion-3.5-medium"),
-           ("README.md", "black-forest-labs/FLUX.1-dev")]
+           ("README.md", "black-forest-labs/FLUX.1-dev"),
+           ("README.md", "right = rc.reward(")]
 
 
 def _block(page, marker):
@@ -201,3 +202,18 @@ def test_readme_flux_example_runs_on_a_local_pipeline(tmp_path):
     with pytest.warns(rc.ApproximationWarning, match="guidance-distilled"):
         exec(compile(block, "README.md", "exec"), env)
     assert env["images"].shape == (4, 3, 16, 16) and torch.isfinite(env["images"]).all()
+
+
+def test_readme_reward_example_runs(capsys):
+    """The README's claim: an indicator reward tilts the mixture's right mode from 0.30 to the
+    exact ``e²·p/(1 − p + e²·p)`` (p the right-hand mass), within 4 standard errors of the
+    weighted draws (their effective size is about half of n here)."""
+    import torch
+    from torch.distributions import Normal
+
+    _run("README.md", "right = rc.reward(")
+    frac = float(capsys.readouterr().out.strip().splitlines()[-1])
+    p = 0.7 * (1 - float(Normal(-2.0, 0.5).cdf(torch.tensor(0.0)))) + 0.3 * (
+        1 - float(Normal(2.0, 0.5).cdf(torch.tensor(0.0))))
+    exact = math.e**2 * p / (1 - p + math.e**2 * p)
+    assert abs(frac - exact) < 4 * math.sqrt(exact * (1 - exact) / 1000), (frac, exact)

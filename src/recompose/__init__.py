@@ -3,9 +3,9 @@
 Quick map: models (:class:`DiffusionModel`, :class:`GaussianMixture`) on Gaussian paths
 (:mod:`.schedules`: VP, rectified flow, VE), the algebra (``a * b``, ``a ** w``, ``a / b``,
 :func:`mixture`, :func:`cfg`, :func:`guide`, :func:`normalize`, :func:`tapestry` for canvases
-of crops; the same algebra as text: :func:`parse`), samplers as objects (:mod:`.samplers`:
-reverse diffusion, the probability-flow ODE, annealed ULA / U-HMC / MALA / HMC, SMC, FKC) and
-one entry point :func:`sample`.
+of crops, :func:`reward` for verifiers as factors; the same algebra as text: :func:`parse`),
+samplers as objects (:mod:`.samplers`: reverse diffusion, the probability-flow ODE, annealed
+ULA / U-HMC / MALA / HMC, SMC, FKC, best-of-N) and one entry point :func:`sample`.
 
 Importing recompose before torch makes torch's OpenMP threads sleep rather than spin while they
 wait (``OMP_WAIT_POLICY=PASSIVE``, unless the variable is already set): with spinning threads a
@@ -37,6 +37,7 @@ from .models import DiffusionModel, GaussianMixture, gmm_product
 from .models.denoiser import from_denoiser
 from .models.loading import load_model, pretrained
 from .models.normalization import normalize
+from .rewards import Reward, Tilted, reward
 from .samplers import SampleInfo, SampleResult
 from .sampling import SAMPLERS, sample
 from .schedules import (
@@ -73,4 +74,4 @@ __all__ = ["DiffusionModel", "GaussianMixture", "gmm_product", "pretrained", "lo
            "DiscreteSchedule", "RectifiedFlowSchedule", "VESchedule", "SigmaSchedule",
            "get_schedule", "CapabilityError", "CompositionError", "ExpressionError", "mcmc",
            "samplers", "from_diffusers", "from_pretrained", "from_pipeline", "from_denoiser",
-           "ApproximationWarning"]
+           "ApproximationWarning", "reward", "Reward", "Tilted"]

@@ -59,6 +59,7 @@ from torch import Tensor, nn
 
 from .errors import ApproximationWarning, CapabilityError, CompositionError
 from .models.base import DiffusionModel
+from .rewards import Reward, Tilted
 
 __all__ = ["Product", "Power", "Mixture", "Superposition", "product", "power", "mixture",
            "superpose", "cfg", "guide", "conjunction", "factors", "factor_scores",
@@ -87,6 +88,10 @@ def _check_compatible(parts: Sequence[DiffusionModel], what: str,
         if not isinstance(p, DiffusionModel):
             raise TypeError(f"cannot form {what}: {role} is a {type(p).__name__}, expected a "
                             "DiffusionModel")
+        if isinstance(p, Tilted):
+            raise CompositionError(f"cannot form {what}: {role} ({p.describe()}) has a reward "
+                                   "factor, which tilts a whole composition; apply it last, "
+                                   "e.g. (a * b) * rc.reward(...)")
     first = parts[0]
     for role, p in zip(roles[1:], parts[1:]):
         if p.schedule != first.schedule:
@@ -549,9 +554,16 @@ def conjunction(model: DiffusionModel, conditions: Sequence[object], plain: bool
 
 # ------------------------------------------------------------------------ operators
 # A number where a model is expected is refused (diffusers: fail loudly rather than guess).
+def _untilt(model: DiffusionModel) -> tuple[DiffusionModel, tuple]:
+    return (model.base, model.rewards) if isinstance(model, Tilted) else (model, ())
+
+
 def _mul(self: DiffusionModel, other: object) -> DiffusionModel:
-    """``a * b``: the product."""
+    """``a * b``: the product (a reward factor of either side tilts the product)."""
     if isinstance(other, DiffusionModel):
+        (a, ra), (b, rb) = _untilt(self), _untilt(other)
+        if ra or rb:
+            return Tilted(product([a, b]), ra + rb)
         return product([self, other])
     if isinstance(other, Real):
         raise TypeError("multiplying a model by a number is ambiguous: use `model ** w` for a "
@@ -563,6 +575,8 @@ def _mul(self: DiffusionModel, other: object) -> DiffusionModel:
 def _truediv(self: DiffusionModel, other: object) -> DiffusionModel:
     """``a / b``: the quotient ``a · b^{−1}``."""
     if isinstance(other, DiffusionModel):
+        if isinstance(self, Tilted) and not isinstance(other, Tilted):
+            return Tilted(product([self.base, power(other, -1.0)]), self.rewards)
         return product([self, power(other, -1.0)])
     if isinstance(other, Real):
         raise TypeError("dividing a model by a number is ambiguous: use `model ** w`")
@@ -580,6 +594,8 @@ def _add(self: DiffusionModel, other: object) -> DiffusionModel:
     """``a + b``: the equal-weight mixture."""
     if isinstance(other, DiffusionModel):
         return mixture([self, other])
+    if isinstance(other, Reward):
+        return NotImplemented  # the reward's own message
     raise TypeError("adding a number to a model is meaningless; `a + b` is the equal-weight "
                     "mixture")
 

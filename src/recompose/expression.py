@@ -53,6 +53,7 @@ from collections.abc import Callable, Collection, Mapping
 from .compose import cfg, mixture
 from .models.base import DiffusionModel
 from .models.normalization import check_quadrature, normalize
+from .rewards import Reward
 
 __all__ = ["ExpressionError", "parse", "check"]
 
@@ -431,18 +432,20 @@ def check(text: str, names: Collection[str] | None = None) -> tuple[str, ...]:
     return tuple(_compile(text, names).used)
 
 
-def parse(text: str, env: Mapping[str, DiffusionModel]) -> DiffusionModel:
+def parse(text: str, env: Mapping[str, DiffusionModel | Reward]) -> DiffusionModel:
     """Build the model an expression describes from the models bound in ``env`` (name ->
     model): ``parse("A * B**-0.3", env)`` is ``env["A"] * env["B"]**-0.3`` (grammar in the module
-    docstring).
+    docstring). A name may also be bound to a reward factor (``rc.reward``):
+    ``parse("A * B * R", {..., "R": rc.reward(r, temperature=0.1)})`` tilts the product.
 
     Raises :class:`ExpressionError` (with the column) for syntax, unknown names, or a number
     where a model belongs. Errors of the algebra itself (e.g.
     :class:`~recompose.errors.CapabilityError`) propagate unchanged, with a note giving the column.
     """
     for key, value in env.items():
-        if not isinstance(value, DiffusionModel):
-            raise TypeError(f"env[{key!r}] is a {type(value).__name__}, not a DiffusionModel")
+        if not isinstance(value, DiffusionModel | Reward):
+            raise TypeError(f"env[{key!r}] is a {type(value).__name__}, not a DiffusionModel "
+                            "or a reward factor")
     compiler = _compile(text, env)
     stack: list[DiffusionModel] = []
     for kind, arg, node in compiler.program:
@@ -472,4 +475,7 @@ def parse(text: str, env: Mapping[str, DiffusionModel]) -> DiffusionModel:
             err.add_note(ExpressionError("in the expression", column, compiler.text).pretty())
             raise
     (model,) = stack
+    if isinstance(model, Reward):
+        raise ExpressionError("the expression is a reward factor alone; a reward tilts a model: "
+                              "A * R", 1, compiler.text)
     return model

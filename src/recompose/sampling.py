@@ -33,8 +33,10 @@ import torch
 from torch import Tensor
 
 from . import distributed as _distributed
+from .errors import CapabilityError
 from .mcmc.base import Kernel
 from .models.base import DiffusionModel, model_device_dtype
+from .rewards import Reward, split_rewards
 from .samplers.base import LevelCallback, Sampler, check_tracking, execute
 from .samplers.result import SampleResult, SamplingWarning
 from .samplers.shortcuts import SAMPLERS, make_sampler
@@ -64,6 +66,31 @@ def _count(value: object, name: str, most: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
         raise ValueError(f"{name} must be an integer in [1, {most:,}], got {value!r}")
     return value
+
+
+def _reward_split(model: DiffusionModel, sampler: Sampler
+                  ) -> tuple[DiffusionModel, tuple[Reward, ...]]:
+    """The model a sampler runs and the rewards it weighs itself (:mod:`recompose.rewards`):
+    weighted samplers and best-of-N run the base and use the rewards; the others run the tilted
+    model, whose score needs every reward's gradient. Refusals come before any work."""
+    base, rewards = split_rewards(model)
+    if not rewards:
+        return model, ()
+    if not sampler.weighs_rewards:
+        bad = [r.describe() for r in rewards if not r.differentiable]
+        if bad:
+            raise CapabilityError(
+                f"{sampler.name} follows the gradient of every factor, but {', '.join(bad)} is "
+                "not differentiable; use it in weights: 'fkc', 'smc' with proposal='ddpm' and "
+                "moves=None, or rc.samplers.BestOf(...); or declare differentiable=True")
+        return model, ()
+    moves = getattr(sampler, "moves", None)
+    if moves is not None:
+        fix = " (smc: proposal='ddpm')" if sampler.name == "smc" else ""
+        raise CapabilityError(
+            f"{sampler.name}'s moves ({moves.name}) would target {base.describe()} without its "
+            f"reward factor and undo the reward's weights; use moves=None{fix}")
+    return base, rewards
 
 
 def sample(
@@ -124,6 +151,7 @@ def sample(
     if isinstance(sampler, _distributed.Sharded):
         sampler, block_size = sampler.sampler, sampler.block_size
     sampler = make_sampler(sampler, **options)
+    model, rewards = _reward_split(model, sampler)
     if groups is not None and not sampler.weighted:
         raise TypeError(f"groups does not apply to sampler {sampler.name!r} (its chains are "
                         "independent: only weighted samplers, smc and fkc, compare particles)")
@@ -146,7 +174,7 @@ def sample(
     check_tracking(sampler, model)
     sampler.check(model)
     run = functools.partial(execute, sampler, model, num_levels=num_levels, clip=clip,
-                            callback=callback)
+                            callback=callback, rewards=rewards)
     sharded = _distributed.active() if shard is None else bool(shard)
     if sharded:
         _distributed.require_seed(seed, generator)

@@ -56,3 +56,14 @@ def test_shipped_pipeline_loads_and_samples():
     x = rc.sample(A.composition(model, "and"), 4, "reverse", num_levels=5, seed=0,
                   clip=(-1.0, 1.0)).x
     assert x.shape == (4, 3, 16, 16) and torch.isfinite(x).all()
+
+
+def test_second_checker_is_another_network_and_as_accurate():
+    """§16 grades with a checker of another architecture and seed; both get held-out
+    ground-truth scenes right, and on noise-free scenes they agree."""
+    reward, second = A.load_checker("reward"), A.load_checker("eval")
+    assert type(reward) is not type(second)
+    d = A.attribute_scenes(500, torch.Generator().manual_seed(77))
+    for checker in (reward, second):
+        exact = (checker.present(d["x"]) == d["present"].bool()).flatten(1).all(1)
+        assert exact.float().mean() >= 0.98

@@ -40,6 +40,7 @@ from ..compose import TRACKING_SAMPLERS, Superposition, needs_tracking
 from ..errors import CapabilityError
 from ..mcmc.base import Target
 from ..models.base import DiffusionModel, model_device_dtype
+from ..rewards import Tilted
 from ..schedules import Levels
 from ..utils import check_finite
 from .result import LevelRecord, SampleResult, build_info, sample_problems
@@ -73,8 +74,10 @@ class Run:
     clip: tuple[float, float] | None
     groups: Tensor | None
     rows: Callable[[Callable[[Tensor], Any], Tensor], Any]
+    rewards: tuple = ()  # reward factors for samplers that weigh them (:mod:`recompose.rewards`)
     score_evals: int = 0
     energy_evals: int = 0
+    reward_evals: int = 0
 
     def count(self, score: int = 0, energy: int = 0) -> None:
         """Composite evaluations per chain (an ``energy_and_score`` call counts in both)."""
@@ -107,6 +110,9 @@ class Sampler:
     name: str = "sampler"
     weighted: bool = False
     tracks: bool = False
+    #: runs the base of ``model * rc.reward(...)`` and uses the rewards itself (weights,
+    #: selection); other samplers run the tilted model, whose score needs their gradients
+    weighs_rewards: bool = False
     #: steps from a top level at pure noise (``α = 0``) with the model's own ``x̂₀``
     from_pure_noise: bool = False
 
@@ -159,7 +165,8 @@ def run_levels(sampler: Sampler, run: Run, callback: LevelCallback | None = None
         done = sampler.finish(run, state)
     info = build_info(sampler.name, run.x_init.shape[0], run.levels.t.tolist(), records,
                       run.score_evals, run.energy_evals, run.composition.num_networks,
-                      time.perf_counter() - start, sampler.weighted, done.log_evidence)
+                      time.perf_counter() - start, sampler.weighted, done.log_evidence,
+                      run.reward_evals)
     return SampleResult(done.x, info, log_weights=done.log_weights,
                         log_density=done.log_density)
 
@@ -230,20 +237,30 @@ def execute(sampler: Sampler, model: DiffusionModel, n: int, num_levels: int | L
             callback: LevelCallback | None = None,
             tick: Callable[[LevelRecord], None] | None = None,
             evaluate: DiffusionModel | None = None,
-            rows: Callable[[Callable[[Tensor], Any], Tensor], Any] | None = None
-            ) -> SampleResult:
+            rows: Callable[[Callable[[Tensor], Any], Tensor], Any] | None = None,
+            rewards: tuple = ()) -> SampleResult:
     """One run of ``sampler`` on ``model`` in this process: ``n`` chains from ``x_init`` (default:
     the path's prior) over ``num_levels`` levels; ``evaluate``/``rows``: a row-sharded model
-    and row splitter (:mod:`recompose.distributed`). Records the settings and the problems."""
+    and row splitter (:mod:`recompose.distributed`); ``rewards``: the reward factors a sampler
+    that weighs them uses (``model`` is then their base). Records the settings and the
+    problems."""
     levels = resolve_levels(model, num_levels, sampler)
     device, dtype = model_device_dtype(model)
     if x_init is None:
         x_init = levels.prior(n, tuple(model.event_shape), generator, device, dtype)
     run = Run(evaluate if evaluate is not None else model, model, levels, x_init, generator,
-              clip, groups, rows if rows is not None else _local)
+              clip, groups, rows if rows is not None else _local, tuple(rewards))
+    guided = model if isinstance(model, Tilted) else None
+    if guided is not None:  # reward guidance: the tilted score calls the rewards
+        guided.reward_rows = 0
     result = run_levels(sampler, run, callback, tick)
+    if guided is not None:
+        result.info.reward_evals = guided.reward_rows // n
     result.info.settings = {"num_levels": len(levels), "n": n, "clip": clip,
                             **sampler.settings()}
+    tilted = rewards or (guided.rewards if guided is not None else ())
+    if tilted:
+        result.info.settings["rewards"] = [r.settings() for r in tilted]
     if isinstance(num_levels, Levels):
         result.info.settings["level_times"] = levels.t.tolist()
     result.info.warnings = result.info.problems() + sample_problems(result.x,

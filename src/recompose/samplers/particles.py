@@ -23,6 +23,14 @@ chain's particle to another's target. ``groups`` (one integer id per particle) s
 population: normalisation, ESS, resampling and evidence are per group (``info.ess`` reports
 the worst group's ESS fraction times ``n``; ``log_evidence`` becomes one value per group).
 
+**Reward factors** (:mod:`recompose.rewards`). For ``model * rc.reward(r, λ)`` the weighted
+samplers run ``model`` and multiply the weights by the reward's potentials: at a level that reads
+it, ``log w_i += A_i − A_{i+1}`` with the accumulated log-potential ``A`` (per particle, copied
+by resampling) of the reward's ``potential`` option, read at Tweedie's ``x̂₀`` from the
+particles' composed score (no network call); at level 0 ``A_0 = r(x₀)/λ`` on the returned
+sample, so the weights target the tilted density. The reward is called once per reading level
+on all particles (``info.reward_evals`` per chain).
+
 Bookkeeping (weights, ESS, resampling, gathers) is O(n·D) per level.
 """
 
@@ -40,6 +48,7 @@ from ..mcmc.base import Kernel, Target
 from ..mcmc.step_sizes import AcceptanceAdapter
 from ..models.base import DiffusionModel, model_device_dtype
 from ..resampling import SCHEMES, normalize_log_weights, resample
+from ..rewards import tilt_update
 from ..utils import batch_sum
 from .annealed import Moves, StepOptions, check_kernel
 from .base import STEP_ADVICE, Finished, Run, Sampler, finite_or_raise
@@ -158,6 +167,7 @@ class _State(NamedTuple):
     final_log_w: Tensor | None
     pops: Populations
     adapter: AcceptanceAdapter | None
+    tilt: tuple[Tensor | None, ...] = ()  # each reward's accumulated log-potential A (n,)
 
 
 def resolve_moves(moves: str | Kernel | None, kernel_options: dict) -> Kernel | None:
@@ -184,6 +194,7 @@ class Weighted(Sampler):
     Subclasses implement :meth:`arrive` and :meth:`move`."""
 
     weighted = True
+    weighs_rewards = True
 
     def __init__(self, moves: Kernel | None, num_steps: int | None, default_steps: int,
                  ess_threshold: float, resampling: str, step_size: float | None,
@@ -257,7 +268,7 @@ class Weighted(Sampler):
             model_device_dtype(run.composition)[0])
         return _State(self.prepare(run), None, None, pops.initial(),
                       torch.zeros(len(pops.members), dtype=torch.float64, device=device),
-                      None, pops, adapter)
+                      None, pops, adapter, (None,) * len(run.rewards))
 
     def positions(self, state: _State) -> Tensor:
         return state.particles.x
@@ -265,6 +276,9 @@ class Weighted(Sampler):
     def level(self, run: Run, state: _State, i: int) -> tuple[_State, LevelRecord]:
         pops, n = state.pops, run.x_init.shape[0]
         cur, log_inc = self.arrive(run, state.context, state.particles, i)
+        tilt = state.tilt
+        if run.rewards:
+            tilt, log_inc = self.reward_potentials(run, cur, tilt, log_inc, i)
         log_w, log_sum = pops.normalize(state.log_w + log_inc)  # W ∝ W_prev · w_i
         log_z = state.log_z + log_sum  # Ẑ_i = Ẑ_{i+1} Σ_j W_prev^j w_i^j
         ess_g = pops.ess(log_w)
@@ -277,6 +291,7 @@ class Weighted(Sampler):
         if resampled:
             index, log_w = pops.resample(log_w, which, self.resampling, run.generator)
             cur, kernel_state = gather(cur, index), gather(kernel_state, index)
+            tilt = tuple(None if a is None else a[index] for a in tilt)
         record = LevelRecord(ess=ess, resampled=resampled)
         if self.moves is not None and self.num_steps > 0:
             cur, kernel_state, moved = self.move(run, state.context, cur, kernel_state,
@@ -285,7 +300,36 @@ class Weighted(Sampler):
             run.count(moved.score_evals, moved.energy_evals)
             record = moved.record(ess=ess, resampled=resampled)
         return state._replace(particles=cur, kernel_state=kernel_state, log_w=log_w,
-                              log_z=log_z, final_log_w=final_log_w), record
+                              log_z=log_z, final_log_w=final_log_w, tilt=tilt), record
+
+    def reward_point(self, run: Run, cur: Particles, i: int) -> Tensor:
+        """Where the rewards are read at level ``i``: Tweedie's ``x̂₀`` from the particles'
+        composed score; at level 0 exactly the sample :meth:`finish` returns."""
+        if i == 0:
+            return run.levels.posterior(cur.x, cur.score, 0, run.clip)[0] if self.denoise \
+                else cur.x
+        return run.levels.denoised(cur.x, cur.score, i, run.clip)[0]
+
+    def reward_potentials(self, run: Run, cur: Particles, tilt: tuple[Tensor | None, ...],
+                          log_inc: Tensor, i: int) -> tuple[tuple[Tensor | None, ...], Tensor]:
+        """The rewards read at level ``i`` (module docstring, *Reward factors*): the new
+        accumulated log-potentials and the increment with their change added."""
+        reading = [k for k, r in enumerate(run.rewards) if i % r.interval == 0]
+        if not reading:
+            return tilt, log_inc
+        x0 = self.reward_point(run, cur, i)
+        rho = run.rows(lambda y: torch.stack([run.rewards[k](y) for k in reading], 1), x0)
+        run.reward_evals += len(reading)
+        new = list(tilt)
+        for col, k in enumerate(reading):
+            r, old = run.rewards[k], tilt[k]
+            new[k] = rho[:, col] if i == 0 else tilt_update(r, old, rho[:, col])
+            if old is None:
+                log_inc = log_inc + new[k]
+            else:  # a particle already at weight 0 (−inf) stays there, without NaN
+                both = torch.isneginf(old) & torch.isneginf(new[k])
+                log_inc = log_inc + torch.where(both, 0.0, new[k] - old)
+        return tuple(new), log_inc
 
     def finish(self, run: Run, state: _State) -> Finished:
         cur = state.particles

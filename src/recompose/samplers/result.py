@@ -12,7 +12,8 @@ Per-level arrays are ordered from level 0 (the cleanest) up, whatever the sample
   particles are grouped) at ``evidence_t``.
 
 Costs are counted per chain: composite evaluations (``score_evals``, ``energy_evals``; an
-``energy_and_score`` call counts in both) and network evaluations (× the composite's leaves).
+``energy_and_score`` call counts in both), network evaluations (× the composite's leaves) and,
+for compositions with reward factors, reward calls (``reward_evals``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class SampleInfo:
     resampled: list[int] = field(default_factory=list)
     log_evidence: float | list[float] | None = None
     evidence_t: float | None = None
+    reward_evals: int = 0
 
     @property
     def mean_acceptance(self) -> float:
@@ -181,7 +183,8 @@ class LevelRecord:
 
 def build_info(sampler: str, num_chains: int, t: list[float], records: list[LevelRecord],
                score_evals: int, energy_evals: int, leaves: int, wall_time: float,
-               weighted: bool, log_evidence: float | list[float] | None = None) -> SampleInfo:
+               weighted: bool, log_evidence: float | list[float] | None = None,
+               reward_evals: int = 0) -> SampleInfo:
     """The one place a :class:`SampleInfo` is assembled from per-level records (``records[i]``
     for level ``i``)."""
     def column(key: str, default: float) -> list[float]:
@@ -195,4 +198,5 @@ def build_info(sampler: str, num_chains: int, t: list[float], records: list[Leve
         network_score_evals=score_evals * leaves, network_energy_evals=energy_evals * leaves,
         wall_time=wall_time, ess=column("ess", 0.0) if weighted else [],
         resampled=[i for i, r in enumerate(records) if r.resampled],
-        log_evidence=log_evidence, evidence_t=t[0] if weighted else None)
+        log_evidence=log_evidence, evidence_t=t[0] if weighted else None,
+        reward_evals=reward_evals)
