@@ -82,6 +82,13 @@ def _worker(rank, world, init_file, out_dir, n, block_size, sampler):
         # FKC on a model without per-chain conditions: its rows split over the ranks
         fkc_rows = rc.sample(model, 203, "fkc", num_levels=8, seed=7)
         fkc_rows_alone = rc.sample(model, 203, "fkc", num_levels=8, seed=7, shard=False)
+        # a reward factor: read on rows split over the ranks; best-of-N on chain blocks
+        near = rc.reward(lambda x: -(x[:, 0] - 0.3).abs(), temperature=0.2)
+        fkc_reward = rc.sample(model * near, 203, "fkc", num_levels=8, seed=8)
+        fkc_reward_alone = rc.sample(model * near, 203, "fkc", num_levels=8, seed=8,
+                                     shard=False)
+        best = rc.sample(model * near, 50, rc.samplers.BestOf("reverse", 3), num_levels=4,
+                         seed=9)
         # a sampler object defined in this file
         jitter = rc.sample(model, 100, Jitter(), num_levels=5, seed=6)
         torch.save({"x": smc.x, "alone": alone.x, "logz": smc.info.log_evidence,
@@ -90,7 +97,11 @@ def _worker(rank, world, init_file, out_dir, n, block_size, sampler):
                     "fkc_logz": fkc.info.log_evidence, "fkc_resampled": fkc.info.resampled,
                     "jitter": jitter.x, "jitter_evals": jitter.info.score_evals,
                     "fkc_rows": fkc_rows.x, "fkc_rows_alone": fkc_rows_alone.x,
-                    "fkc_rows_split": fkc_rows.info.settings["rows_split"]},
+                    "fkc_rows_split": fkc_rows.info.settings["rows_split"],
+                    "fkc_reward": fkc_reward.x, "fkc_reward_alone": fkc_reward_alone.x,
+                    "fkc_reward_logz": fkc_reward.info.log_evidence,
+                    "fkc_reward_logz_alone": fkc_reward_alone.info.log_evidence,
+                    "reward_evals": fkc_reward.info.reward_evals, "best": best.x},
                    f"{out_dir}/smc{rank}.pt")
         for name, call in [("generator", lambda: rc.sample(model, 4, "ula", num_levels=2,
                                                            generator=torch.Generator())),
@@ -153,6 +164,12 @@ def test_distributed_smc_equals_one_process(tmp_path):
         assert run["fkc_rows_split"]
         torch.testing.assert_close(run["fkc_rows"], run["fkc_rows_alone"], rtol=1e-5,
                                    atol=1e-5)
+        # with a reward factor read on each rank's rows: the same run as in one process
+        torch.testing.assert_close(run["fkc_reward"], run["fkc_reward_alone"], rtol=1e-5,
+                                   atol=1e-5)
+        assert abs(run["fkc_reward_logz"] - run["fkc_reward_logz_alone"]) < 1e-5
+        assert run["reward_evals"] == 8
+    assert torch.equal(runs[0]["best"], runs[1]["best"]) and runs[0]["best"].shape == (50, 2)
 
 
 def test_block_scheme_deals_contiguous_blocks():
