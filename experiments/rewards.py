@@ -13,7 +13,9 @@ Two tables, each at equal network evaluations per returned image:
   training) finds: ``r = −(missing requested objects + spurious objects)``. It is graded by §6's
   trained checker (``clevr-checker``).
 
-Methods (per returned image): ``reverse`` (1×); ``best-of-N`` (N reverse-diffusion candidates,
+Methods (per returned image): ``reverse`` (1×); ``guided`` (reverse diffusion with the
+reward's gradient through ``x̂₀`` added to the score: 1× forward, plus a backward pass through
+the network per level; differentiable rewards only); ``best-of-N`` (N reverse-diffusion candidates,
 the highest reward kept: N×); ``fkc`` (a population of N particles per image, Feynman–Kac
 weights of the composition only: N×); ``fkc+reward`` (the same with the reward factor's
 potentials: N×; one image per population is returned). Populations are independent, so the
@@ -134,10 +136,11 @@ def detector_accuracy(n: int = 1000, seed: int = 4343) -> dict:
 
 # ----------------------------------------------------------------- methods
 def method(name: str) -> tuple[str, int, str | None]:
-    """``(kind, N, potential)`` of a method name: ``reverse``, ``best-of-N``, ``fkc-N``,
-    ``fkc+reward-N`` or ``fkc+reward:POTENTIAL-N``."""
-    if name == "reverse":
-        return "reverse", 1, None
+    """``(kind, N, potential)`` of a method name: ``reverse``, ``guided`` (reverse diffusion
+    following the reward's gradient), ``best-of-N``, ``fkc-N``, ``fkc+reward-N`` or
+    ``fkc+reward:POTENTIAL-N``."""
+    if name in ("reverse", "guided"):
+        return name, 1, None
     head, _, count = name.rpartition("-")
     if not count.isdigit() or int(count) < 1:
         raise ValueError(f"unknown method {name!r}: reverse, best-of-N, fkc-N, fkc+reward-N, "
@@ -162,6 +165,11 @@ def draw(model: Callable[[int], DiffusionModel], reward_fn: Callable[[int], Call
     t0 = time.perf_counter()
     if kind == "reverse":
         r = rc.sample(model(1), n, "reverse", num_levels=levels, seed=seed, clip=(-1.0, 1.0))
+        x, per_image = r.x, 1
+    elif kind == "guided":  # one backward pass through the network per level on top
+        tilted = model(1) * rc.reward(reward_fn(1), temperature=temperature,
+                                      differentiable=True)
+        r = rc.sample(tilted, n, "reverse", num_levels=levels, seed=seed, clip=(-1.0, 1.0))
         x, per_image = r.x, 1
     elif kind == "best-of":
         tilted = model(1) * rc.reward(reward_fn(1), temperature=temperature)

@@ -220,6 +220,20 @@ def test_gradient_samplers_refuse_a_reward_without_gradient():
         tilted.score(torch.zeros(2, 2), 0.5)
 
 
+def test_reward_guidance_on_a_tracked_mixture_is_refused_but_weights_work():
+    a = ScoreOnly(rc.GaussianMixture([[-2.0, 0.0]], stds=0.5), name="a")
+    b = ScoreOnly(rc.GaussianMixture([[2.0, 0.0]], stds=0.5), name="b")
+    near = rc.reward(lambda x: -x[:, 0].abs(), differentiable=True)
+    with pytest.raises(CapabilityError, match="use the reward in weights"):
+        rc.sample((a + b) * near, 4, "reverse", num_levels=5)
+    r = rc.sample((a + b) * rc.reward(right, temperature=0.5), 2000, "fkc", num_levels=60,
+                  seed=0)
+    assert r.info.reward_evals == 60 and r.log_density is not None
+    exact = math.e**2 / (1 + math.e**2)  # equal halves, the right one tilted by e²
+    frac = float((r.x[:, 0] > 0).double().mean())
+    assert abs(frac - exact) < 4 * math.sqrt(exact * (1 - exact) / 1000), (frac, exact)
+
+
 def test_moves_are_refused_with_a_reward():
     tilted = oracle() * rc.reward(right)
     with pytest.raises(CapabilityError, match="proposal='ddpm'"):

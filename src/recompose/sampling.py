@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from . import distributed as _distributed
+from .compose import needs_tracking
 from .errors import CapabilityError
 from .mcmc.base import Kernel
 from .models.base import DiffusionModel, model_device_dtype
@@ -83,6 +84,11 @@ def _reward_split(model: DiffusionModel, sampler: Sampler
                 f"{sampler.name} follows the gradient of every factor, but {', '.join(bad)} is "
                 "not differentiable; use it in weights: 'fkc', 'smc' with proposal='ddpm' and "
                 "moves=None, or rc.samplers.BestOf(...); or declare differentiable=True")
+        if needs_tracking(base):
+            raise CapabilityError(
+                f"{base.describe()} needs log-densities tracked along the chains, and reward "
+                "guidance would differentiate through them; use the reward in weights with "
+                "'fkc' (moves=None)")
         return model, ()
     moves = getattr(sampler, "moves", None)
     if moves is not None:

@@ -12,6 +12,7 @@ from recompose.data.clevr import SceneSpec, make_scenes  # noqa: E402
 
 def test_method_names():
     assert R.method("reverse") == ("reverse", 1, None)
+    assert R.method("guided") == ("guided", 1, None)
     assert R.method("best-of-8") == ("best-of", 8, None)
     assert R.method("fkc-4") == ("fkc", 4, None)
     assert R.method("fkc+reward-4") == ("fkc+reward", 4, "difference")
