@@ -21,8 +21,13 @@ weights of the composition only: N×); ``fkc+reward`` (the same with the reward 
 potentials: N×; one image per population is returned). Populations are independent, so the
 standard error is binomial over the images (one per population) of all seeds.
 
-Commands: ``python -m experiments.rewards attributes`` (config ``configs/rewards_attributes.json``)
-and ``python -m experiments.rewards clevr`` (``configs/rewards_clevr.json``).
+Beside them, ``oracle``: an indicator reward on a two-mode Gaussian mixture, every potential
+option against the exactly tilted mode weight.
+
+Commands: ``python -m experiments.rewards attributes`` (config
+``configs/rewards_attributes.json``), ``python -m experiments.rewards clevr``
+(``configs/rewards_clevr.json``) and
+``python -m experiments.rewards oracle`` (``configs/rewards_oracle.json``).
 """
 
 # ruff: noqa: E402 (the first line comes before the slow imports)
@@ -201,6 +206,47 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
 
 
+# ----------------------------------------------------------------- the oracle
+def oracle(argv: list[str] | None = None) -> None:
+    """The exact check beside the tables: an indicator reward on a two-mode mixture, each
+    potential option and reading interval, against the exactly tilted mode weight."""
+    from torch.distributions import Normal
+
+    config = parse_config("rewards_oracle", "reward potentials on the oracle", argv)
+    torch.set_num_threads(config["threads"])
+    means, std, weights, lam = [[-2.0, 0.0], [2.0, 0.0]], 0.5, [0.7, 0.3], config["temperature"]
+    model = rc.GaussianMixture(means, stds=std, weights=weights, name="two")
+    p = sum(w * (1 - float(Normal(m[0], std).cdf(torch.tensor(0.0))))
+            for w, m in zip(weights, means))
+    exact = math.exp(1 / lam) * p / (1 - p + math.exp(1 / lam) * p)
+
+    def right(x: Tensor) -> Tensor:
+        return (x[:, 0] > 0).double()
+
+    rows, cells = [], []
+    for variant in config["variants"]:
+        potential, _, interval = variant.partition("/")
+        factor = rc.reward(right, temperature=lam, potential=potential,
+                           interval=int(interval or 1))
+        fractions, ess, calls = [], [], 0
+        for seed in range(config["seeds"]):
+            r = rc.sample(model * factor, config["n"], "fkc", num_levels=config["levels"],
+                          seed=seed)
+            fractions.append(float((r.x[:, 0] > 0).double().mean()))
+            ess.append(min(r.info.ess) / config["n"])
+            calls = r.info.reward_evals
+        mean, se = _mean_se(fractions)
+        cells.append({"variant": variant, "fractions": fractions, "min_ess": ess})
+        rows.append([variant, f"{mean:.4f} ± {se:.4f}", f"{(mean - exact) / se:+.1f}",
+                     f"{statistics.fmean(ess):.2f}", calls])
+    text = markdown_table(["potential / interval", "P(x₁ > 0)", "(mean − exact) / se",
+                           "lowest ESS / n (mean)", "reward calls / chain"], rows)
+    text += (f"\n\nExact tilted P(x₁ > 0) = {exact:.4f} (untilted {p:.4f}); "
+             f"{config['seeds']} seeds × {config['n']} particles, {config['levels']} levels.")
+    print(text)
+    write_results(config, {"exact": exact, "untilted": p, "cells": cells}, text)
+
+
 # ----------------------------------------------------------------- attributes
 def attributes(argv: list[str] | None = None) -> None:
     from tqdm.auto import tqdm
@@ -319,10 +365,10 @@ def clevr(argv: list[str] | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"attributes": attributes, "clevr": clevr}
+    commands = {"attributes": attributes, "clevr": clevr, "oracle": oracle}
     if not argv or argv[0] not in commands:
-        raise SystemExit("usage: python -m experiments.rewards attributes|clevr [--KEY VALUE "
-                         "...] (configs/rewards_attributes.json, configs/rewards_clevr.json)")
+        raise SystemExit("usage: python -m experiments.rewards attributes|clevr|oracle "
+                         "[--KEY VALUE ...] (configs/rewards_NAME.json)")
     script(commands[argv[0]])(argv[1:])
 
 
