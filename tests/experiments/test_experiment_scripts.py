@@ -15,7 +15,8 @@ def test_every_config_is_valid_json_with_an_output_folder():
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
     assert names == ["analytic_product", "attributes", "clevr", "clevr_curves", "conservative",
                      "contrast_fit", "digits", "distillation", "equal_compute", "flow_backends",
-                     "path_mh", "paths", "superdiff", "tapestry", "toy2d"]
+                     "path_mh", "paths", "rewards_attributes", "rewards_clevr",
+                     "rewards_oracle", "superdiff", "tapestry", "toy2d"]
     for name in names:
         assert "out" in load_config(name)
 
