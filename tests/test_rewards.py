@@ -171,6 +171,26 @@ def test_reward_in_groups_is_per_chain():
     assert bool((torch.sign(r.x[:, 0]).double() == target).all())
 
 
+@pytest.mark.parametrize("potential", ["difference", "max", "sum"])
+def test_minus_infinity_kills_a_particle_for_good_without_nan(potential):
+    """Rows 0 and 1 read −inf once (the first reading for ``max``, the third otherwise), then
+    finite rewards: they keep weight zero, the run finishes, and no returned sample comes from
+    them while others have weight."""
+    calls = []
+
+    def spiky(x):
+        calls.append(None)
+        value = torch.zeros(x.shape[0], dtype=torch.float64)
+        if len(calls) == (1 if potential == "max" else 3):
+            value[:2] = -math.inf
+        return value
+
+    tilted = oracle() * rc.reward(spiky, potential=potential)
+    r = rc.sample(tilted, 64, "fkc", num_levels=10, seed=0, ess_threshold=0.0)
+    assert torch.isfinite(r.x).all()
+    assert torch.isneginf(r.log_weights[:2]).all() and torch.isfinite(r.log_weights[2:]).all()
+
+
 # ------------------------------------------------------------------ guidance (gradients)
 def test_tilted_score_is_the_base_score_plus_the_tilts_gradient():
     """Reward guidance differentiates through x̂₀ (and the network in it): against central
@@ -197,6 +217,53 @@ def test_tilted_score_is_the_base_score_plus_the_tilts_gradient():
     energy, score = tilted.energy_and_score(x, 0.5)
     torch.testing.assert_close(energy, tilted.energy(x, 0.5))
     torch.testing.assert_close(score, tilted.score(x, 0.5))
+
+
+class Quartic(rc.DiffusionModel):
+    """An energy-only model (its score comes from autograd of the energy)."""
+
+    has_energy = True
+
+    def __init__(self):
+        super().__init__()
+        self.schedule, self.event_shape = rc.CosineSchedule(), (2,)
+
+    def energy(self, x, t):
+        return (x**4).sum(1) / 4 + 0.3 * x[:, 0] * x[:, 1]
+
+
+def test_guidance_differentiates_energy_parts_inside_a_score_only_composite():
+    """In ``energy_part * score_part * reward`` the composite is score-only, but the energy
+    part's score still carries its graph, so the tilt's gradient includes its Jacobian."""
+    lam, t = 0.5, 0.4
+
+    def quad(x):
+        return -(x**2).sum(1)
+
+    q, g = Quartic(), ScoreOnly(oracle())
+    base = q * g
+    tilted = base * rc.reward(quad, temperature=lam, differentiable=True)
+    x = torch.tensor([[0.3, 0.1], [-1.0, 0.5]], dtype=torch.float64)
+    alpha, sigma = (float(v) for v in base.schedule(torch.tensor(t)))
+
+    def tilt(z):
+        score = q.score(z, t) + g.score(z, t)
+        return quad((z + sigma**2 * score) / alpha) / lam
+
+    eps, fd = 1e-6, []
+    for e in torch.eye(2, dtype=torch.float64):
+        fd.append((tilt(x + eps * e) - tilt(x - eps * e)) / (2 * eps))
+    torch.testing.assert_close(tilted.score(x, t) - base.score(x, t), torch.stack(fd, 1),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_guidance_counts_one_call_per_reward():
+    two = [rc.reward(lambda x: -x[:, 0] ** 2, differentiable=True, name=f"r{i}")
+           for i in range(2)]
+    r = rc.sample(oracle() * two[0] * two[1], 16, "reverse", num_levels=7, seed=0)
+    w = rc.sample(oracle() * rc.reward(right) * rc.reward(right), 16, "fkc", num_levels=7,
+                  seed=0)
+    assert r.info.reward_evals == w.info.reward_evals == 14
 
 
 def test_gradient_samplers_follow_a_differentiable_reward():

@@ -30,14 +30,17 @@ targets behind).
 
 **Gradient samplers** (``"reverse"``, ``"ode"``, annealed MCMC) need ``∇ₓ`` of the tilt: a
 ``differentiable=True`` reward adds ``∇ₓ r(x̂₀(x, t))/λ`` to the score (reward guidance; the
-gradient runs through the network in ``x̂₀``, one extra backward pass per evaluation) and
+gradient runs through the network in ``x̂₀``, one extra backward pass per evaluation; here
+``x̂₀`` is not clamped: the model does not know the sampler's ``clip``) and
 ``−r(x̂₀)/λ`` to the energy. A reward that is not differentiable (an indicator, a count, a
 classifier's argmax) is refused by them in one line, before any work: it can only weight.
 
 **Best-of-N** (:class:`~recompose.samplers.best_of.BestOf`) draws ``N`` candidates per sample
 and keeps the one with the highest reward: the baseline at ``N`` times the cost.
 
-Shapes: ``x`` ``(B, *D)``; a reward returns ``(B,)`` (finite; ``−inf`` allowed: weight zero). A
+Shapes: ``x`` ``(B, *D)``; a reward returns ``(B,)`` (finite, or ``−inf``: weight zero for
+good; a particle with ``−inf`` at an intermediate reading stays at zero, so ``−inf`` there is a
+hard constraint, not only a potential, and the consistency above holds for finite readings). A
 reward is called on all particles at once, only on the levels that read it; ``info.reward_evals``
 counts calls per chain beside the network evaluations.
 """
@@ -52,7 +55,7 @@ from torch import Tensor
 
 from .errors import CapabilityError, CompositionError
 from .models.base import DiffusionModel
-from .utils import append_dims, as_time
+from .utils import append_dims, as_time, keep_graph
 
 __all__ = ["Reward", "Tilted", "reward", "POTENTIALS", "split_rewards", "tilt_update",
            "reward_levels"]
@@ -96,7 +99,7 @@ class Reward:
             raise FloatingPointError(f"reward {self.name!r} returned NaN or +inf for "
                                      f"{int((torch.isnan(value) | (value == math.inf)).sum())} "
                                      "samples (−inf is allowed: weight zero)")
-        return value.to(torch.float64) / self.temperature
+        return value.to(device=x.device, dtype=torch.float64) / self.temperature
 
     def settings(self) -> dict:
         """The factor's options, JSON-ready (recorded in ``info.settings``)."""
@@ -165,7 +168,8 @@ def _with_graph(model: DiffusionModel, x: Tensor, t: Tensor) -> tuple[Tensor | N
         energy = model.energy(x, t)
         (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=True)
         return energy, -grad
-    score = model.score(x, t)
+    with keep_graph():  # energy parts inside a score-only composite keep their graph too
+        score = model.score(x, t)
     if not score.requires_grad:
         raise CapabilityError(
             f"{model.describe()}'s score is not differentiable in x (it detaches its input), so "
@@ -207,7 +211,7 @@ class Tilted(DiffusionModel):
                 "can differentiate it")
 
     def _tilt(self, x0: Tensor) -> Tensor:
-        self.reward_rows += x0.shape[0]
+        self.reward_rows += x0.shape[0] * len(self.rewards)  # one call per reward, as elsewhere
         return sum(r(x0) for r in self.rewards)
 
     def _x0(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:

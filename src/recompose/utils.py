@@ -7,12 +7,15 @@ event dimensions through :func:`batch_sum`, so one code path serves ``(B, 2)`` p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
 
 __all__ = ["append_dims", "batch_sum", "as_time", "per_chain", "energy_and_score_autograd",
+           "keep_graph", "graph_kept",
            "check_finite", "check_event_shape"]
 
 
@@ -41,6 +44,25 @@ def as_time(t: float | Tensor, batch: int, like: Tensor) -> Tensor:
     return t
 
 
+_KEEP_GRAPH: contextvars.ContextVar[bool] = contextvars.ContextVar("keep_graph", default=False)
+
+
+@contextlib.contextmanager
+def keep_graph() -> Iterator[None]:
+    """Scores computed inside stay differentiable in ``x`` (energy models' autograd scores
+    keep their graph; compiled hand-written gradients fall back to autograd)."""
+    token = _KEEP_GRAPH.set(True)
+    try:
+        yield
+    finally:
+        _KEEP_GRAPH.reset(token)
+
+
+def graph_kept() -> bool:
+    """Whether :func:`keep_graph` is active."""
+    return _KEEP_GRAPH.get()
+
+
 def energy_and_score_autograd(
     energy_fn: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = False
 ) -> tuple[Tensor, Tensor]:
@@ -48,7 +70,13 @@ def energy_and_score_autograd(
 
     Runs under ``torch.enable_grad()`` so it works inside ``torch.no_grad()`` sampling loops.
     Returns detached tensors unless ``create_graph`` (training differentiates through ∇ₓE).
+    Inside :func:`keep_graph`, with ``x`` requiring grad, the score stays a differentiable
+    function of ``x`` itself (reward guidance differentiates through it).
     """
+    if graph_kept() and x.requires_grad:
+        energy = energy_fn(x)
+        (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=True)
+        return energy, -grad
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         energy = energy_fn(xg)

@@ -49,7 +49,14 @@ from torch import Tensor, nn
 
 from ..errors import CapabilityError
 from ..schedules import Schedule
-from ..utils import append_dims, as_time, batch_sum, check_event_shape, energy_and_score_autograd
+from ..utils import (
+    append_dims,
+    as_time,
+    batch_sum,
+    check_event_shape,
+    energy_and_score_autograd,
+    graph_kept,
+)
 from .base import BatchSlot, DiffusionModel, model_device_dtype
 from .predictions import Prediction, get_prediction, score_from_epsilon
 
@@ -195,7 +202,7 @@ class EnergyModel(_Learned):
 
     def energy_and_score(self, x: Tensor, t: float | Tensor,
                          c: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self._gradient is None:
+        if self._gradient is None or graph_kept():  # the compiled gradient has no graph
             return energy_and_score_autograd(lambda z: self.energy(z, t, c), x)
         t = as_time(t, x.shape[0], x)
         self._check_call(x, c)

@@ -73,7 +73,7 @@ class BestOf(Sampler):
                              "independent-chain sampler (use 'reverse', 'ode' or an annealed "
                              "sampler)")
         self.inner, self.candidates = inner, candidates
-        self.tracks = inner.tracks
+        self.tracks, self.from_pure_noise = inner.tracks, inner.from_pure_noise
 
     def check(self, model: DiffusionModel) -> None:
         """The inner sampler's capability errors."""

@@ -327,8 +327,7 @@ class Weighted(Sampler):
             if old is None:
                 log_inc = log_inc + new[k]
             else:  # a particle already at weight 0 (−inf) stays there, without NaN
-                both = torch.isneginf(old) & torch.isneginf(new[k])
-                log_inc = log_inc + torch.where(both, 0.0, new[k] - old)
+                log_inc = log_inc + torch.where(torch.isneginf(old), 0.0, new[k] - old)
         return tuple(new), log_inc
 
     def finish(self, run: Run, state: _State) -> Finished:
