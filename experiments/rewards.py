@@ -225,37 +225,29 @@ def oracle(argv: list[str] | None = None) -> None:
         return (x[:, 0] > 0).double()
 
     rows, cells = [], []
-    for variant in config["variants"]:
-        potential, _, interval = variant.partition("/")
-        factor = rc.reward(right, temperature=lam, potential=potential,
-                           interval=int(interval or 1))
+
+    def seeds(variant: str, target: DiffusionModel, want: float, **options: object) -> None:
+        """One row: the fraction on the right over the seeds, against ``want``."""
         fractions, ess, calls = [], [], 0
         for seed in range(config["seeds"]):
-            r = rc.sample(model * factor, config["n"], "fkc", num_levels=config["levels"],
-                          seed=seed)
+            r = rc.sample(target, config["n"], seed=seed, **options)
             fractions.append(float((r.x[:, 0] > 0).double().mean()))
             ess.append(min(r.info.ess) / config["n"])
             calls = r.info.reward_evals
         mean, se = _mean_se(fractions)
         cells.append({"variant": variant, "fractions": fractions, "min_ess": ess})
-        rows.append([variant, f"{mean:.4f} ± {se:.4f}", f"{(mean - exact) / se:+.1f}",
+        rows.append([variant, f"{mean:.4f} ± {se:.4f}", f"{(mean - want) / se:+.1f}",
                      f"{statistics.fmean(ess):.2f}", calls])
+
+    for variant in config["variants"]:
+        potential, _, interval = variant.partition("/")
+        factor = rc.reward(right, temperature=lam, potential=potential,
+                           interval=int(interval or 1))
+        seeds(variant, model * factor, exact, sampler="fkc", num_levels=config["levels"])
     for levels in config["smc_levels"]:  # SMC with the DDPM proposal (no moves)
-        for tilted in (True, False):
-            target = model * rc.reward(right, temperature=lam) if tilted else model
-            fractions, ess, calls = [], [], 0
-            for seed in range(config["seeds"]):
-                r = rc.sample(target, config["n"], "smc", proposal="ddpm", moves=None,
-                              num_levels=levels, seed=seed)
-                fractions.append(float((r.x[:, 0] > 0).double().mean()))
-                ess.append(min(r.info.ess) / config["n"])
-                calls = r.info.reward_evals
-            mean, se = _mean_se(fractions)
-            want = exact if tilted else p
-            variant = f"smc, {levels} levels" + ("" if tilted else ", no reward")
-            cells.append({"variant": variant, "fractions": fractions, "min_ess": ess})
-            rows.append([variant, f"{mean:.4f} ± {se:.4f}", f"{(mean - want) / se:+.1f}",
-                         f"{statistics.fmean(ess):.2f}", calls])
+        smc = {"sampler": "smc", "proposal": "ddpm", "moves": None, "num_levels": levels}
+        seeds(f"smc, {levels} levels", model * rc.reward(right, temperature=lam), exact, **smc)
+        seeds(f"smc, {levels} levels, no reward", model, p, **smc)
     text = markdown_table(["potential / interval", "P(x₁ > 0)", "(mean − exact) / se",
                            "lowest ESS / n (mean)", "reward calls / chain"], rows)
     text += (f"\n\nExact tilted P(x₁ > 0) = {exact:.4f} (untilted {p:.4f}, the reference of "

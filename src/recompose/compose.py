@@ -59,7 +59,7 @@ from torch import Tensor, nn
 
 from .errors import ApproximationWarning, CapabilityError, CompositionError
 from .models.base import DiffusionModel
-from .rewards import Reward, Tilted
+from .rewards import Reward, Tilted, split_rewards
 
 __all__ = ["Product", "Power", "Mixture", "Superposition", "product", "power", "mixture",
            "superpose", "cfg", "guide", "conjunction", "factors", "factor_scores",
@@ -554,14 +554,10 @@ def conjunction(model: DiffusionModel, conditions: Sequence[object], plain: bool
 
 # ------------------------------------------------------------------------ operators
 # A number where a model is expected is refused (diffusers: fail loudly rather than guess).
-def _untilt(model: DiffusionModel) -> tuple[DiffusionModel, tuple]:
-    return (model.base, model.rewards) if isinstance(model, Tilted) else (model, ())
-
-
 def _mul(self: DiffusionModel, other: object) -> DiffusionModel:
     """``a * b``: the product (a reward factor of either side tilts the product)."""
     if isinstance(other, DiffusionModel):
-        (a, ra), (b, rb) = _untilt(self), _untilt(other)
+        (a, ra), (b, rb) = split_rewards(self), split_rewards(other)
         if ra or rb:
             return Tilted(product([a, b]), ra + rb)
         return product([self, other])

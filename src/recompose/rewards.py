@@ -101,6 +101,11 @@ class Reward:
                                      "samples (−inf is allowed: weight zero)")
         return value.to(device=x.device, dtype=torch.float64) / self.temperature
 
+    def reads(self, i: int) -> bool:
+        """Whether weighted samplers read this reward at level ``i``: every ``interval``-th
+        level, counted from the cleanest (level 0 always)."""
+        return i % self.interval == 0
+
     def settings(self) -> dict:
         """The factor's options, JSON-ready (recorded in ``info.settings``)."""
         return {"name": self.name, "temperature": self.temperature,
@@ -275,9 +280,8 @@ def split_rewards(model: DiffusionModel) -> tuple[DiffusionModel, tuple[Reward, 
 
 
 def reward_levels(reward: Reward, num_levels: int) -> list[int]:
-    """The levels at which weighted samplers read ``reward``: every ``interval``-th level,
-    counted from the cleanest (level 0 always)."""
-    return [i for i in range(num_levels) if i % reward.interval == 0]
+    """The levels at which weighted samplers read ``reward`` (:meth:`Reward.reads`)."""
+    return [i for i in range(num_levels) if reward.reads(i)]
 
 
 def tilt_update(reward: Reward, accumulated: Tensor | None, rho: Tensor) -> Tensor:

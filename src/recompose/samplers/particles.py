@@ -314,7 +314,7 @@ class Weighted(Sampler):
                           log_inc: Tensor, i: int) -> tuple[tuple[Tensor | None, ...], Tensor]:
         """The rewards read at level ``i`` (module docstring, *Reward factors*): the new
         accumulated log-potentials and the increment with their change added."""
-        reading = [k for k, r in enumerate(run.rewards) if i % r.interval == 0]
+        reading = [k for k, r in enumerate(run.rewards) if r.reads(i)]
         if not reading:
             return tilt, log_inc
         x0 = self.reward_point(run, cur, i)
